@@ -1,0 +1,27 @@
+"""`python -m detpipe COMMAND ...`: the user-facing commands beside the pipeline stages."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# Each command is a module with `main(argv: list[str]) -> int`; imported lazily so that
+# `python -m detpipe evaluate` does not pay for torch.
+COMMANDS = {
+    "evaluate": ("detpipe.cli.evaluate", "score detections of any tool against ground truth (VOC and COCO mAP)"),
+    "check-data": ("detpipe.cli.check_data", "validate a VOC/COCO dataset without running the pipeline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: python -m detpipe COMMAND [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<12} {help_text}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""`python -m detpipe check-data`: validate a dataset exactly as the annotate stage does, without
+running the pipeline. Exit status 1 when there are errors, 0 otherwise (warnings are printed)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line
+from detpipe.params import DataParams, ParamsError, load_params, read_classes_file
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m detpipe check-data", description=__doc__)
+    p.add_argument("--params", help="params.yaml to take data.* from")
+    p.add_argument("--root", help="dataset folder (Annotations/ + JPEGImages/); overrides data.root")
+    p.add_argument("--classes", help="comma-separated class names; overrides data.classes")
+    p.add_argument("--classes-file", help="file of class names, one per line")
+    p.add_argument("--source", choices=["voc", "coco"], help="overrides data.source")
+    p.add_argument("--coco-json", help="COCO instances JSON (with --source coco)")
+    p.add_argument("--images", help="image folder; overrides data.images")
+    p.add_argument("--workers", type=int, help="processes (0 = automatic)")
+    p.add_argument("--report", help="also write the full JSON report here")
+    p.add_argument("--show", type=int, default=20, help="warnings to print (default 20)")
+    return p.parse_args(argv)
+
+
+def data_params(args: argparse.Namespace) -> DataParams:
+    """params.yaml's data section (or defaults) with the command-line overrides applied."""
+    if not (args.params or args.root or args.coco_json):
+        raise ParamsError("give --params params.yaml, or --root DIR (or --coco-json) with --classes a,b")
+    data = load_params(args.params).data if args.params else DataParams()
+    overrides = {k: v for k, v in (("root", args.root), ("source", args.source),
+                                   ("coco_json", args.coco_json), ("images", args.images)) if v}
+    if args.coco_json and not args.source:
+        overrides["source"] = "coco"
+    if args.classes:
+        overrides["classes"] = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    elif args.classes_file:
+        overrides["classes"] = read_classes_file(args.classes_file)
+    data = dataclasses.replace(data, **overrides)
+    if not data.classes:
+        raise ParamsError("no class names: pass --classes a,b, --classes-file FILE or --params")
+    return data
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        result = check_dataset(data_params(args), workers=args.workers)
+    except (ParamsError, DataError) as exc:
+        print(f"check-data: error: {exc}", file=sys.stderr)
+        return 1
+    report = result.report
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for w in report["warnings"][: args.show]:
+        print(f"warning [{w['kind']}] {w['message']}")
+    if len(report["warnings"]) > args.show:
+        counts = Counter(w["kind"] for w in report["warnings"])
+        print(f"… {len(report['warnings']) - args.show} more warnings; by kind: {dict(counts)}")
+    print(f"check-data: {summary_line(report)}")
+    if result.errors:
+        print(format_errors(result.errors), file=sys.stderr)
+        return 1
+    print("check-data: OK — the dataset can be trained on.")
+    return 0

@@ -1,0 +1,162 @@
+"""Datasets and loaders: annotation lines in, letterboxed batches out.
+
+All randomness of sample `i` in epoch `e` comes from a generator seeded with (seed, e, i), so
+the batches of an epoch are the same whether the run was resumed or not and whatever the
+number of loader workers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .annotations import Record
+from .boxes import Letterbox, letterbox_params
+from .images import load_rgb
+
+PAD_VALUE = 114  # the grey YOLO letterboxes with, so padding looks like nothing in particular
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation strengths; all zero means plain letterboxing."""
+
+    hflip: float = 0.0
+    scale_jitter: float = 0.0
+    translate: float = 0.0
+    hsv_h: float = 0.0
+    hsv_s: float = 0.0
+    hsv_v: float = 0.0
+
+    @classmethod
+    def from_train_params(cls, p) -> "Augment":
+        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v)
+
+
+def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Resize uint8 [H, W, 3] to lb.new_* and paste it at lb.pad_* into a grey square."""
+    img = Image.fromarray(rgb)
+    if (lb.new_width, lb.new_height) != img.size:
+        img = img.resize((lb.new_width, lb.new_height), Image.BILINEAR)
+    canvas = Image.new("RGB", (lb.size, lb.size), (PAD_VALUE,) * 3)
+    canvas.paste(img, (lb.pad_x, lb.pad_y))
+    return np.asarray(canvas)
+
+
+def _hsv_jitter(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Scale hue/saturation/value by (1 + gains) through lookup tables (fast on uint8)."""
+    hsv = Image.fromarray(rgb).convert("HSV")
+    h, s, v = hsv.split()
+    lut = np.arange(256, dtype=np.float64)
+    h = h.point(((lut + gains[0] * 255) % 256).astype(np.uint8).tolist())
+    s = s.point(np.clip(lut * (1 + gains[1]), 0, 255).astype(np.uint8).tolist())
+    v = v.point(np.clip(lut * (1 + gains[2]), 0, 255).astype(np.uint8).tolist())
+    return np.asarray(Image.merge("HSV", (h, s, v)).convert("RGB"))
+
+
+def training_targets(record: Record) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes [N, 4] and labels [N] to train on: difficult objects are left out, as in VOC."""
+    keep = ~record.difficult
+    return record.boxes[keep].astype(np.float32), record.labels[keep]
+
+
+class DetectionDataset(Dataset):
+    """Items are indexed by (epoch, index) pairs so augmentation is a pure function of them.
+
+    Returns (image uint8 Tensor[3, S, S], boxes Tensor[N, 4] letterboxed xyxy, labels Tensor[N],
+    index). Evaluation datasets (augment=None) ignore the epoch.
+    """
+
+    def __init__(self, records: Sequence[Record], size: int, seed: int = 0,
+                 augment: Augment | None = None) -> None:
+        self.records = list(records)
+        self.size = size
+        self.seed = seed
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: tuple[int, int] | int):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        record = self.records[index]
+        rgb = load_rgb(record.path)
+        boxes, labels = training_targets(record)
+        h, w = rgb.shape[:2]
+        aug = self.augment
+        if aug is None:
+            lb = letterbox_params(w, h, self.size)
+        else:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            scale = float(rng.uniform(1 - aug.scale_jitter, 1 + aug.scale_jitter))
+            centre = 0.5 + rng.uniform(-aug.translate, aug.translate, size=2) * 2
+            lb = letterbox_params(w, h, self.size, scale, tuple(np.clip(centre, 0, 1)))
+            if rng.random() < aug.hflip:
+                rgb = rgb[:, ::-1]
+                boxes = boxes.copy()
+                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+            gains = rng.uniform(-1, 1, 3) * [aug.hsv_h, aug.hsv_s, aug.hsv_v]
+            if np.any(gains):
+                rgb = _hsv_jitter(np.ascontiguousarray(rgb), gains)
+        image = letterbox_image(np.ascontiguousarray(rgb), lb)
+        boxes_t = torch.from_numpy(boxes).reshape(-1, 4)
+        boxes_t = boxes_t * torch.tensor([lb.scale_x, lb.scale_y] * 2) + torch.tensor([lb.pad_x, lb.pad_y] * 2)
+        boxes_t = boxes_t.clamp(0, self.size)
+        # Objects pushed (almost) out of view by zoom/translate are no longer targets.
+        visible = ((boxes_t[:, 2] - boxes_t[:, 0]) > 2) & ((boxes_t[:, 3] - boxes_t[:, 1]) > 2)
+        image_t = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return image_t, boxes_t[visible], torch.from_numpy(labels).long()[visible], index, (w, h)
+
+
+def collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Stack images; pad targets to Tensor[B, G, 5] rows (label, x1, y1, x2, y2), label -1 pads.
+
+    Also returns the dataset indices Tensor[B] and original (width, height) Tensor[B, 2].
+    """
+    images = torch.stack([b[0] for b in batch])
+    most = max(1, max(len(b[2]) for b in batch))
+    targets = torch.full((len(batch), most, 5), -1.0)
+    for i, (_, boxes, labels, _, _) in enumerate(batch):
+        targets[i, : len(labels), 0] = labels.float()
+        targets[i, : len(labels), 1:] = boxes
+    indices = torch.tensor([b[3] for b in batch])
+    sizes = torch.tensor([b[4] for b in batch])
+    return images, targets, indices, sizes
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Shuffled batches of (epoch, index) keys; the order depends only on (seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+                 drop_last: bool = False) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        for start in range(0, self.n, self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            if self.drop_last and len(chunk) < self.batch_size:
+                return
+            yield [(self.epoch, i) for i in chunk]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (0 if self.drop_last or rest == 0 else 1)
+
+
+def make_loader(dataset: DetectionDataset, batch_size: int, epoch: int, num_workers: int,
+                shuffle: bool, drop_last: bool = False) -> DataLoader:
+    """A DataLoader over `dataset` for one epoch."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, dataset.seed, epoch, shuffle, drop_last)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                      persistent_workers=False)

@@ -1,0 +1,45 @@
+"""Sparse (detection, ground truth) pairs within the same (image, class) group.
+
+Both VOC and COCO only compare boxes of one image and one class, so instead of dense
+images x boxes matrices we enumerate the pairs of each group, in chunks of bounded size.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+PAIR_BUDGET = 2_000_000  # pairs per chunk: ~50 MB of temporaries, whatever the data size
+
+
+def group_pairs(det_keys: np.ndarray, gt_keys_sorted: np.ndarray,
+                budget: int = PAIR_BUDGET) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (det_index, gt_index) arrays of every pair with equal keys, det-major.
+
+    `gt_keys_sorted` must be ascending; within a det the gts come in ascending index order,
+    which preserves the ground-truth input order when the sort producing it was stable.
+    """
+    lo = np.searchsorted(gt_keys_sorted, det_keys, "left")
+    count = np.searchsorted(gt_keys_sorted, det_keys, "right") - lo
+    csum = np.cumsum(count)
+    start, n = 0, len(det_keys)
+    while start < n:
+        before = csum[start - 1] if start else 0
+        end = max(int(np.searchsorted(csum, before + budget, "right")), start + 1)
+        c = count[start:end]
+        total = int(c.sum())
+        if total:
+            det = np.repeat(np.arange(start, end), c)
+            first = np.cumsum(c) - c
+            gt = np.repeat(lo[start:end] - first, c) + np.arange(total)
+            yield det, gt
+        start = end
+
+
+def first_per_segment(mask: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Indices of the first True of `mask` in each run of equal values of sorted `seg`."""
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return idx
+    s = seg[idx]
+    return idx[np.r_[True, s[1:] != s[:-1]]]

@@ -1,0 +1,235 @@
+"""COCO box metrics, equal to pycocotools' COCOeval (iouType "bbox") on the same boxes.
+
+Same parameters (IoU 0.50:0.05:0.95, 101 recall points, maxDets 1/10/100 per image and class,
+area ranges all/small/medium/large on the annotation area) and the same rules: detections are
+matched greedily by descending score to the unmatched non-ignored ground truth with the highest
+IoU (last one on ties) and only otherwise to an ignored one; crowd (here: difficult) objects are
+ignored, may absorb any number of detections, and their IoU is intersection / detection area;
+unmatched detections outside the area range are ignored; precision is the envelope sampled at the
+first detection reaching each recall threshold. Boxes are xywh without the +1 pixel convention.
+
+The implementation is vectorised and sparse: only (detection, ground truth) pairs of the same
+image and class are formed (in bounded chunks), greedy matching runs once per rank for all images
+at once, and since the greedy result for the top-k detections does not depend on the others, the
+three maxDets settings come out of a single matching.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._pairs import group_pairs
+from .voc import _concat_dets, _concat_gts, check_inputs
+
+IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RNG = ((0.0, 1e5 ** 2), (0.0, 32.0 ** 2), (32.0 ** 2, 96.0 ** 2), (96.0 ** 2, 1e5 ** 2))
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_BIG = np.int64(1) << 40  # matching priority: non-ignored ground truth first, then IoU rank
+
+
+@dataclass(frozen=True)
+class CocoResult:
+    """The 12 COCO stats (-1 where a range has no ground truth, as pycocotools) and per-class AP.
+
+    `precision` is pycocotools' eval["precision"][..., maxDets=100] ([T, R, K, A]) and `recall`
+    its eval["recall"] ([T, K, A, M]); `per_class_ap` is AP@[.5:.95] (NaN without ground truth).
+    """
+
+    stats: np.ndarray
+    per_class_ap: np.ndarray
+    per_class_ap50: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    names: tuple[str, ...] = STAT_NAMES
+
+    def as_dict(self) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(self.names, self.stats)}
+
+
+def coco_eval(gts: list[dict], dets: list[dict], num_classes: int) -> CocoResult:
+    """COCO metrics for the per-image lists of `voc_map` (xyxy pixel boxes; difficult = iscrowd).
+
+    Boxes go to COCO's convention as [x1, y1, x2 - x1, y2 - y1] with area w * h, exactly what
+    `detpipe.metrics.io.to_coco_json` exports for pycocotools.
+    """
+    check_inputs(gts, dets, num_classes)
+    g_box, g_lab, g_img, g_diff = _concat_gts(gts)
+    d_box, d_lab, d_img, d_score = _concat_dets(dets)
+    g_xywh = np.c_[g_box[:, :2], g_box[:, 2:] - g_box[:, :2]]
+    d_xywh = np.c_[d_box[:, :2], d_box[:, 2:] - d_box[:, :2]]
+    return coco_eval_arrays(g_img, g_lab, g_xywh, g_xywh[:, 2] * g_xywh[:, 3], g_diff,
+                            d_img, d_lab, d_xywh, d_score, len(gts), num_classes)
+
+
+def coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of paired xywh boxes, as pycocotools' bbIou (crowd: over the det's area)."""
+    w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
+    h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
+    inter = w * h
+    da = d[:, 2] * d[:, 3]
+    union = np.where(crowd, da, da + g[:, 2] * g[:, 3] - inter)
+    ok = (w > 0) & (h > 0)
+    return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
+
+
+def _candidates(d_xywh, d_key, g_xywh, g_key, g_crowd, thr):
+    """Pairs (det, gt, iou) of the same group with iou >= the lowest threshold."""
+    out_d, out_g, out_iou = [], [], []
+    for det, gt in group_pairs(d_key, g_key):
+        iou = coco_iou(d_xywh[det], g_xywh[gt], g_crowd[gt])
+        keep = iou >= thr
+        out_d.append(det[keep]); out_g.append(gt[keep]); out_iou.append(iou[keep])
+    if not out_d:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(out_d), np.concatenate(out_g), np.concatenate(out_iou)
+
+
+def _match(p_det, p_gt, p_iou, rank, g_crowd, g_area, n_det):
+    """Greedy matching of every candidate det for all area ranges and IoU thresholds.
+
+    `p_det` indexes the candidate detections (rank = their rank within image and class).
+    Returns outcome [n_det, A, T] int8: 0 unmatched, 1 matched to a counted (non-ignored)
+    ground truth, 2 matched to an ignored one. Rounds go by rank within (image, class) so all
+    groups advance together; a ground truth appears at most once per round.
+    """
+    thr = np.minimum(IOU_THRS, 1 - 1e-10)
+    A, T = len(AREA_RNG), len(thr)
+    outcome = np.zeros((n_det, A, T), dtype=np.int8)
+    if len(p_det) == 0:
+        return outcome
+    # static preference within a det: higher IoU, then later ground truth (pycocotools' `<`)
+    order = np.lexsort((p_gt, p_iou, p_det))
+    pos = np.empty(len(order), np.int64)
+    pos[order] = np.arange(len(order))
+    det_first = np.searchsorted(p_det, p_det, "left")  # p_det is sorted (det-major pairs)
+    pref = pos - det_first + 1
+    seen = np.zeros(len(g_crowd), dtype=bool)
+    seen[p_gt] = True
+    u_gt = np.flatnonzero(seen)
+    g_inv = (np.cumsum(seen) - 1)[p_gt]
+    crowd = g_crowd[u_gt]
+    area = g_area[u_gt]
+    counted = np.stack([~crowd & (area >= lo) & (area <= hi) for lo, hi in AREA_RNG], axis=1)
+    taken = np.zeros((len(u_gt), A, T), dtype=bool)
+    p_rank = rank[p_det]
+    by_rank = np.argsort(p_rank, kind="stable")
+    edges = np.searchsorted(p_rank[by_rank], np.arange(p_rank.max() + 2))
+    for r in range(len(edges) - 1):
+        sel = by_rank[edges[r]:edges[r + 1]]
+        if len(sel) == 0:
+            continue
+        det, g = p_det[sel], g_inv[sel]
+        ok = p_iou[sel, None] >= thr[None, :]
+        avail = ok[:, None, :] & (crowd[g, None, None] | ~taken[g])
+        key = np.where(avail, counted[g][:, :, None] * _BIG + pref[sel, None, None], 0)
+        starts = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])
+        best = np.maximum.reduceat(key, starts, axis=0)
+        win = (key == np.repeat(best, np.diff(np.r_[starts, len(det)]), axis=0)) & (key > 0)
+        taken[g] |= win
+        outcome[det[starts]] = np.where(best >= _BIG, 1, np.where(best > 0, 2, 0))
+    return outcome
+
+
+def coco_eval_arrays(g_img, g_cat, g_xywh, g_area, g_crowd, d_img, d_cat, d_xywh, d_score,
+                     num_images: int, num_classes: int) -> CocoResult:
+    """COCO evaluation on flat arrays (images 0..num_images-1 in evaluation order, classes
+    0..num_classes-1; detections in input order, which breaks score ties as pycocotools does)."""
+    K, A, T, R, M = num_classes, len(AREA_RNG), len(IOU_THRS), len(REC_THRS), len(MAX_DETS)
+    g_img, g_cat = np.asarray(g_img, np.int64), np.asarray(g_cat, np.int64)
+    d_img, d_cat = np.asarray(d_img, np.int64), np.asarray(d_cat, np.int64)
+    g_crowd, g_area = np.asarray(g_crowd, bool), np.asarray(g_area, np.float64)
+    d_score = np.asarray(d_score, np.float64)
+    # detections by group, then score (stable), truncated to maxDets[-1] per image and class
+    d_key = d_img * K + d_cat
+    order = np.lexsort((-d_score, d_key))
+    d_key = d_key[order]
+    starts = np.flatnonzero(np.r_[True, d_key[1:] != d_key[:-1]]) if len(d_key) else np.zeros(0, np.int64)
+    rank = np.arange(len(d_key)) - np.repeat(starts, np.diff(np.r_[starts, len(d_key)]))
+    keep = order[rank < MAX_DETS[-1]]
+    rank = rank[rank < MAX_DETS[-1]]
+    d_key, d_cat, d_score = d_img[keep] * K + d_cat[keep], d_cat[keep], d_score[keep]
+    d_xywh = np.asarray(d_xywh, np.float64)[keep]
+    d_area = d_xywh[:, 2] * d_xywh[:, 3]
+
+    g_key = g_img * K + g_cat
+    g_order = np.argsort(g_key, kind="stable")
+    p_det, p_gt, p_iou = _candidates(d_xywh, d_key, np.asarray(g_xywh, np.float64)[g_order],
+                                     g_key[g_order], g_crowd[g_order], min(IOU_THRS[0], 1 - 1e-10))
+    # only candidates can be matched; every other detection is a FP or out of the area range
+    cand = p_det[np.r_[True, p_det[1:] != p_det[:-1]]] if len(p_det) else p_det
+    outcome = _match(np.searchsorted(cand, p_det), p_gt, p_iou, rank[cand],
+                     g_crowd[g_order], g_area[g_order], len(cand))
+    cand_row = np.full(len(d_key), -1, dtype=np.int64)
+    cand_row[cand] = np.arange(len(cand))
+
+    in_rng = np.stack([(d_area >= lo) & (d_area <= hi) for lo, hi in AREA_RNG], axis=1)
+    npig = np.stack([np.bincount(g_cat[~g_crowd & (g_area >= lo) & (g_area <= hi)], minlength=K)[:K]
+                     for lo, hi in AREA_RNG], axis=1)  # [K, A]
+    # accumulate order: class, descending score, then image and rank (pycocotools' mergesort)
+    acc = np.lexsort((-d_score, d_cat))
+    bounds = np.searchsorted(d_cat[acc], np.arange(K + 1))
+    precision = -np.ones((T, R, K, A))
+    recall = -np.ones((T, K, A, M))
+    for k in range(K):
+        if not npig[k].any():
+            continue
+        idx = acc[bounds[k]:bounds[k + 1]]
+        rows = cand_row[idx]
+        cpos = np.flatnonzero(rows >= 0)
+        out = outcome[rows[cpos]]  # [n, A, T]
+        # false positives up to each candidate: non-candidates in range, unmatched candidates in range
+        other_fp = np.cumsum(in_rng[idx] & (rows < 0)[:, None], axis=0)[cpos]
+        tp = out == 1
+        n_tp = np.cumsum(tp, axis=0).astype(np.float64)
+        n_fp = (np.cumsum((out == 0) & in_rng[idx[cpos]][:, :, None], axis=0)
+                + other_fp[:, :, None]).astype(np.float64)
+        rc = n_tp / np.maximum(npig[k], 1)[None, :, None]
+        # pycocotools' precision at every detection; the envelope at the first detection reaching
+        # a recall level equals the envelope over true positives only, so the rest are zeroed
+        pr = np.where(tp, n_tp / (n_fp + n_tp + np.spacing(1)), 0.0)
+        env = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
+        rank_c = rank[idx[cpos]]
+        for m, max_det in enumerate(MAX_DETS):
+            found = np.count_nonzero(tp & (rank_c < max_det)[:, None, None], axis=0)  # [A, T]
+            recall[:, k, :, m] = np.where(npig[k, :, None] > 0, found / np.maximum(npig[k], 1)[:, None], -1.0).T
+        for a in np.flatnonzero(npig[k]):
+            for t in range(T):
+                at = np.searchsorted(rc[:, a, t], REC_THRS, side="left")
+                q = np.zeros(R)
+                ok = at < len(cpos)
+                q[ok] = env[at[ok], a, t]
+                precision[t, :, k, a] = q
+    stats = _summarize(precision, recall)
+    with np.errstate(invalid="ignore"):
+        has = npig[:, 0] > 0
+        per_class = np.where(has, precision[:, :, :, 0].mean(axis=(0, 1)), np.nan)
+        per_class50 = np.where(has, precision[0, :, :, 0].mean(axis=0), np.nan)
+    return CocoResult(stats, per_class, per_class50, precision, recall)
+
+
+def _mean_valid(s: np.ndarray) -> float:
+    s = s[s > -1]
+    return float(np.mean(s)) if len(s) else -1.0
+
+
+def _summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """pycocotools' summarize(): means over valid entries, -1 when there are none."""
+    t50, t75 = int(np.argmin(np.abs(IOU_THRS - 0.5))), int(np.argmin(np.abs(IOU_THRS - 0.75)))
+    m100 = len(MAX_DETS) - 1
+    return np.array([
+        _mean_valid(precision[..., 0]),
+        _mean_valid(precision[t50, ..., 0]),
+        _mean_valid(precision[t75, ..., 0]),
+        _mean_valid(precision[..., 1]),
+        _mean_valid(precision[..., 2]),
+        _mean_valid(precision[..., 3]),
+        _mean_valid(recall[:, :, 0, 0]),
+        _mean_valid(recall[:, :, 0, 1]),
+        _mean_valid(recall[:, :, 0, m100]),
+        _mean_valid(recall[:, :, 1, m100]),
+        _mean_valid(recall[:, :, 2, m100]),
+        _mean_valid(recall[:, :, 3, m100]),
+    ])

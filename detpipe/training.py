@@ -1,0 +1,195 @@
+"""One training phase (frozen or unfrozen backbone) with per-epoch checkpoints and exact resume."""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .annotations import Record
+from .data import Augment, DetectionDataset, make_loader
+from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
+                     select_device, train_one_epoch)
+from .metrics import voc_map
+from .model import Detector, ModelConfig, build_model
+from .params import Params, to_dict
+
+TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
+               "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
+# Settings that change how fast a run goes but not what it computes: a change resumes.
+_NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints")
+
+
+@dataclass
+class Phase:
+    """What differs between the two training stages."""
+
+    name: str          # "frozen" or "unfrozen"
+    epochs: int
+    first_epoch: int   # global number of this phase's first epoch (1-based)
+    batch_size: int
+    lr: float
+
+
+def phase_of(params: Params, name: str) -> Phase:
+    t = params.train
+    if name == "frozen":
+        bs, epochs, first, scale = t.freeze_batch_size, t.freeze_epochs, 1, t.freeze_lr_scale
+    elif name == "unfrozen":
+        bs, epochs, first, scale = t.unfreeze_batch_size, t.unfreeze_epochs, t.freeze_epochs + 1, 1.0
+    else:
+        raise ValueError(f"phase must be frozen or unfrozen, not {name!r}")
+    # Linear scaling rule: lr is given for nominal_batch_size images per step.
+    return Phase(name, epochs, first, bs, params.lr * scale * bs / t.nominal_batch_size)
+
+
+def model_config(params: Params) -> ModelConfig:
+    return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels)
+
+
+def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path]) -> str:
+    """Hash of everything that determines the phase's weights."""
+    train = {k: v for k, v in to_dict(params.train).items() if k not in _NOT_IN_FINGERPRINT}
+    config = {"phase": phase.name, "lr": params.lr, "seed": params.seed, "model": to_dict(params.model),
+              "train": train, "classes": list(params.data.classes)}
+    return ckpt.fingerprint(config, inputs)
+
+
+def write_tsv(path: str | Path, history: list[dict]) -> None:
+    """Rewrite the training TSV in full (a declared output, so never appended to)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, TSV_COLUMNS, delimiter="\t", extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, params, fp, phase) -> dict:
+    return {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
+            "rng": {"torch": torch.get_rng_state()}, "params": to_dict(params),
+            "model_config": model.config.to_dict(), "class_names": list(params.data.classes),
+            "imgsz": params.model.imgsz, "fingerprint": fp, "phase": phase.name}
+
+
+def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
+                inputs: list[str | Path], ckpt_root: str | Path, tsv_path: str | Path,
+                init: str | Path | None = None) -> dict:
+    """Train one phase, resuming from its own checkpoint if one exists; returns the final state.
+
+    The returned dict (also in .ckpt/<stage>/<fingerprint>/last.pt) carries "best_model" and
+    "best_ema" state dicts of the epoch with the highest val mAP50.
+    """
+    t = params.train
+    phase = phase_of(params, phase_name)
+    device = select_device(t.device)
+    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    fp = run_fingerprint(params, phase, inputs)
+    run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.clean_temp_files(run_dir)
+    for removed in ckpt.prune(run_dir.parent, t.keep_checkpoints, fp):
+        print(f"pruned old checkpoint folder {removed}")
+
+    torch.manual_seed(params.seed)
+    model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
+    if init is not None:
+        start = ckpt.load(init)
+        model.load_state_dict(start["model"])
+    model.backbone.freeze(phase.name == "frozen")
+    model.to(device)
+    ema = ModelEMA(model, t.ema_decay)
+    if init is not None and "ema" in start:
+        ema.module.load_state_dict(start["ema"])
+        ema.updates = int(start.get("ema_updates", 0))
+
+    train_set = DetectionDataset(train_records, params.model.imgsz, params.seed, Augment.from_train_params(t))
+    steps_per_epoch = max(1, len(train_set) // phase.batch_size) if len(train_set) > phase.batch_size else 1
+    drop_last = len(train_set) > phase.batch_size
+    optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay)
+    warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio))
+    scaler = torch.amp.GradScaler(device.type, enabled=(device.type == "cuda" and t.amp))
+    val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
+    gts = ground_truth(val_records)
+
+    history, best, done = [], {"epoch": 0, "val_map50": -1.0}, 0
+    best_states = {"best_model": model.state_dict(), "best_ema": ema.module.state_dict()}
+    last_path = run_dir / "last.pt"
+    if last_path.exists():
+        state = ckpt.load(last_path)
+        model.load_state_dict(state["model"])
+        ema.module.load_state_dict(state["ema"])
+        ema.updates = state["ema_updates"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history, best, done = state["history"], state["best"], state["epoch"]
+        best_states = {k: state[k] for k in ("best_model", "best_ema")}
+        print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} "
+              f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
+    else:
+        print(f"train_{phase.name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
+              f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
+              f"device {device}, checkpoints in {run_dir})", flush=True)
+
+    for epoch in range(done, phase.epochs):
+        global_epoch = phase.first_epoch + epoch
+        # Model-side randomness is seeded per epoch, so a resumed epoch draws what the original would.
+        torch.manual_seed(params.seed * 100_003 + global_epoch)
+        loader = make_loader(train_set, phase.batch_size, global_epoch, t.num_workers, True, drop_last)
+        tr = train_one_epoch(model, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
+                             desc=f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}")
+        val_loss, dets = evaluate(ema.module, val_loader, device, params.model.imgsz, params.map.confidence,
+                                  params.predict.nms_iou, params.predict.max_det)
+        val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if val_records else 0.0
+        history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
+                        "val_loss": val_loss["loss"], "val_map50": val_map,
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": tr["seconds"],
+                        "images_per_s": tr["images"] / max(tr["seconds"], 1e-9),
+                        "train_box_loss": tr["box"], "train_cls_loss": tr["cls"],
+                        "val_box_loss": val_loss["box"], "val_cls_loss": val_loss["cls"]})
+        print(f"  epoch {global_epoch}: train loss {tr['loss']:.3f}  val loss {val_loss['loss']:.3f}  "
+              f"val mAP50 {val_map:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
+        if val_map > best["val_map50"]:
+            best = {"epoch": global_epoch, "val_map50": val_map}
+            best_states = {"best_model": model.state_dict(), "best_ema": ema.module.state_dict()}
+        state = _state(model, ema, optimizer, scheduler, scaler, epoch + 1, history, best, params, fp, phase)
+        ckpt.save_atomic({**state, **best_states}, last_path)
+        write_tsv(tsv_path, history)
+
+    write_tsv(tsv_path, history)
+    if last_path.exists():
+        final = ckpt.load(last_path)
+    else:  # zero epochs in this phase: the starting weights are the result
+        final = {**_state(model, ema, optimizer, scheduler, scaler, 0, [], best, params, fp, phase), **best_states}
+    os.utime(run_dir)  # mark as recently used for pruning
+    return final
+
+
+def export_weights(state: dict, which: str) -> dict:
+    """The deployable part of a training state: `which` is "last" or "best"."""
+    keys = ("model", "ema") if which == "last" else ("best_model", "best_ema")
+    out = {"model": state[keys[0]], "ema": state[keys[1]]}
+    for k in ("model_config", "class_names", "imgsz", "params", "history", "best", "epoch", "ema_updates", "phase"):
+        out[k] = state[k]
+    return out
+
+
+def load_detector(path: str | Path, device: torch.device | str = "cpu") -> tuple[Detector, dict]:
+    """Rebuild a detector from a detpipe weights file, preferring the EMA weights."""
+    state = ckpt.load(path)
+    if "model_config" not in state:
+        raise ckpt.CheckpointError(f"{path}: not a detpipe weights file (no model_config); "
+                                   "use models/best.pt or models/last.pt from a training stage")
+    model = Detector(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state.get("ema") or state["model"])
+    return model.to(device).eval(), state

@@ -1,0 +1,80 @@
+"""Stage predict: run the best model on the test split.
+
+Writes every box with score >= map.confidence to a CSV (the map stage's input) and draws sample
+test images with the boxes >= predict.confidence, plus a grid where hits, false positives and
+misses are told apart.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from detpipe.annotations import read_lines
+from detpipe.engine import eval_loader, evaluate, select_device
+from detpipe.images import load_rgb
+from detpipe.params import load_params
+from detpipe.plots_predictions import draw_detections, draw_prediction_grid
+from detpipe.predict import above, sample_indices, write_detections_csv
+from detpipe.training import load_detector
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--params", required=True)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--split", required=True, help="test split (annotation lines)")
+    p.add_argument("--out", required=True, help="detections CSV")
+    p.add_argument("--samples-dir", required=True, help="folder for drawn sample images")
+    p.add_argument("--summary", required=True, help="JSON with counts and timing")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    start = time.time()
+    params = load_params(args.params)
+    device = select_device(params.train.device)
+    model, state = load_detector(args.weights, device)
+    names = list(params.data.classes)
+    if state["class_names"] != names:
+        sys.exit(f"error: {args.weights} was trained for classes {state['class_names']} but {args.params} "
+                 f"lists {names}; rerun training (dvc repro) or fix data.classes")
+    records = read_lines(args.split)
+    p = params.predict
+    loader = eval_loader(records, state["imgsz"], p.batch_size, params.train.num_workers)
+    infer_start = time.time()
+    _, dets = evaluate(model, loader, device, state["imgsz"], params.map.confidence, p.nms_iou, p.max_det,
+                       with_loss=False, desc="predict")
+    infer_seconds = time.time() - infer_start
+    rows = write_detections_csv(args.out, records, dets, names)
+
+    out_dir = Path(args.samples_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.jpg"):
+        old.unlink()
+    tiles = []
+    for i in sample_indices(len(records), p.samples):
+        rgb = load_rgb(records[i].path)
+        d = above(dets[i], p.confidence)
+        draw_detections(rgb, d["boxes"], d["labels"], d["scores"], names).save(
+            out_dir / f"{i:04d}_{Path(records[i].path).stem}.jpg", quality=90)
+        gt = (records[i].boxes[~records[i].difficult], records[i].labels[~records[i].difficult])
+        tiles.append((rgb, gt, (d["boxes"], d["labels"], d["scores"])))
+    draw_prediction_grid(tiles, names, out_dir / "grid.jpg", iou=params.map.min_overlap,
+                         titles=[Path(records[i].path).name for i in sample_indices(len(records), p.samples)])
+    summary = {"images": len(records), "detections": rows, "confidence_for_csv": params.map.confidence,
+               "confidence_for_samples": p.confidence, "samples": len(tiles),
+               "ms_per_image": 1000 * infer_seconds / max(1, len(records)), "device": str(device),
+               "seconds": time.time() - start}
+    Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"== predict: {len(records)} test images, {rows} boxes >= {params.map.confidence} -> {args.out}; "
+          f"{len(tiles)} samples in {out_dir} ({summary['ms_per_image']:.1f} ms/image)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Stage report: reports/index.md, the one page that links and summarises everything.
+
+Inputs default to their places under --reports; each can be named explicitly so DVC and
+Snakemake declare exactly what the page depends on. A missing input becomes a line on the page
+saying what is missing, not a failure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detpipe.report import Inputs, write_index  # noqa: E402
+
+OPTIONAL = {
+    "annotate": "annotate stage's JSON",
+    "split": "split stage's JSON",
+    "split_png": "split distributions PNG",
+    "frozen": "frozen-phase history TSV",
+    "unfrozen": "unfrozen-phase history TSV",
+    "overfit_json": "overfit stage's JSON",
+    "overfit_md": "overfit stage's Markdown",
+    "overfit_png": "training curves PNG",
+    "metrics": "map stage's metrics.json",
+    "map_info": "map stage's info.json (its seconds)",
+    "pr_dir": "folder of PR-curve PNGs",
+    "confusion": "confusion matrix PNG",
+    "predictions": "folder of sample prediction images (+ summary.json)",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reports", required=True, help="the reports folder")
+    ap.add_argument("--out", required=True, help="the index Markdown file to write")
+    for key, text in OPTIONAL.items():
+        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
+                        help=f"{text} (default: its place under --reports)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    inputs = Inputs(Path(args.reports), **{k: getattr(args, k) for k in OPTIONAL})
+    out = write_index(inputs, Path(args.out))
+    print(f"report: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

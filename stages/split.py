@@ -1,0 +1,81 @@
+"""Stage split: annotation lines -> train/val/test annotation lines, a report and a figure.
+
+Seeded (top-level `seed`) and stratified by class presence, with the fractions from `split`; or
+the VOC ImageSets lists when `split.use_imagesets: true`. The report compares class counts and
+box sizes across splits and flags a split that differs markedly from train.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detpipe.annotations import read_lines, write_lines  # noqa: E402
+from detpipe.params import ParamsError, load_params  # noqa: E402
+from detpipe.split_report import compare_splits, plot_splits, split_stats  # noqa: E402
+from detpipe.splits import SPLITS, SplitError, imagesets_split, split_records  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", required=True, help="params.yaml")
+    parser.add_argument("--annotations", required=True, help="annotation lines from the annotate stage")
+    parser.add_argument("--out-dir", required=True, help="folder for train.txt, val.txt, test.txt")
+    parser.add_argument("--report", required=True, help="JSON report to write")
+    parser.add_argument("--plot", required=True, help="PNG comparing the splits")
+    return parser.parse_args(argv)
+
+
+def make_splits(params, records: list) -> tuple[dict, list[str]]:
+    """The configured splitting method; returns (splits, warnings)."""
+    if params.split.use_imagesets:
+        return imagesets_split(records, params.data.root)
+    fractions = (params.split.train, params.split.val, params.split.test)
+    return split_records(records, len(params.data.classes), fractions, params.seed), []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        params = load_params(args.params)
+        records = read_lines(args.annotations)
+        classes = list(params.data.classes)
+        bad = sorted({int(v) for r in records for v in r.labels if not 0 <= v < len(classes)})
+        if bad:
+            raise SplitError(f"{args.annotations} uses class indices {bad} but data.classes has "
+                             f"{len(classes)} names. Fix: rerun annotate with the current params.")
+        splits, warnings = make_splits(params, records)
+    except (ParamsError, SplitError, ValueError, FileNotFoundError) as exc:
+        print(f"split: error: {exc}", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out_dir)
+    for name in SPLITS:
+        write_lines(out_dir / f"{name}.txt", splits[name])
+    stats = {name: split_stats(splits[name], classes) for name in SPLITS}
+    comparison = compare_splits(stats, params.split.max_shift)
+    plot_splits(stats, comparison, classes, args.plot)
+    report = {
+        "method": "imagesets" if params.split.use_imagesets else "stratified",
+        "seed": params.seed,
+        "fractions": {n: getattr(params.split, n) for n in SPLITS},
+        "splits": stats,
+        "comparison": comparison,
+        "flagged": [n for n, c in comparison.items() if c["flagged"]],
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    counts = ", ".join(f"{n} {stats[n]['images']} images/{stats[n]['objects']} objects" for n in SPLITS)
+    flag = f"; FLAGGED {report['flagged']}: see {args.plot}" if report["flagged"] else ""
+    print(f"split: {counts}; {len(warnings)} warnings{flag} ({report['seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

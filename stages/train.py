@@ -1,0 +1,68 @@
+"""Stages train_frozen and train_unfrozen: train the detector with the backbone frozen, then unfrozen.
+
+Each epoch ends with a full checkpoint in <ckpt-dir>/train_<phase>/<fingerprint>/last.pt; rerunning
+the same command after an interruption resumes there. The declared outputs are rewritten in full
+on every run.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from detpipe import checkpoint as ckpt
+from detpipe.annotations import read_lines
+from detpipe.params import load_params
+from detpipe.training import export_weights, train_phase
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--phase", choices=["frozen", "unfrozen"], required=True)
+    p.add_argument("--params", required=True)
+    p.add_argument("--train", required=True, help="training split (annotation lines)")
+    p.add_argument("--val", required=True, help="validation split (annotation lines)")
+    p.add_argument("--init", help="weights to start from (the frozen phase's output)")
+    p.add_argument("--out", required=True, help="weights written at the end: frozen.pt, or best.pt (best val mAP50)")
+    p.add_argument("--last", help="also write the last epoch's weights here")
+    p.add_argument("--metrics", required=True, help="per-epoch TSV")
+    p.add_argument("--ckpt-dir", default=".ckpt", help="where per-epoch checkpoints live (outside all outputs)")
+    return p.parse_args()
+
+
+def _sigterm(signum, frame):
+    # Treat `kill` like Ctrl-C so the same message is printed and the exit code is non-zero.
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, _sigterm)
+    start = time.time()
+    params = load_params(args.params)
+    train, val = read_lines(args.train), read_lines(args.val)
+    if not train:
+        sys.exit(f"error: {args.train} has no images; check the split fractions in {args.params}")
+    inputs = [args.train, args.val] + ([args.init] if args.init else [])
+    print(f"== train_{args.phase}: {len(train)} train / {len(val)} val images", flush=True)
+    try:
+        state = train_phase(params, args.phase, train, val, inputs, args.ckpt_dir, args.metrics, args.init)
+    except KeyboardInterrupt:
+        print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "
+              "rerun the same command to resume from there.", file=sys.stderr, flush=True)
+        return 130
+    if args.phase == "frozen":
+        ckpt.save_atomic(export_weights(state, "last"), args.out)
+    else:
+        ckpt.save_atomic(export_weights(state, "best"), args.out)
+    if args.last:
+        ckpt.save_atomic(export_weights(state, "last"), args.last)
+    best = state["best"]
+    print(f"== train_{args.phase} done in {time.time() - start:.0f} s: best val mAP50 {best['val_map50']:.3f} "
+          f"at epoch {best['epoch']}; wrote {args.out}" + (f" and {args.last}" if args.last else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

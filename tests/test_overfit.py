@@ -1,0 +1,267 @@
+"""The overfitting verdict on synthetic histories: every verdict, its evidence and its advice."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detpipe.overfit import VERDICTS, judge, load_history, split_shift, split_stats
+from detpipe.params import OverfitParams, Params, TrainParams
+from detpipe.plots_train import plot_training_curves
+
+PARAMS = Params()
+EPOCHS = 20
+FROZEN = 3
+
+
+def history(train, val, maps=None, n_frozen: int = FROZEN) -> pd.DataFrame:
+    """A history table like the two TSVs concatenated."""
+    train, val = np.asarray(train, float), np.asarray(val, float)
+    n = len(train)
+    maps = np.full(n, np.nan) if maps is None else np.asarray(maps, float)
+    return pd.DataFrame({
+        "epoch": np.arange(1, n + 1), "phase": ["frozen"] * n_frozen + ["unfrozen"] * (n - n_frozen),
+        "train_loss": train, "val_loss": val, "val_map50": maps, "lr": 0.01, "seconds": 2.0,
+        "images_per_s": 100.0, "train_box_loss": train / 2, "train_cls_loss": train / 4,
+        "val_box_loss": val / 2, "val_cls_loss": val / 4,
+    })
+
+
+E = np.arange(1, EPOCHS + 1, dtype=float)
+CONVERGED = 1.0 + 3.0 * np.exp(-E / 2)          # flat after ~epoch 12
+CONVERGED_MAP = 0.8 * (1 - np.exp(-E / 2))
+
+
+def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
+    """The split stage's shape (detpipe/split_report.py): counts per class and per COCO size bucket."""
+    train_counts = {"circle": 400, "square": 400, "triangle": 400, "star": 400}
+    val_counts = val_counts or {"circle": 80, "square": 80, "triangle": 80, "star": 80}
+    val_sizes = val_sizes or {"small": 40, "medium": 200, "large": 80}
+    return {"splits": {
+        "train": {"images": train_images, "objects": sum(train_counts.values()),
+                  "class_objects": train_counts, "box_sizes": {"small": 200, "medium": 1000, "large": 400}},
+        "val": {"images": train_images // 5, "objects": sum(val_counts.values()),
+                "class_objects": val_counts, "box_sizes": val_sizes},
+    }, "seconds": 0.1}
+
+
+# --------------------------------------------------------------------------- every verdict
+
+def test_good_fit():
+    v = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS, split_report())
+    assert v.verdict == "good fit", v.reason
+    assert v.best_epoch == EPOCHS and v.best_val_map50 == pytest.approx(CONVERGED_MAP[-1])
+    assert v.gap["final_relative"] == pytest.approx(0.08)
+    assert any("best.pt" in a for a in v.advice)
+
+
+def test_overfitting_val_rising_while_train_falls():
+    train = 3.0 * np.exp(-E / 5) + 0.2
+    val = np.where(E <= 10, 3.0 * np.exp(-E / 5) + 0.5, 3.0 * np.exp(-2) + 0.5 + 0.05 * (E - 10))
+    maps = np.where(E <= 10, 0.07 * E, 0.7 - 0.02 * (E - 10))
+    v = judge(history(train, val, maps), PARAMS, split_report(train_images=120))
+    assert v.verdict == "overfitting"
+    ev = v.to_json()["evidence"]
+    assert ev["val_loss_min_epoch"] == 10 and ev["epochs_rising"] == 10
+    assert ev["val_loss_rise_since_min"] > 0 and ev["train_loss_fall_while_rising"] > 0
+    assert v.best_epoch == 10
+    text = " ".join(v.advice)
+    # stop at the best epoch: 10 global = 7 unfrozen epochs after 3 frozen
+    assert "train.unfreeze_epochs: 7" in text
+    assert "120 training images" in text            # more data when small
+    assert "mosaic" in text and "weight_decay" in text and "model.width" in text
+
+
+def test_overfitting_gap_growing_past_threshold():
+    train = np.where(E <= 8, 2.0 - 0.1 * E, 1.2 - 0.05 * (E - 8))   # keeps falling
+    val = np.where(E <= 8, 2.05 - 0.1 * E, 1.25)                    # flat, never rising
+    v = judge(history(train, val, np.full(EPOCHS, 0.7)), PARAMS)
+    assert v.verdict == "overfitting"
+    assert "gap" in v.reason
+    assert v.gap["final_relative"] > PARAMS.overfit.gap_ratio
+    assert v.gap["change_relative_last_k"] > 0
+
+
+def test_overfitting_needs_patience_epochs_of_rise():
+    # val rose for only 2 epochs: with patience 3 that is not yet overfitting
+    train = 3.0 * np.exp(-E / 5) + 0.2
+    val = np.where(E <= 18, 1.0, 1.0 + 0.05 * (E - 18))
+    v = judge(history(train, val, np.full(EPOCHS, 0.7)), PARAMS)
+    checks = {c["check"]: c for c in v.to_json()["checks"]}
+    assert checks["overfitting"]["fired"] is False or "gap" in v.reason
+    p = replace(PARAMS, overfit=replace(PARAMS.overfit, patience=2, gap_ratio=10.0))
+    assert judge(history(train, val, np.full(EPOCHS, 0.7)), p).verdict == "overfitting"
+
+
+def test_data_mismatch_val_far_easier_by_loss():
+    v = judge(history(CONVERGED, CONVERGED / 2, CONVERGED_MAP), PARAMS)
+    assert v.verdict == "data mismatch"
+    assert "val easier" in v.reason
+    assert v.to_json()["evidence"]["train_over_val_loss_recent"] == pytest.approx(2.0)
+    assert any("leakage" in a for a in v.advice)
+
+
+def test_data_mismatch_val_harder_from_first_epoch():
+    v = judge(history(CONVERGED, CONVERGED * 2, CONVERGED_MAP), PARAMS)
+    assert v.verdict == "data mismatch" and "val harder" in v.reason
+
+
+def test_data_mismatch_from_split_distributions():
+    shifted = {"circle": 300, "square": 10, "triangle": 5, "star": 5}
+    v = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS, split_report(shifted))
+    assert v.verdict == "data mismatch" and "class mix" in v.reason
+    assert v.to_json()["evidence"]["class_tv_distance"] > PARAMS.split.max_shift
+    small = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS,
+                  split_report(val_sizes={"small": 250, "medium": 60, "large": 10}))
+    assert small.verdict == "data mismatch" and "box-size mix" in small.reason
+
+
+def test_class_shift_ignored_on_tiny_val_set():
+    tiny = {"circle": 10, "square": 0, "triangle": 0, "star": 0}   # 10 objects: noise, not a finding
+    v = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS, split_report(tiny))
+    assert v.verdict == "good fit"
+
+
+def test_not_converged_still_improving():
+    train = 3.0 - 0.1 * E
+    val = 3.1 - 0.1 * E
+    v = judge(history(train, val, 0.03 * E), PARAMS)
+    assert v.verdict == "not converged"
+    assert v.to_json()["evidence"]["val_loss_trend_per_epoch"] < -PARAMS.overfit.min_improvement
+    assert any("train.unfreeze_epochs" in a for a in v.advice)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_not_converged_when_too_few_epochs(n):
+    h = history(CONVERGED[:n], CONVERGED[:n], CONVERGED_MAP[:n], n_frozen=min(n, 1))
+    v = judge(h, PARAMS)
+    assert v.verdict == "not converged" and v.epochs == n
+    json.dumps(v.to_json(), allow_nan=False)
+
+
+def test_underfitting_loss_barely_falls():
+    train = 2.0 + 0.2 * np.exp(-E)
+    v = judge(history(train, train * 1.02, np.full(EPOCHS, 0.2)), PARAMS)
+    assert v.verdict == "underfitting"
+    ev = v.to_json()["evidence"]
+    assert ev["train_loss_drop"] < PARAMS.overfit.min_loss_drop and ev["best_val_map50"] == 0.2
+    assert any("model.width: 0.5" in a for a in v.advice)
+
+
+def test_underfitting_low_map_after_plateau():
+    v = judge(history(CONVERGED, CONVERGED * 1.05, CONVERGED_MAP * 0.4), PARAMS)
+    assert v.verdict == "underfitting" and "mAP50" in v.reason
+
+
+def test_every_verdict_is_reachable_and_known():
+    seen = {
+        judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS).verdict,
+        judge(history(CONVERGED, CONVERGED / 2, CONVERGED_MAP), PARAMS).verdict,
+        judge(history(3.0 - 0.1 * E, 3.1 - 0.1 * E), PARAMS).verdict,
+        judge(history(2.0 + 0 * E, 2.0 + 0 * E, 0.1 + 0 * E), PARAMS).verdict,
+        judge(history(2.0 - 0.05 * E, np.maximum(2.0 - 0.05 * E, 1.6) * 1.3), PARAMS).verdict,
+    }
+    assert seen == set(VERDICTS)
+
+
+# --------------------------------------------------------------------------- precedence, params, JSON
+
+def test_overfitting_wins_and_other_findings_are_noted():
+    train = 3.0 * np.exp(-E / 5) + 0.2
+    val = np.where(E <= 10, 3.0 * np.exp(-E / 5) + 0.5, 3.0 * np.exp(-2) + 0.5 + 0.05 * (E - 10))
+    shifted = {"circle": 300, "square": 10, "triangle": 5, "star": 5}
+    out = judge(history(train, val, 0.03 * E), PARAMS, split_report(shifted)).to_json()
+    assert out["verdict"] == "overfitting" and "data mismatch" in out["also_noted"]
+
+
+def test_thresholds_are_params():
+    h = history(CONVERGED, CONVERGED * 2, CONVERGED_MAP)
+    loose = replace(PARAMS, overfit=replace(PARAMS.overfit, mismatch_ratio=3.0))
+    assert judge(h, PARAMS).verdict == "data mismatch"
+    assert judge(h, loose).verdict == "good fit"
+    strict = replace(PARAMS, overfit=replace(PARAMS.overfit, low_map=0.9))
+    assert judge(history(CONVERGED, CONVERGED, CONVERGED_MAP), strict).verdict == "underfitting"
+
+
+def test_advice_follows_current_params():
+    train = 3.0 * np.exp(-E / 5) + 0.2
+    val = np.where(E <= 10, 3.0 * np.exp(-E / 5) + 0.5, 3.0 * np.exp(-2) + 0.5 + 0.05 * (E - 10))
+    on = replace(PARAMS, train=replace(TrainParams(), mosaic=0.5))
+    text = " ".join(judge(history(train, val, 0.03 * E), on).advice)
+    assert "mosaic is on (0.5)" in text
+    big = judge(history(train, val, 0.03 * E), PARAMS, split_report(train_images=5000))
+    assert not any("5000 training images" in a for a in big.advice)
+
+
+def test_json_is_strict_and_complete_with_missing_columns():
+    h = history(CONVERGED, CONVERGED * 1.08)        # no mAP at all: val every N epochs off
+    h.loc[3:5, "val_loss"] = np.nan
+    out = judge(h, PARAMS).to_json()
+    text = json.dumps(out, allow_nan=False)
+    for key in ("verdict", "best_epoch", "best_val_map50", "gap", "evidence", "advice"):
+        assert key in out, key
+    assert out["best_val_map50"] is None and out["best_epoch"] is not None and text
+
+
+# --------------------------------------------------------------------------- files
+
+def test_load_history_concatenates_phases_and_tolerates_missing(tmp_path: Path):
+    h = history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP)
+    h.iloc[FROZEN:].to_csv(tmp_path / "unfrozen.tsv", sep="\t", index=False)   # order on disk: unfrozen first
+    h.iloc[:FROZEN].to_csv(tmp_path / "frozen.tsv", sep="\t", index=False)
+    (tmp_path / "empty.tsv").write_text("")
+    got = load_history(tmp_path / "unfrozen.tsv", tmp_path / "frozen.tsv", tmp_path / "empty.tsv",
+                       tmp_path / "absent.tsv")
+    assert got["epoch"].tolist() == list(range(1, EPOCHS + 1))
+    assert got["phase"].tolist()[:FROZEN + 1] == ["frozen"] * FROZEN + ["unfrozen"]
+    assert load_history(tmp_path / "absent.tsv").empty
+
+
+def test_split_stats_reads_the_shapes_reports_use():
+    assert split_stats(None) == {} and split_shift({})["class_tv_distance"] is None
+    stats = split_stats(split_report())
+    assert stats["train"]["images"] == 1000 and stats["val"]["objects"] == 320
+    assert split_shift(stats)["class_tv_distance"] == pytest.approx(0.0)
+    assert split_shift(stats)["size_tv_distance"] == pytest.approx(0.0)
+    other = {"train": {"n_images": 10, "per_class": {"a": 5, "b": 5}, "box_area": [1, 2, 3]},
+             "val": {"images": 4, "classes": {"a": 2, "b": 2}, "box_size": {"median": 4.0}}}
+    got = split_stats(other)
+    assert got["train"]["images"] == 10 and got["train"]["objects"] == 10
+    assert split_shift(got)["box_size_ratio"] == pytest.approx(2.0)
+
+
+def test_stage_writes_md_json_png(tmp_path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_stage_overfit", Path(__file__).resolve().parents[1] / "stages" / "overfit.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+
+    h = history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP)
+    h.iloc[:FROZEN].to_csv(tmp_path / "frozen.tsv", sep="\t", index=False)
+    h.iloc[FROZEN:].to_csv(tmp_path / "unfrozen.tsv", sep="\t", index=False)
+    (tmp_path / "params.yaml").write_text("data:\n  classes: [a]\n")
+    out = tmp_path / "reports"
+    rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "frozen.tsv"),
+                     "--unfrozen", str(tmp_path / "unfrozen.tsv"), "--split-report", str(tmp_path / "none.json"),
+                     "--out-md", str(out / "overfitting.md"), "--out-json", str(out / "overfitting.json"),
+                     "--out-png", str(out / "overfitting.png")])
+    assert rc == 0
+    report = json.loads((out / "overfitting.json").read_text())
+    assert report["verdict"] == "good fit" and report["seconds"] >= 0
+    md = (out / "overfitting.md").read_text()
+    assert "](overfitting.png)" in md and "**Verdict: good fit**" in md
+    assert (out / "overfitting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("rows", [0, 2, EPOCHS])
+def test_training_curves_png(tmp_path: Path, rows: int):
+    h = history(CONVERGED[:rows], CONVERGED[:rows] * 1.1, CONVERGED_MAP[:rows], n_frozen=min(rows, FROZEN))
+    path = plot_training_curves(h, tmp_path / "curves.png", best_epoch=rows or None, gap_ratio=0.25)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -1,0 +1,227 @@
+"""The index page from a fabricated reports/ tree, and the rendered figures (PNG, non-trivial)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from detpipe.plots_predictions import draw_detections, draw_prediction_grid, match
+from detpipe.report import Inputs, build_index, rel, write_index
+
+
+
+def _stage(name: str):
+    """Load stages/<name>.py under a private module name (stage scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "stages" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_stage_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+overfit_stage = _stage("overfit")
+report_stage = _stage("report")
+
+CLASSES = [f"class{i:02d}" for i in range(20)]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(path: Path, size=(40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (200, 100, 50)).save(path)
+
+
+def _json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload), encoding="utf-8")
+
+
+def fabricate(root: Path) -> Path:
+    """A reports/ tree shaped like the stages write it (annotate, split, train, overfit, map, predict)."""
+    r = root / "reports"
+    _json(r / "data/annotate.json", {
+        "classes": CLASSES, "images": {"in": 210, "kept": 200, "skipped": {"missing_image": 10},
+                                       "without_objects": 5},
+        "objects": {"in": 620, "kept": 600, "skipped": {"unknown_class": 20}},
+        "per_class": {c: {"objects": 30, "images": 20, "difficult": 1} for c in CLASSES},
+        "images_without_objects": [f"img{i}.jpg" for i in range(5)],
+        "warning_counts": {"converted_mode": 2},
+        "warnings": [{"file": "a.jpg", "kind": "converted_mode", "message": "a.jpg: mode L converted to RGB."}] * 2,
+        "errors": [], "seconds": 1.5})
+    per = lambda k: {c: 3 * k for c in CLASSES}  # noqa: E731
+    _json(r / "data/split.json", {
+        "splits": {n: {"images": 20 * k, "objects": 60 * k, "class_objects": per(k), "class_images": per(k),
+                       "box_sizes": {"small": 10 * k, "medium": 30 * k, "large": 20 * k}}
+                   for n, k in (("train", 7), ("val", 2), ("test", 1))},
+        "comparison": {"val": {"class_shift": 0.0, "size_shift": 0.0, "flagged": False, "reason": ""},
+                       "test": {"class_shift": 0.0, "size_shift": 0.0, "flagged": False, "reason": ""}},
+        "flagged": [], "warnings": [], "seconds": 0.25})
+    _png(r / "data/split.png")
+    e = np.arange(1, 16, dtype=float)
+    loss = 1 + 3 * np.exp(-e / 2)
+    h = pd.DataFrame({"epoch": e.astype(int), "phase": ["frozen"] * 3 + ["unfrozen"] * 12, "train_loss": loss,
+                      "val_loss": loss * 1.05, "val_map50": 0.8 * (1 - np.exp(-e / 2)), "lr": 0.01,
+                      "seconds": 10.0, "images_per_s": 50.0, "train_box_loss": loss / 2,
+                      "train_cls_loss": loss / 4, "val_box_loss": loss / 2, "val_cls_loss": loss / 4})
+    (r / "train").mkdir(parents=True)
+    h.iloc[:3].to_csv(r / "train/frozen.tsv", sep="\t", index=False)
+    h.iloc[3:].to_csv(r / "train/unfrozen.tsv", sep="\t", index=False)
+    (root / "params.yaml").write_text("data:\n  classes: [a]\n")
+    assert overfit_stage.main([
+        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
+        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
+        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
+        "--out-png", str(r / "overfitting.png")]) == 0
+    stats = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    _json(r / "map/metrics.json", {
+        "map50": 0.8123, "min_overlap": 0.5, "voc07": False, "map50_95": 0.5432,
+        "voc": {"per_class": {c: 0.8 for c in CLASSES[:-1]} | {CLASSES[-1]: None}},
+        "coco": {**{k: (-1.0 if k == "APs" else 0.5) for k in stats},
+                 "per_class": {c: 0.54 for c in CLASSES}},
+        "at_confidence": {"confidence": 0.5, "precision": 0.9, "recall": 0.7, "f1": 0.79},
+        "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}})
+    _json(r / "map/info.json", {"counts": {"ground_truth": {c: 6 for c in CLASSES}}, "seconds": 2.0})
+    for c in CLASSES:
+        _png(r / "map/pr" / f"{c}.png")
+    _png(r / "map/prf_confidence.png")
+    _png(r / "map/confusion_matrix.png")
+    _png(r / "predictions/grid.jpg".replace(".jpg", ".png"))
+    for i in range(3):
+        _png(r / f"predictions/{i:04d}_img.jpg")
+    _json(r / "predictions/summary.json", {"images": 20, "seconds": 4.0})
+    return r
+
+
+def links(md: str) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)\)", md) + re.findall(r'src="([^"]+)"', md)
+
+
+def test_index_from_full_tree(tmp_path: Path):
+    r = fabricate(tmp_path)
+    out = r / "index.md"
+    assert report_stage.main(["--reports", str(r), "--out", str(out)]) == 0
+    md = out.read_text(encoding="utf-8")
+    for heading in ("## Dataset", "## Split check", "## Training", "## Is the model overfitting?",
+                    "## mAP on the test split", "## Precision-recall curves", "## Confusion matrix",
+                    "## Sample predictions", "## How long each stage took"):
+        assert heading in md, heading
+    assert "_Missing" not in md
+    assert "0.812" in md and "0.543" in md and "Good fit" in md
+    assert "n/a (no such objects)" in md                     # COCO -1 shown as not applicable
+    assert md.count("| class19 |") >= 2                      # 20 classes in dataset and mAP tables
+    # every link and image is relative and resolves from the index's folder
+    targets = links(md)
+    assert len(targets) >= 30
+    for t in targets:
+        assert not t.startswith("/") and "://" not in t, t
+        assert (out.parent / unquote(t)).exists(), t
+    # times: annotate 1.5 + split 0.25 + train 150 + predict 4 + map 2 + overfit
+    assert re.search(r"\| train_unfrozen \| 2 min 00 s \|", md)
+    assert "| predict | 4.0 s |" in md
+
+
+def test_index_with_nothing_there_says_what_is_missing(tmp_path: Path):
+    r = tmp_path / "reports"
+    r.mkdir()
+    md = build_index(Inputs(r), r / "index.md")
+    assert md.count("_Missing") >= 10
+    for what in ("annotate", "split", "train_frozen", "map", "predict", "overfit"):
+        assert f"`{what}` stage" in md, what
+
+
+def test_index_survives_malformed_inputs(tmp_path: Path):
+    r = tmp_path / "reports"
+    for name in ("data/annotate.json", "data/split.json", "map/metrics.json", "overfitting.json"):
+        (r / name).parent.mkdir(parents=True, exist_ok=True)
+        (r / name).write_text("[1, 2" if "map" in name else '{"images": "many", "splits": [], "voc": 3}')
+    (r / "train").mkdir()
+    (r / "train/frozen.tsv").write_text("")
+    (r / "train/unfrozen.tsv").write_text("epoch\tphase\n")
+    write_index(Inputs(r), r / "index.md")
+    assert "## Dataset" in (r / "index.md").read_text()
+
+
+def test_explicit_input_paths_and_links_from_another_folder(tmp_path: Path):
+    r = fabricate(tmp_path)
+    moved = tmp_path / "elsewhere" / "my metrics.json"
+    moved.parent.mkdir()
+    (r / "map/metrics.json").rename(moved)
+    out = tmp_path / "site" / "index.md"
+    assert report_stage.main(["--reports", str(r), "--out", str(out), "--metrics", str(moved)]) == 0
+    md = out.read_text()
+    assert "../elsewhere/my%20metrics.json" in md and "0.812" in md
+    for t in links(md):
+        assert (out.parent / unquote(t)).exists(), t
+
+
+def test_rel_escapes_spaces(tmp_path: Path):
+    assert rel(tmp_path / "a b" / "c.png", tmp_path) == "a%20b/c.png"
+
+
+# --------------------------------------------------------------------------- prediction figures
+
+def _scene(rng, n_gt: int, h=240, w=320):
+    img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    xy = rng.random((n_gt, 2)) * [w * 0.6, h * 0.6]
+    gb = np.c_[xy, xy + 30 + rng.random((n_gt, 2)) * 60]
+    gl = rng.integers(0, 20, n_gt)
+    return img, gb, gl
+
+
+def test_match_tp_fp_miss():
+    gb = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], float)
+    gl = np.array([0, 1, 2])
+    pb = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 31], [50, 50, 60, 60]], float)
+    pl = np.array([0, 0, 1, 3])         # duplicate of class 0, correct class 1, wrong class for the 3rd
+    ps = np.array([0.9, 0.8, 0.7, 0.6])
+    tp, found = match(gb, gl, pb, pl, ps)
+    assert tp.tolist() == [True, False, True, False]
+    assert found.tolist() == [True, True, False]
+    tp, found = match(np.zeros((0, 4)), np.zeros(0, int), pb, pl, ps)
+    assert not tp.any() and len(found) == 0
+    tp, found = match(gb, gl, np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+    assert len(tp) == 0 and not found.any()
+
+
+def test_prediction_grid_png_with_20_classes(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(6):
+        img, gb, gl = _scene(rng, 4, h=200 + 40 * k, w=360 - 30 * k)
+        pb, pl = gb[:3] + 2, gl[:3].copy()
+        pl[0] = (pl[0] + 1) % 20                                # one wrong class: FP + miss
+        items.append((img, (gb, gl), (pb, pl, rng.random(3))))
+    items.append((np.zeros((50, 80, 3), np.uint8), (np.zeros((0, 4)), []), (np.zeros((0, 4)), [], [])))
+    path = draw_prediction_grid(items, CLASSES, tmp_path / "grid.png", titles=[f"im{i}" for i in range(7)])
+    data = path.read_bytes()
+    assert data[:8] == PNG and len(data) > 50_000
+    with Image.open(path) as im:
+        assert im.width > 1000 and im.height > 500
+    empty = draw_prediction_grid([], CLASSES, tmp_path / "empty.png")
+    assert empty.read_bytes()[:8] == PNG
+
+
+def test_draw_detections_draws_in_class_colour():
+    from detpipe.colors import class_color
+
+    rgb = np.full((120, 160, 3), 255, np.uint8)
+    out = draw_detections(rgb, np.array([[40, 40, 120, 100]]), np.array([5]), np.array([0.87]), CLASSES)
+    arr = np.asarray(out)
+    assert out.size == (160, 120) and arr.shape == rgb.shape
+    assert (arr[100, 80] == class_color(5)).all()           # bottom edge of the box
+    assert (rgb == 255).all()                                 # input untouched
+    none = draw_detections(rgb, np.zeros((0, 4)), np.zeros(0, int), np.zeros(0), CLASSES)
+    assert (np.asarray(none) == 255).all()
+
+
+@pytest.mark.parametrize("scores", [None, np.array([0.5])])
+def test_draw_detections_scores_optional(scores):
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    assert draw_detections(rgb, [[1, 1, 19, 19]], [0], scores, ["x"]).size == (20, 20)
