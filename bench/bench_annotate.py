@@ -82,6 +82,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="detpipe bench 基准 ") as tmp:
         root = Path(tmp) / "VOC2007"
         generate(root, args.files)
+        for f in (root / "JPEGImages").iterdir():  # warm the page cache so every timing sees the same disk state
+            f.read_bytes()
         ref = time_lxml(root)
         serial, objects = time_check(root, workers=1)
         parallel, _ = time_check(root, workers=args.workers)

@@ -114,7 +114,8 @@ class Tally:
     def skip(self, result: ItemResult, issue: Issue, error: bool = False) -> None:
         """Skip a whole item; its objects are counted as skipped with the image's reason."""
         self.images_skipped[issue.kind] += 1
-        self.objects_skipped[f"image_skipped:{issue.kind}"] += result.objects_in
+        if result.objects_in:
+            self.objects_skipped[f"image_skipped:{issue.kind}"] += result.objects_in
         (self.errors if error else self.warnings).append(issue)
 
 

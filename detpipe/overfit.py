@@ -370,11 +370,15 @@ def check_not_converged(history: pd.DataFrame, p: OverfitParams) -> Finding:
                    f"{p.min_improvement} per epoch over the last {k} epochs", ev)
 
 
-def check_underfitting(history: pd.DataFrame, best_map: float | None, p: OverfitParams) -> Finding:
-    """Plateaued with a low score or a train loss that barely came down."""
+def check_underfitting(history: pd.DataFrame, best_map: float | None, p: OverfitParams,
+                       improving: bool) -> Finding:
+    """Plateaued (not `improving`) with a low score or a train loss that barely came down."""
     rows = history.dropna(subset=["train_loss"])
     if rows.empty:
         return Finding("underfitting", False, "no train loss recorded")
+    if improving:
+        return Finding("underfitting", False, "val is still improving, so it is too early to call "
+                       "the model too weak (see not converged)")
     first, last = float(rows["train_loss"].iloc[0]), float(rows["train_loss"].iloc[-1])
     drop = 1 - last / first if first > 0 else 0.0
     ev = {"best_val_map50": best_map, "low_map_threshold": p.low_map,
@@ -429,7 +433,7 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
              f"Augmentation: mosaic is on ({t.mosaic}); raise `train.scale_jitter` "
              f"({t.scale_jitter}) or `train.translate` ({t.translate}) as well."),
             f"Regularise: raise `train.weight_decay` from {t.weight_decay:g} to {t.weight_decay * 2:g}.",
-            f"A smaller model: `model.width: {m.width / 2:g}` (now {m.width:g}) has fewer parameters to memorise with.",
+            f"A smaller model: `model.neck_channels: {max(16, m.neck_channels // 2)}` (now {m.neck_channels}) or a smaller `model.backbone` (now {m.backbone}) has fewer parameters to memorise with.",
             (f"Unfreeze later: keep the pretrained backbone frozen longer "
              f"(`train.freeze_epochs: {t.freeze_epochs + max(1, t.freeze_epochs)}`, now {t.freeze_epochs})."
              if m.pretrained != "none" else
@@ -461,7 +465,7 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
         ]
     elif verdict == "underfitting":
         out += [
-            f"A bigger model: `model.width: {min(1.0, m.width * 2):g}` (now {m.width:g}) or a larger `model.backbone` (now {m.backbone}).",
+            f"A bigger model: `model.neck_channels: {m.neck_channels * 2}` (now {m.neck_channels}) or a larger `model.backbone` (now {m.backbone}).",
             (f"Unfreeze earlier (`train.freeze_epochs: {max(0, t.freeze_epochs // 2)}`, now "
              f"{t.freeze_epochs}): a frozen backbone limits what the model can fit." if t.freeze_epochs > 0 else None),
             ("Start from pretrained weights (`model.pretrained: imagenet`)." if m.pretrained == "none" else None),
@@ -475,7 +479,7 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
         out += [
             (f"Keep models/best.pt (epoch {best})." if best is not None else None),
             _more_data(n_train, p, strong=False) or
-            "To go further, add data or try a larger model (`model.width`) and watch the gap.",
+            "To go further, add data or try a larger model (`model.backbone`, `model.neck_channels`) and watch the gap.",
         ]
     return [a for a in out if a]
 
@@ -491,9 +495,9 @@ def judge(history: pd.DataFrame, params: Params, split_report: dict | None = Non
     findings = [
         check_overfitting(history, p),
         check_mismatch(history, shift, p, params.split.max_shift),
-        check_not_converged(history, p),
-        check_underfitting(history, best_map, p),
     ]
+    findings.append(check_not_converged(history, p))
+    findings.append(check_underfitting(history, best_map, p, improving=findings[-1].fired))
     first = next((f for f in findings if f.fired), None)
     gap = gap_figures(history, p.patience)
     if first is None:

@@ -27,7 +27,7 @@ class DataParams:
     classes_file: str = ""              # one class name per line; used when classes is empty
     ignore_classes: tuple[str, ...] = ()  # names present in the labels but deliberately dropped (counted)
     coco_json: str = ""                 # source: coco — the instances JSON
-    images: str = ""                    # image folder; default <root>/JPEGImages
+    images: str = ""                    # image folder; default <root>/JPEGImages (voc), <root>/images (coco)
     workers: int = 0                    # annotate processes; 0 = automatic (parallel for many files)
     verify_images: bool = True          # decode every image to catch truncated files
     skip_bad_files: bool = False        # true: per-file errors become counted skips, not a failure
@@ -44,8 +44,7 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    backbone: str = "resnet18"
-    width: float = 0.25
+    backbone: str = "shufflenet_v2_x1_0"
     neck_channels: int = 64
     pretrained: str = "none"
     imgsz: int = 256

@@ -73,7 +73,15 @@ def plot_training_curves(history: pd.DataFrame, out_path: str | Path, best_epoch
 
     _plot_series(ax_loss, x, history["train_loss"], color=TRAIN_COLOR, label="train loss (augmented, epoch mean)")
     _plot_series(ax_loss, x, history["val_loss"], color=VAL_COLOR, label="val loss (end of epoch)")
-    ax_loss.set_ylabel("loss (training objective)")
+    losses = history[["train_loss", "val_loss"]].to_numpy(dtype=float)
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    # Early epochs (warm-up, frozen backbone) can sit 10-100x above the rest; a log axis keeps
+    # the later epochs, where over- and underfitting show, readable.
+    if len(losses) and losses.max() / losses.min() > 10:
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylabel("loss (training objective, log scale)")
+    else:
+        ax_loss.set_ylabel("loss (training objective)")
     ax_loss.set_title("Train and val loss", fontsize=10)
     ax_loss.legend(loc="upper right", fontsize=8, framealpha=0.9)
 
@@ -89,7 +97,8 @@ def plot_training_curves(history: pd.DataFrame, out_path: str | Path, best_epoch
     ax_map.set_ylim(0, 1.02)
     ax_map.set_ylabel("val mAP@0.5 (0–1)")
     ax_map.set_title("Validation mAP50", fontsize=10)
-    ax_map.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    # No legend: the panel title and axis say what the one line is, and a legend box would
+    # cover the best-epoch label in a corner where runs often end.
 
     rel = (history["val_loss"] - history["train_loss"]) / history["train_loss"].abs().clip(lower=1e-12)
     _plot_series(ax_gap, x, rel, color="#444444", label="(val − train) / train")

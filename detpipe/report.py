@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,22 +34,26 @@ class Inputs:
     pr_dir: Path | None = None
     confusion: Path | None = None
     predictions: Path | None = None
-    extra_pngs: list[Path] = field(default_factory=list)
+    predict_summary: Path | None = None
 
     def __post_init__(self) -> None:
         r = Path(self.reports)
+        # First existing candidate wins, else the first is reported as missing.
         defaults = {
-            "annotate": r / "data/annotate.json", "split": r / "data/split.json",
-            "split_png": r / "data/split.png", "frozen": r / "train/frozen.tsv",
-            "unfrozen": r / "train/unfrozen.tsv", "overfit_json": r / "overfitting.json",
-            "overfit_md": r / "overfitting.md", "overfit_png": r / "overfitting.png",
-            "metrics": r / "map/metrics.json", "map_info": r / "map/info.json",
-            "pr_dir": r / "map/pr", "confusion": r / "map/confusion_matrix.png",
-            "predictions": r / "predictions",
+            "annotate": ["data/annotate.json"], "split": ["data/split.json"],
+            "split_png": ["data/split.png"], "frozen": ["train/frozen.tsv"],
+            "unfrozen": ["train/unfrozen.tsv"], "overfit_json": ["overfitting.json"],
+            "overfit_md": ["overfitting.md"], "overfit_png": ["overfitting.png"],
+            "metrics": ["map/metrics.json"], "map_info": ["map/info.json"], "pr_dir": ["map/pr"],
+            "confusion": ["map/confusion_matrix.png", "map/figures/confusion_matrix.png"],
+            "predictions": ["predictions"],
+            "predict_summary": ["predict.json", "predictions/summary.json"],
         }
-        for key, default in defaults.items():
+        for key, candidates in defaults.items():
             value = getattr(self, key)
-            setattr(self, key, Path(value) if value is not None else default)
+            if value is None:
+                value = next((r / c for c in candidates if (r / c).exists()), r / candidates[0])
+            setattr(self, key, Path(value))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -385,8 +389,9 @@ def section_pr(inp: Inputs, out_dir: Path) -> list[str]:
 
 
 def section_confidence(inp: Inputs, out_dir: Path) -> list[str]:
-    pngs = [p for p in sorted(inp.metrics.parent.glob("*.png")) if p != inp.confusion
-            and inp.pr_dir not in p.parents]
+    folder = inp.metrics.parent
+    pngs = [p for p in sorted([*folder.glob("*.png"), *folder.glob("figures/*.png")])
+            if p.resolve() != inp.confusion.resolve() and inp.pr_dir.resolve() not in p.resolve().parents]
     if not pngs:
         return []
     lines = ["## Precision, recall and F1 against confidence", ""]
@@ -427,7 +432,7 @@ def stage_times(inp: Inputs) -> list[tuple[str, Any, Path]]:
     rows = [("annotate", seconds(inp.annotate), inp.annotate), ("split", seconds(inp.split), inp.split)]
     for phase, path in (("train_frozen", inp.frozen), ("train_unfrozen", inp.unfrozen)):
         rows.append((phase, _train_summary(read_tsv(path)).get("seconds"), path))
-    summary = inp.predictions / "summary.json"
+    summary = inp.predict_summary
     rows += [("predict", seconds(summary), summary), ("map", seconds(inp.map_info), inp.map_info),
              ("overfit", seconds(inp.overfit_json), inp.overfit_json)]
     return rows
@@ -439,7 +444,7 @@ def section_times(inp: Inputs, out_dir: Path) -> list[str]:
         rows.append([stage, duration(sec), f"[{src.name}]({rel(src, out_dir)})" if sec is not None
                      else f"_missing: `{rel(src, out_dir)}`_"])
         total += sec if isinstance(sec, (int, float)) else 0.0
-    rows.append(["**total**", f"**{duration(total)}**", "training: sum of per-epoch seconds"])
+    rows.append(["**total**", f"**{duration(total)}**", "training: sum of the TSVs' per-epoch seconds (training passes)"])
     return ["## How long each stage took", ""] + table(["stage", "wall time", "from"], rows) + [""]
 
 

@@ -69,6 +69,11 @@ def write_tsv(path: str | Path, history: list[dict]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+def _snapshot(module: torch.nn.Module) -> dict:
+    """A copy of the state dict (state_dict() alone returns live tensors that training keeps changing)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, params, fp, phase) -> dict:
     return {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -121,7 +126,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     gts = ground_truth(val_records)
 
     history, best, done = [], {"epoch": 0, "val_map50": -1.0}, 0
-    best_states = {"best_model": model.state_dict(), "best_ema": ema.module.state_dict()}
+    best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
     last_path = run_dir / "last.pt"
     if last_path.exists():
         state = ckpt.load(last_path)
@@ -161,7 +166,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
               f"val mAP50 {val_map:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
         if val_map > best["val_map50"]:
             best = {"epoch": global_epoch, "val_map50": val_map}
-            best_states = {"best_model": model.state_dict(), "best_ema": ema.module.state_dict()}
+            best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
         state = _state(model, ema, optimizer, scheduler, scaler, epoch + 1, history, best, params, fp, phase)
         ckpt.save_atomic({**state, **best_states}, last_path)
         write_tsv(tsv_path, history)

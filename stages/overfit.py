@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     md = Path(args.out_md)
     md.parent.mkdir(parents=True, exist_ok=True)
     # The figure link is relative to the Markdown file so it works on GitHub and offline.
-    rel_png = Path(png.resolve()).relative_to(md.resolve().parent) if png.resolve().is_relative_to(
-        md.resolve().parent) else png.resolve()
-    md.write_text(render_markdown(verdict, history, rel_png.as_posix()), encoding="utf-8")
+    rel_png = Path(os.path.relpath(png.resolve(), md.resolve().parent)).as_posix()
+    md.write_text(render_markdown(verdict, history, rel_png), encoding="utf-8")
 
     report = verdict.to_json()
     report["seconds"] = round(time.perf_counter() - start, 3)

@@ -27,7 +27,8 @@ OPTIONAL = {
     "map_info": "map stage's info.json (its seconds)",
     "pr_dir": "folder of PR-curve PNGs",
     "confusion": "confusion matrix PNG",
-    "predictions": "folder of sample prediction images (+ summary.json)",
+    "predictions": "folder of sample prediction images",
+    "predict_summary": "predict stage's JSON (its seconds)",
 }
 
 

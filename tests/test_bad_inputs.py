@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from detpipe.annotations import format_line, parse_line
 from detpipe.dataset_check import check_dataset
 from detpipe.images import load_rgb
 from detpipe.params import DataParams
-from vocgen import CLASSES, make_voc, voc_xml, write_image
+from tests.vocgen import CLASSES, make_voc, voc_xml, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {f"good_{c}": {"objects": [(c, (4, 4, 40, 40))]} for c in CLASSES}

@@ -207,6 +207,24 @@ def test_json_is_strict_and_complete_with_missing_columns():
     assert out["best_val_map50"] is None and out["best_epoch"] is not None and text
 
 
+def test_json_suits_dvc_metrics():
+    """`dvc metrics show` makes a column of every scalar and skips lists: only the verdict may
+    be text; the sentences live in lists."""
+    out = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS, split_report()).to_json()
+
+    def scalars(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from scalars(v, f"{prefix}{k}.")
+            elif not isinstance(v, list):
+                yield f"{prefix}{k}", v
+    text = [k for k, v in scalars(out) if isinstance(v, str)]
+    assert text == ["verdict"]
+    assert out["final"]["train_loss"] == pytest.approx(CONVERGED[-1])
+    assert out["final"]["val_loss"] == pytest.approx(CONVERGED[-1] * 1.08)
+    assert isinstance(out["reason"], list) and isinstance(out["advice"], list)
+
+
 # --------------------------------------------------------------------------- files
 
 def test_load_history_concatenates_phases_and_tolerates_missing(tmp_path: Path):

@@ -90,12 +90,12 @@ def fabricate(root: Path) -> Path:
     _json(r / "map/info.json", {"counts": {"ground_truth": {c: 6 for c in CLASSES}}, "seconds": 2.0})
     for c in CLASSES:
         _png(r / "map/pr" / f"{c}.png")
-    _png(r / "map/prf_confidence.png")
-    _png(r / "map/confusion_matrix.png")
+    _png(r / "map/figures/prf_confidence.png")
+    _png(r / "map/figures/confusion_matrix.png")
     _png(r / "predictions/grid.jpg".replace(".jpg", ".png"))
     for i in range(3):
         _png(r / f"predictions/{i:04d}_img.jpg")
-    _json(r / "predictions/summary.json", {"images": 20, "seconds": 4.0})
+    _json(r / "predict.json", {"images": 20, "seconds": 4.0})
     return r
 
 

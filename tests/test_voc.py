@@ -1,7 +1,6 @@
 """VOC parsing, image modes and EXIF, and the COCO source producing the same lines as VOC."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from detpipe.dataset_check import check_dataset
 from detpipe.images import exif_transform_boxes, inspect_image, load_rgb, load_rgb_scaled, to_rgb
 from detpipe.params import DataParams, ParamsError, load_params
 from detpipe.voc import XmlError, parse_voc, parse_xml_bytes
-from vocgen import CLASSES, make_voc, voc_xml, write_coco, write_image
+from tests.vocgen import CLASSES, make_voc, voc_xml, write_coco, write_image
 
 
 def test_parse_voc_fields(tmp_path):

@@ -5,7 +5,8 @@ M[bg, c] counts detections of class c that match no object (false positives), M[
 of class g that no detection matches (misses). Only detections with score >= confidence count.
 Per image, pairs with IoU >= iou (VOC +1 pixel convention) are matched one-to-one greedily by
 descending IoU, whatever their classes, so M[g, c] with g != c is a class confusion. Difficult
-objects are left out: neither missed nor matchable.
+objects are left out as in VOC: never missed, and an otherwise unmatched detection overlapping
+one (IoU >= iou) is not counted as a false positive.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def confusion_matrix(gts: list[dict], dets: list[dict], num_classes: int, confid
         g_box = np.asarray(g["boxes"], np.float64).reshape(-1, 4)
         g_lab = np.asarray(g["labels"], np.int64).reshape(-1)
         diff = np.asarray(g.get("difficult", np.zeros(len(g_lab), bool)), bool).reshape(-1)
-        g_box, g_lab = g_box[~diff], g_lab[~diff]
+        hard, g_box, g_lab = g_box[diff], g_box[~diff], g_lab[~diff]
         keep = np.asarray(d["scores"], np.float64).reshape(-1) >= confidence
         d_box = np.asarray(d["boxes"], np.float64).reshape(-1, 4)[keep]
         d_lab = np.asarray(d["labels"], np.int64).reshape(-1)[keep]
@@ -41,5 +42,10 @@ def confusion_matrix(gts: list[dict], dets: list[dict], num_classes: int, confid
                 g_used[a] = d_used[b] = True
                 m[g_lab[a], d_lab[b]] += 1
         np.add.at(m, (g_lab[~g_used], bg), 1)
-        np.add.at(m, (bg, d_lab[~d_used]), 1)
+        free = np.flatnonzero(~d_used)
+        if len(hard) and len(free):
+            fi, hi = np.meshgrid(free, np.arange(len(hard)), indexing="ij")
+            on_hard = (voc_iou_plus1(d_box[fi.ravel()], hard[hi.ravel()]) >= iou).reshape(fi.shape).any(1)
+            free = free[~on_hard]
+        np.add.at(m, (bg, d_lab[free]), 1)
     return m

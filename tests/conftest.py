@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny generated VOC dataset and params small enough to train in seconds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detpipe.annotations import Record
+from detpipe.dataset_check import check_dataset
+from detpipe.params import DataParams
+from detpipe.synth import generate
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("circle", "square", "triangle", "star")
+
+
+def tiny_params(root: str, **train) -> dict:
+    """params.yaml content for a seconds-long run on a tiny dataset."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["root"] = root
+    params["model"].update(imgsz=96, neck_channels=16, backbone="shufflenet_v2_x0_5")
+    params["train"].update({"freeze_epochs": 1, "unfreeze_epochs": 1, "freeze_batch_size": 4,
+                            "unfreeze_batch_size": 4, "num_workers": 0, "threads": 1, **train})
+    params["predict"]["samples"] = 2
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_voc(tmp_path_factory) -> Path:
+    """A 24-image VOC dataset (VOCdevkit/VOC2007 under the returned folder)."""
+    out = tmp_path_factory.mktemp("voc")
+    generate(out, n_images=24, seed=3, style="shapes", min_size=64, max_size=128)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tiny_voc) -> list[Record]:
+    """Records of the tiny dataset, as the annotate stage builds them (absolute paths)."""
+    data = DataParams(root=str(tiny_voc / "VOCdevkit" / "VOC2007"), classes=CLASSES)
+    result = check_dataset(data, base=Path("/"), workers=0)
+    assert not result.errors
+    return [Record("/" + r.path, r.boxes, r.labels, r.difficult) for r in result.records]

@@ -1,0 +1,87 @@
+"""The real pipeline, end to end, under DVC and Snakemake, on a tiny dataset in a temporary git repo."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detpipe.synth import generate
+from tests.conftest import REPO, tiny_params
+
+pytestmark = pytest.mark.timeout(900)
+BIN = str(Path(sys.executable).parent)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_repo(tmp: Path, name: str) -> Path:
+    """A git repo holding the project's files, a tiny generated dataset and tiny params."""
+    dest = tmp / name
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for f in files:
+        if f.startswith(("data/", "reports/", "models/")) or not (REPO / f).is_file():
+            continue
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, dest / f)
+    generate(dest / "data", n_images=30, seed=5, style="shapes", min_size=64, max_size=128)
+    params = tiny_params("data/VOCdevkit/VOC2007")
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+        run(cmd, dest)
+    return dest
+
+
+def declared_outputs(repo: Path) -> list[str]:
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    paths = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for item in stage.get(kind, []):
+                paths.append(next(iter(item)) if isinstance(item, dict) else item)
+    return paths
+
+
+def test_dvc_repro_then_exp_run(tmp_path):
+    repo = make_repo(tmp_path, "dvc")
+    out = run(["dvc", "repro"], repo).stdout
+    for path in declared_outputs(repo):
+        assert (repo / path).exists(), f"dvc repro did not write {path}"
+    metrics = json.loads((repo / "reports/map/metrics.json").read_text())
+    assert 0.0 <= metrics["map50"] <= 1.0 and 0.0 <= metrics["map50_95"] <= 1.0
+    assert "train_frozen: starting fresh" in out and "== predict" in out
+    index = (repo / "reports/index.md").read_text(encoding="utf-8")
+    assert "overfitting" in index.lower() and "mAP" in index
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run"], repo)
+    run(["dvc", "exp", "run", "-S", "lr=1e-4"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    text = json.dumps(shown)
+    assert '"lr": 0.0001' in text and '"lr": 0.01' in text
+    assert "map50_95" in text
+
+
+def test_snakemake_map(tmp_path):
+    repo = make_repo(tmp_path, "smk")
+    run(["snakemake", "--cores", "1", "map"], repo)
+    for path in ["data/annotations.txt", "data/splits/train.txt", "models/best.pt", "models/last.pt",
+                 "reports/train/frozen.tsv", "reports/train/unfrozen.tsv", "data/detections/test.csv",
+                 "reports/map/metrics.json", "reports/predictions/grid.jpg"]:
+        assert (repo / path).exists(), path
+    assert not (repo / "reports/index.md").exists()
+    lint = run(["snakemake", "--lint"], repo)
+    assert "Congratulations" in lint.stdout + lint.stderr
