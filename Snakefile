@@ -131,8 +131,10 @@ rule map:
         script="stages/evaluate.py",
     output:
         metrics="reports/map/metrics.json",
+        info="reports/map/info.json",
         pr=directory("reports/map/pr"),
-        figures=directory("reports/map/figures"),
+        prf=multiext("reports/map/prf_confidence", ".csv", ".png"),
+        confusion=multiext("reports/map/confusion_matrix", ".csv", ".png"),
     params:
         map=config["map"],
         confidence=config["predict"]["confidence"],
