@@ -32,10 +32,14 @@ class Augment:
     hsv_h: float = 0.0
     hsv_s: float = 0.0
     hsv_v: float = 0.0
+    mosaic: float = 0.0
+    mosaic_until: int = 0  # last global epoch with mosaic (YOLO turns it off for the final epochs)
 
     @classmethod
     def from_train_params(cls, p) -> "Augment":
-        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v)
+        total = p.freeze_epochs + p.unfreeze_epochs
+        until = int(round(total * p.mosaic_fraction))
+        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v, p.mosaic, until)
 
 
 def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:
@@ -82,17 +86,20 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: tuple[int, int] | int):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+    def _tile(self, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """Image `index` letterboxed to size x size (augmented when `rng` is given).
+
+        Returns image uint8 [S, S, 3], boxes float32 [N, 4] in its pixels (visible ones only),
+        labels [N] and the original (width, height).
+        """
         record = self.records[index]
         rgb = load_rgb(record.path)
         boxes, labels = training_targets(record)
         h, w = rgb.shape[:2]
         aug = self.augment
-        if aug is None:
+        if rng is None or aug is None:
             lb = letterbox_params(w, h, self.size)
         else:
-            rng = np.random.default_rng([self.seed, epoch, index])
             scale = float(rng.uniform(1 - aug.scale_jitter, 1 + aug.scale_jitter))
             centre = 0.5 + rng.uniform(-aug.translate, aug.translate, size=2) * 2
             lb = letterbox_params(w, h, self.size, scale, tuple(np.clip(centre, 0, 1)))
@@ -104,13 +111,47 @@ class DetectionDataset(Dataset):
             if np.any(gains):
                 rgb = _hsv_jitter(np.ascontiguousarray(rgb), gains)
         image = letterbox_image(np.ascontiguousarray(rgb), lb)
-        boxes_t = torch.from_numpy(boxes).reshape(-1, 4)
-        boxes_t = boxes_t * torch.tensor([lb.scale_x, lb.scale_y] * 2) + torch.tensor([lb.pad_x, lb.pad_y] * 2)
-        boxes_t = boxes_t.clamp(0, self.size)
-        # Objects pushed (almost) out of view by zoom/translate are no longer targets.
-        visible = ((boxes_t[:, 2] - boxes_t[:, 0]) > 2) & ((boxes_t[:, 3] - boxes_t[:, 1]) > 2)
-        image_t = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-        return image_t, boxes_t[visible], torch.from_numpy(labels).long()[visible], index, (w, h)
+        boxes = boxes * np.array([lb.scale_x, lb.scale_y] * 2, np.float32) + np.array([lb.pad_x, lb.pad_y] * 2, np.float32)
+        boxes, keep = _clip_visible(boxes, 0, 0, self.size, self.size)
+        return image, boxes, labels[keep], (w, h)
+
+    def _mosaic(self, epoch: int, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Four augmented tiles on a 2S canvas, cropped to S around a random centre (YOLOv4 mosaic)."""
+        s = self.size
+        partners = rng.integers(0, len(self.records), size=3).tolist()
+        canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
+        all_boxes, all_labels = [], []
+        for k, (i, (ox, oy)) in enumerate(zip([index] + partners, [(0, 0), (s, 0), (0, s), (s, s)])):
+            tile_rng = np.random.default_rng([self.seed, epoch, index, k + 1])
+            image, boxes, labels, _ = self._tile(i, tile_rng)
+            canvas[oy:oy + s, ox:ox + s] = image
+            all_boxes.append(boxes + np.array([ox, oy, ox, oy], np.float32))
+            all_labels.append(labels)
+        x0, y0 = (rng.uniform(0.25, 0.75, size=2) * s).astype(int)
+        boxes = np.concatenate(all_boxes) - np.array([x0, y0, x0, y0], np.float32)
+        boxes, keep = _clip_visible(boxes, 0, 0, s, s)
+        return canvas[y0:y0 + s, x0:x0 + s], boxes, np.concatenate(all_labels)[keep]
+
+    def __getitem__(self, key: tuple[int, int] | int):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        aug = self.augment
+        rng = np.random.default_rng([self.seed, epoch, index]) if aug is not None else None
+        if rng is not None and epoch <= aug.mosaic_until and rng.random() < aug.mosaic:
+            image, boxes, labels = self._mosaic(epoch, index, rng)
+            size = (self.size, self.size)
+        else:
+            image, boxes, labels, size = self._tile(index, rng)
+        image_t = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
+        return image_t, torch.from_numpy(boxes).reshape(-1, 4), torch.from_numpy(labels).long(), index, size
+
+
+def _clip_visible(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Clip boxes [N, 4] to the window; drop those (almost) out of view, which are no longer targets."""
+    boxes = boxes.reshape(-1, 4).copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(x0, x1)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(y0, y1)
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 2) & ((boxes[:, 3] - boxes[:, 1]) > 2)
+    return boxes[keep].astype(np.float32), keep
 
 
 def collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:

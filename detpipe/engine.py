@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .annotations import Record
 from .boxes import clip_boxes, letterbox_params, from_letterbox, multiclass_nms
 from .data import DetectionDataset, make_loader
-from .loss import detection_loss
+from .loss import LossWeights, detection_loss
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -81,7 +81,7 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str, min_ratio: flo
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     scheduler, ema: ModelEMA, device: torch.device, scaler, grad_clip: float,
-                    desc: str) -> dict[str, float]:
+                    desc: str, weights: LossWeights = LossWeights()) -> dict[str, float]:
     """One pass over `loader`; returns mean losses, images seen and seconds."""
     model.train()
     totals, n_img, start = {"loss": 0.0, "box": 0.0, "cls": 0.0}, 0, time.time()
@@ -90,7 +90,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         images, targets = images.to(device, non_blocking=True), targets.to(device)
         with torch.autocast(device.type, enabled=scaler.is_enabled()):
             out = model(images)
-        loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets)
+        loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets, weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: the loss became {float(loss)}; lower lr (now "
                                      f"{optimizer.param_groups[0]['lr']:.3g}) or check the data")
@@ -120,8 +120,8 @@ def decode(out: dict[str, Tensor], conf: float, iou: float, max_det: int) -> lis
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int, conf: float,
-             iou: float, max_det: int, with_loss: bool = True, desc: str = "val"
-             ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
+             iou: float, max_det: int, with_loss: bool = True, desc: str = "val",
+             weights: LossWeights = LossWeights()) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
     """Loss on the loader's targets and detections mapped back to original pixels per image.
 
     Returns (mean losses, detections in dataset order: dicts of boxes, scores, labels).
@@ -132,7 +132,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int
     for images, targets, indices, sizes in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0):
         out = model(images.to(device))
         if with_loss:
-            loss, parts = detection_loss(out, targets.to(device))
+            loss, parts = detection_loss(out, targets.to(device), weights)
             b = images.shape[0]
             n_img += b
             totals["loss"] += parts["loss"] * b

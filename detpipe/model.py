@@ -134,7 +134,8 @@ class Head(nn.Module):
     def forward(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
         cls = [b(f).flatten(2) for b, f in zip(self.cls, feats)]
         reg = [b(f).flatten(2) for b, f in zip(self.reg, feats)]
-        return torch.cat(cls, 2).transpose(1, 2), F.softplus(torch.cat(reg, 2).transpose(1, 2))
+        # The floor keeps every box a little wider than zero: CIoU's aspect term is 0/0 for empty boxes.
+        return torch.cat(cls, 2).transpose(1, 2), F.softplus(torch.cat(reg, 2).transpose(1, 2)) + 1e-3
 
 
 def anchor_points(sizes: list[tuple[int, int]], strides=STRIDES, device=None) -> tuple[Tensor, Tensor]:

@@ -65,8 +65,10 @@ class TrainParams:
     warmup_epochs: float = 1.0
     lr_schedule: str = "cosine"
     min_lr_ratio: float = 0.05
-    ema_decay: float = 0.999
+    ema_decay: float = 0.99
     grad_clip: float = 10.0
+    box_gain: float = 7.5
+    cls_gain: float = 0.5
     num_workers: int = 0
     threads: int = 0
     hflip: float = 0.5
@@ -76,6 +78,7 @@ class TrainParams:
     hsv_s: float = 0.5
     hsv_v: float = 0.3
     mosaic: float = 0.0
+    mosaic_fraction: float = 0.7
     amp: bool = True
     val_every: int = 1
     keep_checkpoints: int = 3

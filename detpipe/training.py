@@ -15,6 +15,7 @@ from .data import Augment, DetectionDataset, make_loader
 from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
                      select_device, train_one_epoch)
 from .metrics import voc_map
+from .loss import LossWeights
 from .model import Detector, ModelConfig, build_model
 from .params import Params, to_dict
 
@@ -124,6 +125,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     scaler = torch.amp.GradScaler(device.type, enabled=(device.type == "cuda" and t.amp))
     val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
     gts = ground_truth(val_records)
+    weights = LossWeights(box=t.box_gain, cls=t.cls_gain)
 
     history, best, done = [], {"epoch": 0, "val_map50": -1.0}, 0
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
@@ -152,9 +154,9 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         torch.manual_seed(params.seed * 100_003 + global_epoch)
         loader = make_loader(train_set, phase.batch_size, global_epoch, t.num_workers, True, drop_last)
         tr = train_one_epoch(model, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
-                             desc=f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}")
+                             f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}", weights)
         val_loss, dets = evaluate(ema.module, val_loader, device, params.model.imgsz, params.map.confidence,
-                                  params.predict.nms_iou, params.predict.max_det)
+                                  params.predict.nms_iou, params.predict.max_det, weights=weights)
         val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if val_records else 0.0
         history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
                         "val_loss": val_loss["loss"], "val_map50": val_map,
