@@ -9,6 +9,9 @@ import sys
 COMMANDS = {
     "evaluate": ("detpipe.cli.evaluate", "score detections of any tool against ground truth (VOC and COCO mAP)"),
     "check-data": ("detpipe.cli.check_data", "validate a VOC/COCO dataset without running the pipeline"),
+    "predict": ("detpipe.cli.predict", "detect objects in images, folders, globs, videos or a camera"),
+    "fps": ("detpipe.cli.fps", "time a model: ms per image per part, images/s at batch 1, 8, 32"),
+    "export": ("detpipe.cli.export", "export a model to ONNX and check it against PyTorch"),
 }
 
 

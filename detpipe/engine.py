@@ -81,14 +81,22 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str, min_ratio: flo
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     scheduler, ema: ModelEMA, device: torch.device, scaler, grad_clip: float,
-                    desc: str, weights: LossWeights = LossWeights()) -> dict[str, float]:
-    """One pass over `loader`; returns mean losses, images seen and seconds."""
+                    desc: str, weights: LossWeights = LossWeights(), amp_dtype: torch.dtype | None = None,
+                    channels_last: bool = False, ema_source: nn.Module | None = None) -> dict[str, float]:
+    """One pass over `loader`; returns mean losses, images seen and seconds.
+
+    `model` may be a DDP or compiled wrapper; `ema_source` is then the plain module the EMA
+    follows. amp_dtype None autocasts to float16 exactly when `scaler` is enabled.
+    """
+    dtype = amp_dtype or torch.float16
+    autocast = amp_dtype is not None or scaler.is_enabled()
+    fmt = torch.channels_last if channels_last else torch.preserve_format
     model.train()
     totals, n_img, start = {"loss": 0.0, "box": 0.0, "cls": 0.0}, 0, time.time()
     bar = tqdm(loader, desc=desc, leave=True, dynamic_ncols=True, mininterval=1.0)
     for images, targets, _, _ in bar:
-        images, targets = images.to(device, non_blocking=True), targets.to(device)
-        with torch.autocast(device.type, enabled=scaler.is_enabled()):
+        images, targets = images.to(device, non_blocking=True, memory_format=fmt), targets.to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
             out = model(images)
         loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets, weights)
         if not torch.isfinite(loss):
@@ -101,7 +109,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        ema.update(model)
+        ema.update(ema_source if ema_source is not None else model)
         b = images.shape[0]
         n_img += b
         totals["loss"] += parts["loss"] * b

@@ -16,6 +16,7 @@ class LossWeights:
     topk: int = 10
     alpha: float = 0.5  # weight of the class score in the alignment metric
     beta: float = 6.0   # weight of the IoU in the alignment metric
+    iou_target: bool = False  # class target = IoU of each positive (VFL-style) instead of TOOD's normalised alignment
 
 
 def _pairwise_iou(gt: Tensor, pred: Tensor) -> Tensor:
@@ -64,7 +65,7 @@ def assign(scores: Tensor, pred_boxes: Tensor, points: Tensor, targets: Tensor,
     gt_index = candidate.float().argmax(1)                                # [B, A]
     align = align * candidate
     norm = align / align.amax(-1, keepdim=True).clamp(min=1e-9) * (iou * candidate).amax(-1, keepdim=True)
-    quality = norm.amax(1)                                                # [B, A]
+    quality = (iou * candidate).amax(1) if w.iou_target else norm.amax(1)  # [B, A]
     target_labels = labels.gather(1, gt_index).clamp(min=0)
     target = F.one_hot(target_labels, C).float() * (quality * fg)[..., None]
     return gt_index, fg, target

@@ -69,7 +69,9 @@ class TrainParams:
     grad_clip: float = 10.0
     box_gain: float = 7.5
     cls_gain: float = 0.5
+    iou_target: bool = False
     num_workers: int = 0
+    cache_images: bool = False
     threads: int = 0
     hflip: float = 0.5
     scale_jitter: float = 0.3
@@ -80,6 +82,10 @@ class TrainParams:
     mosaic: float = 0.0
     mosaic_fraction: float = 0.7
     amp: bool = True
+    amp_dtype: str = "float16"          # float16 (with GradScaler) | bfloat16 (Ampere+); CUDA only
+    compile: bool = False               # torch.compile the model (CUDA speed-up after a compile wait)
+    nproc: int = 1                      # > 1: DDP under torchrun, this many processes (GPUs) on the node
+    sync_bn: bool = False               # DDP: SyncBatchNorm across ranks (CUDA only)
     val_every: int = 1
     keep_checkpoints: int = 3
 

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from . import accel
 from . import checkpoint as ckpt
+from . import distributed as ddp
 from .annotations import Record
 from .data import Augment, DetectionDataset, make_loader
 from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
@@ -22,7 +27,15 @@ from .params import Params, to_dict
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
                "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
 # Settings that change how fast a run goes but not what it computes: a change resumes.
-_NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints")
+_NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints", "cache_images")
+# The other phase's settings do not change this phase's weights (epoch counts reach the
+# augmentation only through mosaic_until, which the fingerprint holds as derived).
+_OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
+                "unfrozen": ("freeze_batch_size", "freeze_lr_scale")}
+_EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
+# The code that determines the weights (dvc.yaml's train deps): a change there starts fresh.
+_CODE = ("training.py", "engine.py", "model.py", "loss.py", "data.py", "boxes.py")
+RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
 
 
 @dataclass
@@ -52,12 +65,104 @@ def model_config(params: Params) -> ModelConfig:
     return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels)
 
 
-def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path]) -> str:
-    """Hash of everything that determines the phase's weights."""
-    train = {k: v for k, v in to_dict(params.train).items() if k not in _NOT_IN_FINGERPRINT}
+def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with_epochs: bool = True) -> str:
+    """Hash of everything that determines the phase's weights: params, input files, training code.
+
+    A weights file among the inputs (the frozen phase's output) counts by its tensors, not its
+    bytes, so rewriting the same weights with other metadata still resumes. with_epochs=False
+    leaves out this phase's epoch count (and what derives from it): the run's lineage, shared by
+    runs that differ only in how many epochs they train.
+    """
+    skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
+    augment = asdict(Augment.from_train_params(params.train))
+    # What counts is which of this phase's epochs are <= mosaic_until, not the raw number. (Even
+    # with mosaic 0, data.py draws the mosaic coin in those epochs, so they differ from later ones.)
+    last = phase.first_epoch + phase.epochs - 1
+    augment["mosaic_until"] = min(max(augment["mosaic_until"], phase.first_epoch - 1), last)
+    if not with_epochs:
+        skip.add(_EPOCHS[phase.name])
+        augment.pop("mosaic_until", None)
+    train = {k: v for k, v in to_dict(params.train).items() if k not in skip}
+    weights = [f for f in inputs if _is_weights_file(f)]
     config = {"phase": phase.name, "lr": params.lr, "seed": params.seed, "model": to_dict(params.model),
-              "train": train, "classes": list(params.data.classes)}
-    return ckpt.fingerprint(config, inputs)
+              "train": train, "augment": augment, "classes": list(params.data.classes),
+              "weights": [_weights_digest(f) for f in weights]}
+    code = [Path(__file__).with_name(name) for name in _CODE]
+    return ckpt.fingerprint(config, [f for f in inputs if f not in weights] + code)
+
+
+def _is_weights_file(path: str | Path) -> bool:
+    return str(path).endswith(".pt")
+
+
+def _weights_digest(path: str | Path) -> str:
+    """Hash of the tensors (and EMA update count) a phase starts from; metadata does not count."""
+    state = ckpt.load(path)
+    h = hashlib.sha256(str(state.get("ema_updates", 0)).encode())
+    for key in ("model", "ema"):
+        for name, tensor in sorted((state.get(key) or {}).items()):
+            tensor = tensor.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{key}.{name}:{tensor.dtype}:{tensor.numel()}".encode())
+            h.update(tensor.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def epoch_count_dependence(params: Params, this_phase: bool = True) -> list[str]:
+    """Why the epochs already trained would differ after a change of epoch count (empty: they would not).
+
+    this_phase: the phase's own epoch count changed (else only the other phase's).
+    """
+    t, why = params.train, []
+    if this_phase and t.lr_schedule != "constant" and t.min_lr_ratio != 1.0:
+        why.append(f"lr_schedule {t.lr_schedule} depends on the epoch count (it sets the LR at every step)")
+    if 0 < getattr(t, "mosaic_fraction", 1.0) < 1:  # see run_fingerprint: matters even with mosaic 0
+        why.append(f"mosaic_fraction {t.mosaic_fraction} ends the mosaic epochs at a fraction of all epochs, "
+                   "so augmentation depends on the epoch counts (mosaic_fraction 0 or 1 does not)")
+    return why
+
+
+def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
+    tmp = run_dir / f".{RUN_INFO}.tmp"
+    tmp.write_text(json.dumps({"lineage": lineage, "epochs": epochs}), encoding="utf-8")
+    os.replace(tmp, run_dir / RUN_INFO)
+
+
+def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lineage: str) -> None:
+    """Start from the checkpoint of a run that differed only in its epoch count, where that is exact.
+
+    The checkpoint is hard-linked into `run_dir` (save_atomic later replaces the link, so the
+    other run's file stays as it was); otherwise say why this run starts fresh.
+    """
+    name, others = f"train_{phase.name}", []
+    for other in run_dir.parent.iterdir():
+        try:
+            info = json.loads((other / RUN_INFO).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if other != run_dir and info.get("lineage") == lineage and (other / "last.pt").is_file():
+            others.append((other.stat().st_mtime, other, int(info["epochs"])))
+    if not others:
+        return
+    _, newest, n = max(others)
+    reasons = epoch_count_dependence(params, this_phase=n != phase.epochs)
+    if reasons:
+        print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): {'; '.join(reasons)}. "
+              "A changed epoch count continues only with lr_schedule constant and mosaic_fraction 0 or 1",
+              flush=True)
+        return
+    done = {other: int(ckpt.load(other / "last.pt")["epoch"]) for _, other, _ in others}
+    usable = [(done[other], other, n) for _, other, n in others if done[other] <= phase.epochs]
+    if not usable:
+        print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
+              f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
+        return
+    _, source, n = max(usable)
+    try:
+        os.link(source / "last.pt", run_dir / "last.pt")
+    except OSError:
+        shutil.copy2(source / "last.pt", run_dir / "last.pt")
+    print(f"{name}: only the epoch count changed ({n} -> {phase.epochs}) and the LR schedule and "
+          f"augmentation do not depend on it: continuing the {n}-epoch run ({source})", flush=True)
 
 
 def write_tsv(path: str | Path, history: list[dict]) -> None:
@@ -96,12 +201,21 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     phase = phase_of(params, phase_name)
     device = select_device(t.device)
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    info = ddp.start(device, t, phase.batch_size, f"train_{phase.name}")  # world 1 without torchrun
+    if not info.main:  # rank 0 prepares the checkpoint folder (resume link, pruning) first
+        ddp.barrier(info)
     fp = run_fingerprint(params, phase, inputs)
     run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.clean_temp_files(run_dir)
+    if not (run_dir / "last.pt").exists():
+        lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
+        _write_run_info(run_dir, lineage, phase.epochs)
+        _continue_other_epoch_count(params, phase, run_dir, lineage)
     for removed in ckpt.prune(run_dir.parent, t.keep_checkpoints, fp):
         print(f"pruned old checkpoint folder {removed}")
+    if info.main:
+        ddp.barrier(info)
 
     torch.manual_seed(params.seed)
     model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
@@ -109,23 +223,24 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         start = ckpt.load(init)
         model.load_state_dict(start["model"])
     model.backbone.freeze(phase.name == "frozen")
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if accel.channels_last(device) else torch.preserve_format)
     ema = ModelEMA(model, t.ema_decay)
     if init is not None and "ema" in start:
         ema.module.load_state_dict(start["ema"])
         ema.updates = int(start.get("ema_updates", 0))
 
-    train_set = DetectionDataset(train_records, params.model.imgsz, params.seed, Augment.from_train_params(t))
+    train_set = DetectionDataset(train_records, params.model.imgsz, params.seed, Augment.from_train_params(t),
+                                 cache=t.cache_images)
     steps_per_epoch = max(1, len(train_set) // phase.batch_size) if len(train_set) > phase.batch_size else 1
     drop_last = len(train_set) > phase.batch_size
     optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay)
     warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio))
-    scaler = torch.amp.GradScaler(device.type, enabled=(device.type == "cuda" and t.amp))
+    scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
     val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
     gts = ground_truth(val_records)
-    weights = LossWeights(box=t.box_gain, cls=t.cls_gain)
+    weights = LossWeights(box=t.box_gain, cls=t.cls_gain, iou_target=t.iou_target)
 
     history, best, done = [], {"epoch": 0, "val_map50": -1.0}, 0
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
@@ -147,20 +262,30 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         print(f"train_{phase.name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
               f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
               f"device {device}, checkpoints in {run_dir})", flush=True)
+    # What trains: DDP (+ compile) around `model`; EMA, evaluation and checkpoints use `model` itself.
+    net = accel.maybe_compile(ddp.wrap_model(model, device, info, t.sync_bn), t.compile)
 
     for epoch in range(done, phase.epochs):
         global_epoch = phase.first_epoch + epoch
         # Model-side randomness is seeded per epoch, so a resumed epoch draws what the original would.
         torch.manual_seed(params.seed * 100_003 + global_epoch)
-        loader = make_loader(train_set, phase.batch_size, global_epoch, t.num_workers, True, drop_last)
-        tr = train_one_epoch(model, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
-                             f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}", weights)
-        val_loss, dets = evaluate(ema.module, val_loader, device, params.model.imgsz, params.map.confidence,
-                                  params.predict.nms_iou, params.predict.max_det, weights=weights)
-        val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if val_records else 0.0
+        epoch_start = time.time()
+        # This rank's slice of each global batch (the whole batch when world is 1).
+        loader = ddp.train_loader(train_set, phase.batch_size, global_epoch, t.num_workers, drop_last, info)
+        tr = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
+                             f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}", weights,
+                             amp_dtype=accel.amp_dtype(t, device), channels_last=accel.channels_last(device),
+                             ema_source=model)
+        tr = ddp.reduce_epoch_stats(tr, info)
+        val_loss, val_map = None, 0.0
+        if info.main:  # validation on rank 0 only; the others wait in the broadcast
+            val_loss, dets = evaluate(ema.module, val_loader, device, params.model.imgsz, params.map.confidence,
+                                      params.predict.nms_iou, params.predict.max_det, weights=weights)
+            val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if val_records else 0.0
+        val_loss, val_map = ddp.broadcast((val_loss, val_map), info)
         history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
                         "val_loss": val_loss["loss"], "val_map50": val_map,
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": tr["seconds"],
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - epoch_start,
                         "images_per_s": tr["images"] / max(tr["seconds"], 1e-9),
                         "train_box_loss": tr["box"], "train_cls_loss": tr["cls"],
                         "val_box_loss": val_loss["box"], "val_cls_loss": val_loss["cls"]})
@@ -170,14 +295,18 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
             best = {"epoch": global_epoch, "val_map50": val_map}
             best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
         state = _state(model, ema, optimizer, scheduler, scaler, epoch + 1, history, best, params, fp, phase)
-        ckpt.save_atomic({**state, **best_states}, last_path)
-        write_tsv(tsv_path, history)
+        if info.main:  # DDP: rank 0 alone writes checkpoints and TSVs
+            ckpt.save_atomic({**state, **best_states}, last_path)
+            write_tsv(tsv_path, history)
 
-    write_tsv(tsv_path, history)
+    if info.main:
+        write_tsv(tsv_path, history)
+    ddp.barrier(info)  # every rank reads the final checkpoint rank 0 wrote
     if last_path.exists():
         final = ckpt.load(last_path)
     else:  # zero epochs in this phase: the starting weights are the result
         final = {**_state(model, ema, optimizer, scheduler, scaler, 0, [], best, params, fp, phase), **best_states}
+    final.update(params=to_dict(params), fingerprint=fp)  # also when no epoch was left to train
     os.utime(run_dir)  # mark as recently used for pruning
     return final
 

@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from detpipe.annotations import read_lines
-from detpipe.engine import eval_loader, evaluate, select_device
+from detpipe.engine import select_device
 from detpipe.images import load_rgb
+from detpipe.inference import Predictor
 from detpipe.params import load_params
 from detpipe.plots_predictions import draw_detections, draw_prediction_grid
 from detpipe.predict import above, sample_indices, write_detections_csv
@@ -44,10 +47,12 @@ def main() -> int:
                  f"lists {names}; rerun training (dvc repro) or fix data.classes")
     records = read_lines(args.split)
     p = params.predict
-    loader = eval_loader(records, state["imgsz"], p.batch_size, params.train.num_workers)
+    # The same batched, letterboxed inference as `python -m detpipe predict`, so both give the same boxes.
+    predictor = Predictor.from_model(model, names, state["imgsz"], device, params.map.confidence, p.nms_iou,
+                                     p.max_det)
     infer_start = time.time()
-    _, dets = evaluate(model, loader, device, state["imgsz"], params.map.confidence, p.nms_iou, p.max_det,
-                       with_loss=False, desc="predict")
+    dets = predictor.predict_files([r.path for r in records], p.batch_size, params.train.num_workers,
+                                   progress=lambda it: tqdm(it, desc="predict", leave=False, dynamic_ncols=True))
     infer_seconds = time.time() - infer_start
     rows = write_detections_csv(args.out, records, dets, names)
 

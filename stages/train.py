@@ -7,14 +7,19 @@ on every run.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 
+import torch
+
+from detpipe import accel
 from detpipe import checkpoint as ckpt
+from detpipe import distributed as ddp
 from detpipe.annotations import read_lines
 from detpipe.params import load_params
-from detpipe.training import export_weights, train_phase
+from detpipe.training import export_weights, phase_of, train_phase
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,7 +32,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", required=True, help="weights written at the end: frozen.pt, or best.pt (best val mAP50)")
     p.add_argument("--last", help="also write the last epoch's weights here")
     p.add_argument("--metrics", required=True, help="per-epoch TSV")
-    p.add_argument("--ckpt-dir", default=".ckpt", help="where per-epoch checkpoints live (outside all outputs)")
+    # DETPIPE_CKPT_DIR (an absolute path) lets queued `dvc exp run`s, which run in temp copies of
+    # the repo, keep checkpoints where a rerun of an interrupted experiment finds them.
+    p.add_argument("--ckpt-dir", default=os.path.expanduser(os.environ.get("DETPIPE_CKPT_DIR") or ".ckpt"),
+                   help="where per-epoch checkpoints live (outside all outputs); default $DETPIPE_CKPT_DIR or .ckpt")
     return p.parse_args()
 
 
@@ -41,6 +49,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     start = time.time()
     params = load_params(args.params)
+    if params.train.nproc > 1 and not ddp.launched():
+        ddp.relaunch(params.train.nproc, sys.argv)  # the same command line, under torchrun
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if not main_rank:  # DDP: rank 0 reports; the others stay quiet (errors still reach stderr)
+        sys.stdout = open(os.devnull, "w")
+        os.environ["TQDM_DISABLE"] = "1"
     train, val = read_lines(args.train), read_lines(args.val)
     if not train:
         sys.exit(f"error: {args.train} has no images; check the split fractions in {args.params}")
@@ -52,6 +66,15 @@ def main() -> int:
         print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "
               "rerun the same command to resume from there.", file=sys.stderr, flush=True)
         return 130
+    except torch.OutOfMemoryError:
+        phase = phase_of(params, args.phase)
+        key = "freeze_batch_size" if args.phase == "frozen" else "unfreeze_batch_size"
+        print(accel.oom_message(f"train_{args.phase}", phase.batch_size, params.train.nproc, key,
+                                params.train.amp), file=sys.stderr, flush=True)
+        return 1
+    ddp.cleanup()
+    if not main_rank:  # rank 0 alone writes the declared outputs
+        return 0
     if args.phase == "frozen":
         ckpt.save_atomic(export_weights(state, "last"), args.out)
     else:

@@ -1,0 +1,76 @@
+"""`python -m detpipe fps --weights models/best.pt`: how fast the model is, and where the time goes.
+
+After warm-up batches (not timed: the first calls allocate memory and pick kernels), times runs
+of each batch size and prints milliseconds per image for each part — preprocessing (letterbox,
+stack, copy to the device), model forward, decoding + NMS (mapped back to image pixels), drawing
+the boxes — and images/s without and with drawing. GPU work is synchronised before every clock
+read. Images are 8 synthetic 640x480 pictures unless --source gives real ones. --weights also
+takes an exported .onnx (a fixed-batch export runs batch 1 at a time).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..sources import SourceError, open_source
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m detpipe fps", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="models/best.pt or an exported .onnx")
+    p.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
+    p.add_argument("--batch", default="1,8,32", help="batch sizes, comma-separated (default 1,8,32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold for NMS and drawing (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed batches first (default 2)")
+    p.add_argument("--images", type=int, default=64, help="images timed per batch size (default 64)")
+    p.add_argument("--source", help="image, folder or glob of images to time on (default: synthetic)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
+    return p
+
+
+def format_row(label: str, r: dict) -> str:
+    return (f"{label:<10} {r['preprocess']:>10.2f} {r['forward']:>9.2f} {r['nms']:>11.2f} {r['draw']:>8.2f} "
+            f"{r['total']:>8.2f} {r['images_per_s']:>9.1f} {r['images_per_s_with_drawing']:>12.1f}")
+
+
+HEADER = (f"{'batch':<10} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} {'drawing':>8} {'total':>8} "
+          f"{'images/s':>9} {'w/ drawing':>12}\n" + "(ms per image)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..inference import Predictor, sample_images, time_parts
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = [int(b) for b in args.batch.split(",") if b.strip()]
+        predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz)
+        images = ([f.rgb for f in open_source(args.source)][:64] if args.source else sample_images(8))
+    except (ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not images:
+        print(f"error: {args.source}: no readable images", file=sys.stderr)
+        return 2
+    backend = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch"
+    print(f"{args.weights} ({backend}) on {predictor.device}, imgsz {predictor.imgsz}, "
+          f"{torch.get_num_threads()} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
+          f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}")
+    print(HEADER)
+    for b in sizes:
+        if predictor.batch_limit and b != predictor.batch_limit:
+            print(f"{b:<10} skipped: {args.weights} takes batches of {predictor.batch_limit} (export --dynamic)")
+            continue
+        runs = max(1, -(-args.images // b))
+        r = time_parts(predictor, images, b, runs=runs, warmup=args.warmup)
+        print(format_row(str(b), r) + f"   ({r['detections_per_image']:.1f} boxes/image)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Run under torchrun with 2 processes: one DDP step's gradient vs the mean of the per-rank ones.
+
+Prints `ddp_vs_halves <max abs diff>` and `halves_vs_full <relative L2>` on rank 0. DDP is exact
+when the first is 0: each rank trained on its contiguous half of the global batch and the
+gradients were averaged. The second is how much a half-batch step differs from a full-batch one
+(per-rank BatchNorm statistics and per-rank loss normalisation), the source of the tolerance.
+"""
+import copy
+import sys
+
+import torch
+
+from detpipe import distributed as ddp
+from detpipe.annotations import read_lines
+from detpipe.data import Augment, DetectionDataset
+from detpipe.loss import LossWeights, detection_loss
+from detpipe.model import build_model
+from detpipe.params import load_params
+from detpipe.training import model_config
+
+
+def grad(model, images, targets, weights) -> torch.Tensor:
+    loss, _ = detection_loss({k: v.float() for k, v in model(images).items()}, targets, weights)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def main(params_path: str, train_path: str) -> None:
+    torch.set_num_threads(1)
+    info = ddp.init("cpu")
+    p = load_params(params_path)
+    t = p.train
+    data = DetectionDataset(read_lines(train_path), p.model.imgsz, p.seed, Augment.from_train_params(t))
+    weights = LossWeights(box=t.box_gain, cls=t.cls_gain, iou_target=t.iou_target)
+    torch.manual_seed(p.seed)
+    model = build_model(model_config(p), "none")
+    model.backbone.freeze(True)
+    start = copy.deepcopy(model)
+    net = ddp.wrap_model(model, torch.device("cpu"), info, False)
+    net.train()
+    images, targets, _, _ = next(iter(ddp.train_loader(data, t.freeze_batch_size, 1, 0, True, info)))
+    g = grad(net, images, targets, weights)
+    if info.main:
+        full_images, full_targets, _, _ = next(iter(ddp.train_loader(data, t.freeze_batch_size, 1, 0, True, ddp.DistInfo())))
+        half = full_images.shape[0] // 2
+        parts = [grad(copy.deepcopy(start).train(), full_images[s], full_targets[s], weights)
+                 for s in (slice(0, half), slice(half, None))]
+        halves = (parts[0] + parts[1]) / 2
+        full = grad(copy.deepcopy(start).train(), full_images, full_targets, weights)
+        print(f"ddp_vs_halves {float((g - halves).abs().max())}")
+        print(f"halves_vs_full {float((halves - full).norm() / full.norm())}")
+    ddp.cleanup()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
