@@ -5,6 +5,11 @@ configfile: "params.yaml"
 
 
 DATA_ROOT = config["data"]["root"]
+# Per-rule resources for cluster executors (profiles/slurm; ignored by a local run unless
+# `--resources` caps them). Training asks for one GPU per DDP process (train.nproc); a CPU-only
+# cluster sets `gpu: 0` for the train rules in its profile (set-resources). runtime in minutes.
+SMALL = dict(mem_mb=2000, runtime=30)
+TRAIN = dict(gpu=int(config["train"].get("nproc", 1)), mem_mb=16000, runtime=360)
 
 
 rule all:
@@ -23,6 +28,8 @@ rule annotate:
         data=config["data"],
     log:
         "logs/annotate.log",
+    resources:
+        **SMALL,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -46,6 +53,8 @@ rule split:
         root=config["data"]["root"],
     log:
         "logs/split.log",
+    resources:
+        **SMALL,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -74,6 +83,9 @@ rule train_frozen:
         **TRAIN_PARAMS,
     log:
         "logs/train_frozen.log",
+    threads: 4
+    resources:
+        **TRAIN,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -95,6 +107,9 @@ rule train_unfrozen:
         **TRAIN_PARAMS,
     log:
         "logs/train_unfrozen.log",
+    threads: 4
+    resources:
+        **TRAIN,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -117,6 +132,8 @@ rule predict:
         classes=config["data"]["classes"],
     log:
         "logs/predict.log",
+    resources:
+        **SMALL,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -141,6 +158,8 @@ rule map:
         classes=config["data"]["classes"],
     log:
         "logs/map.log",
+    resources:
+        **SMALL,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -162,6 +181,8 @@ rule overfit:
         overfit=config["overfit"],
     log:
         "logs/overfit.log",
+    resources:
+        **SMALL,
     conda:
         "envs/detpipe.yaml"
     shell:
@@ -182,6 +203,8 @@ rule report:
         "reports/index.md",
     log:
         "logs/report.log",
+    resources:
+        **SMALL,
     conda:
         "envs/detpipe.yaml"
     shell:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou, complete_box_iou_loss
@@ -71,13 +72,28 @@ def assign(scores: Tensor, pred_boxes: Tensor, points: Tensor, targets: Tensor,
     return gt_index, fg, target
 
 
+def _global_norm(norm: Tensor) -> tuple[Tensor, int]:
+    """The normaliser of a DDP training step, averaged over ranks, and the world size.
+
+    Each rank sees part of the global batch. Dividing by the mean of the ranks' target sums (not
+    each rank's own) and scaling by the world size makes DDP's averaged gradient the gradient of
+    the global batch's loss. Evaluation (no grad; rank 0 alone) keeps its own normaliser.
+    """
+    if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+        norm = norm.detach().clone()
+        dist.all_reduce(norm)
+        return (norm / world).clamp(min=1.0), world
+    return norm.clamp(min=1.0), 1
+
+
 def detection_loss(out: dict[str, Tensor], targets: Tensor, w: LossWeights = LossWeights()
                    ) -> tuple[Tensor, dict[str, float]]:
     """Loss to backpropagate (scaled by batch size) and the per-image loss and its parts as floats."""
     cls_logits, pred_boxes = out["cls"], out["boxes"]
     B = cls_logits.shape[0]
     gt_index, fg, target = assign(cls_logits.detach().sigmoid(), pred_boxes.detach(), out["points"], targets, w)
-    norm = target.sum().clamp(min=1.0)
+    norm, world = _global_norm(target.sum())
     cls_loss = F.binary_cross_entropy_with_logits(cls_logits, target, reduction="sum") / norm
     if fg.any():
         gt_boxes = targets[..., 1:].gather(1, gt_index[..., None].expand(-1, -1, 4))
@@ -89,6 +105,6 @@ def detection_loss(out: dict[str, Tensor], targets: Tensor, w: LossWeights = Los
     else:
         box_loss = pred_boxes.sum() * 0.0
     per_image = w.box * box_loss + w.cls * cls_loss
-    # The gradient is scaled by the batch size as in YOLOv8; the reported figures are per image.
-    return per_image * B, {"loss": float(per_image.detach()), "box": float(box_loss.detach()),
+    # The gradient is scaled by the (global) batch size as in YOLOv8; the reported figures are per image.
+    return per_image * B * world, {"loss": float(per_image.detach()), "box": float(box_loss.detach()),
                            "cls": float(cls_loss.detach())}

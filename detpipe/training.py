@@ -34,7 +34,7 @@ _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
                 "unfrozen": ("freeze_batch_size", "freeze_lr_scale")}
 _EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
 # The code that determines the weights (dvc.yaml's train deps): a change there starts fresh.
-_CODE = ("training.py", "engine.py", "model.py", "loss.py", "data.py", "boxes.py")
+_CODE = ("training.py", "engine.py", "model.py", "loss.py", "data.py", "boxes.py", "distributed.py", "accel.py")
 RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
 
 

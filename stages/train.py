@@ -63,8 +63,9 @@ def main() -> int:
     try:
         state = train_phase(params, args.phase, train, val, inputs, args.ckpt_dir, args.metrics, args.init)
     except KeyboardInterrupt:
-        print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "
-              "rerun the same command to resume from there.", file=sys.stderr, flush=True)
+        if main_rank:  # DDP: one message, not one per rank
+            print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "
+                  "rerun the same command to resume from there.", file=sys.stderr, flush=True)
         return 130
     except torch.OutOfMemoryError:
         phase = phase_of(params, args.phase)
