@@ -146,7 +146,8 @@ class DetectionDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         aug = self.augment
         rng = np.random.default_rng([self.seed, epoch, index]) if aug is not None else None
-        if rng is not None and epoch <= aug.mosaic_until and rng.random() < aug.mosaic:
+        # No coin is drawn when mosaic is off, so the epoch counts then do not reach augmentation.
+        if rng is not None and aug.mosaic > 0 and epoch <= aug.mosaic_until and rng.random() < aug.mosaic:
             image, boxes, labels = self._mosaic(epoch, index, rng)
             size = (self.size, self.size)
         else:

@@ -86,7 +86,6 @@ class TrainParams:
     compile: bool = False               # torch.compile the model (CUDA speed-up after a compile wait)
     nproc: int = 1                      # > 1: DDP under torchrun, this many processes (GPUs) on the node
     sync_bn: bool = False               # DDP: SyncBatchNorm across ranks (CUDA only)
-    val_every: int = 1
     keep_checkpoints: int = 3
 
 

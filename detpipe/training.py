@@ -75,10 +75,12 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     """
     skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
     augment = asdict(Augment.from_train_params(params.train))
-    # What counts is which of this phase's epochs are <= mosaic_until, not the raw number. (Even
-    # with mosaic 0, data.py draws the mosaic coin in those epochs, so they differ from later ones.)
+    # What counts is which of this phase's epochs are <= mosaic_until, not the raw number; with
+    # mosaic off it does not count at all.
     last = phase.first_epoch + phase.epochs - 1
     augment["mosaic_until"] = min(max(augment["mosaic_until"], phase.first_epoch - 1), last)
+    if augment["mosaic"] == 0:
+        augment.pop("mosaic_until")
     if not with_epochs:
         skip.add(_EPOCHS[phase.name])
         augment.pop("mosaic_until", None)
@@ -115,9 +117,9 @@ def epoch_count_dependence(params: Params, this_phase: bool = True) -> list[str]
     t, why = params.train, []
     if this_phase and t.lr_schedule != "constant" and t.min_lr_ratio != 1.0:
         why.append(f"lr_schedule {t.lr_schedule} depends on the epoch count (it sets the LR at every step)")
-    if 0 < getattr(t, "mosaic_fraction", 1.0) < 1:  # see run_fingerprint: matters even with mosaic 0
+    if t.mosaic > 0 and 0 < t.mosaic_fraction < 1:
         why.append(f"mosaic_fraction {t.mosaic_fraction} ends the mosaic epochs at a fraction of all epochs, "
-                   "so augmentation depends on the epoch counts (mosaic_fraction 0 or 1 does not)")
+                   "so augmentation depends on the epoch counts (mosaic 0, or mosaic_fraction 0 or 1, does not)")
     return why
 
 
@@ -147,7 +149,7 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
     reasons = epoch_count_dependence(params, this_phase=n != phase.epochs)
     if reasons:
         print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): {'; '.join(reasons)}. "
-              "A changed epoch count continues only with lr_schedule constant and mosaic_fraction 0 or 1",
+              "A changed epoch count continues only with lr_schedule constant and mosaic off or over all epochs",
               flush=True)
         return
     done = {other: int(ckpt.load(other / "last.pt")["epoch"]) for _, other, _ in others}
