@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .annotations import Record
-from .boxes import clip_boxes, letterbox_params, from_letterbox, multiclass_nms
+from .boxes import Letterbox, clip_boxes, from_letterbox, letterbox_params, multiclass_nms
 from .data import DetectionDataset, make_loader
 from .loss import LossWeights, detection_loss
 
@@ -126,6 +126,19 @@ def decode(out: dict[str, Tensor], conf: float, iou: float, max_det: int) -> lis
     return [multiclass_nms(b, s, conf, iou, max_det) for b, s in zip(out["boxes"].float(), scores)]
 
 
+def detections_per_image(out: dict[str, Tensor], letterboxes: list[Letterbox], conf: float, iou: float,
+                         max_det: int) -> list[dict[str, np.ndarray]]:
+    """Per-class NMS, then boxes back to each image's own pixels (clipped to the image).
+
+    One dict of boxes [K, 4] (float64), scores [K] and labels [K] per letterbox, in batch order.
+    """
+    dets = []
+    for (boxes, scores, labels), lb in zip(decode(out, conf, iou, max_det), letterboxes):
+        boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), lb.width, lb.height)
+        dets.append({"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(), "labels": labels.cpu().numpy()})
+    return dets
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int, conf: float,
              iou: float, max_det: int, with_loss: bool = True, desc: str = "val",
@@ -146,11 +159,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int
             totals["loss"] += parts["loss"] * b
             totals["box"] += parts["box"] * b
             totals["cls"] += parts["cls"] * b
-        for (boxes, scores, labels), idx, (w, h) in zip(decode(out, conf, iou, max_det), indices.tolist(), sizes.tolist()):
-            lb = letterbox_params(w, h, size)
-            boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), w, h)
-            dets[idx] = {"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(),
-                         "labels": labels.cpu().numpy()}
+        lbs = [letterbox_params(w, h, size) for w, h in sizes.tolist()]
+        dets.update(zip(indices.tolist(), detections_per_image(out, lbs, conf, iou, max_det)))
     return {k: v / max(1, n_img) for k, v in totals.items()}, [dets[i] for i in sorted(dets)]
 
 

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .boxes import Letterbox, clip_boxes, from_letterbox, letterbox_params
+from .boxes import Letterbox, letterbox_params
 from .data import PAD_VALUE, letterbox_image
-from .engine import decode, select_device
+from .engine import detections_per_image, select_device
 from .images import load_rgb
 
 ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
@@ -161,12 +161,7 @@ class Predictor:
         if self.keep is not None:
             # Other classes get a logit no threshold admits, so max_det counts only wanted classes.
             out["cls"] = out["cls"].masked_fill(~self.keep.to(out["cls"].device), -torch.inf)
-        dets = []
-        for (boxes, scores, labels), lb in zip(decode(out, self.conf, self.iou, self.max_det), lbs):
-            boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), lb.width, lb.height)
-            dets.append({"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(),
-                         "labels": labels.cpu().numpy()})
-        return dets
+        return detections_per_image(out, list(lbs), self.conf, self.iou, self.max_det)
 
     def chunks(self, n: int, batch_size: int) -> Iterable[slice]:
         size = self.batch_limit or max(1, batch_size)

@@ -73,7 +73,7 @@ def test_overfitting_val_rising_while_train_falls():
     # stop at the best epoch: 10 global = 7 unfrozen epochs after 3 frozen
     assert "train.unfreeze_epochs: 7" in text
     assert "120 training images" in text            # more data when small
-    assert "mosaic" in text and "weight_decay" in text and "model.width" in text
+    assert "mosaic" in text and "weight_decay" in text and "model.neck_channels: 32" in text
 
 
 def test_overfitting_gap_growing_past_threshold():
@@ -149,7 +149,7 @@ def test_underfitting_loss_barely_falls():
     assert v.verdict == "underfitting"
     ev = v.to_json()["evidence"]
     assert ev["train_loss_drop"] < PARAMS.overfit.min_loss_drop and ev["best_val_map50"] == 0.2
-    assert any("model.width: 0.5" in a for a in v.advice)
+    assert any("model.neck_channels: 128" in a for a in v.advice)
 
 
 def test_underfitting_low_map_after_plateau():
