@@ -7,7 +7,8 @@ Run from the repo root after `dvc repro` wrote data/splits/{train,val,test}.txt.
 
 1. detpipe trains with params.yaml's recipe (frozen then unfrozen phase, exactly as stages/train.py,
    checkpoints in a temp dir) at --imgsz; its wall time is the budget T. Train images/s = images
-   over training-step seconds, from the per-epoch TSV.
+   over training-step seconds (validation excluded), from the per-epoch TSV; also the median
+   epoch's rate, which an epoch stalled by another user's job does not drag down.
 2. The splits become a YOLO dataset in a temp dir (symlinked images, `class cx cy w h` labels
    normalised to the image; difficult objects left out, as detpipe trains without them), and
    YOLOv8n, built from yolov8n.yaml (no weights downloaded), trains from scratch with
@@ -23,7 +24,8 @@ Run from the repo root after `dvc repro` wrote data/splits/{train,val,test}.txt.
 4. One table with the ratios (detpipe / ultralytics) is printed and written as JSON to --out.
 
 Ultralytics is AGPL and is not a detpipe dependency: install it only in a separate bench venv
-(e.g. a venv reusing .venv's packages plus `pip install --no-deps ultralytics ultralytics-thop`).
+(e.g. a venv reusing .venv's packages plus `pip install --no-deps ultralytics ultralytics-thop` and
+`pip install polars`, which Ultralytics 8.4 needs to save its checkpoints).
 The script runs offline: YOLO_OFFLINE=1, YOLO_AUTOINSTALL=False and a YOLO_CONFIG_DIR holding
 matplotlib's DejaVuSans.ttf as Arial.ttf are set before Ultralytics is imported. Both tools get
 --threads torch threads (Ultralytics would otherwise pick cpu_count - 1 = 1 on a 2-core machine).
@@ -113,6 +115,8 @@ def train_detpipe(params: Params, splits: Path, work: Path) -> dict:
             "train_images_per_s_frozen": rows["frozen"]["images"] / max(rows["frozen"]["seconds"], 1e-9),
             "train_images_per_s_unfrozen": rows["unfrozen"]["images"] / max(rows["unfrozen"]["seconds"], 1e-9),
             "train_step_seconds": seconds, "train_images": images,
+            "epoch_images_per_s": rows["frozen"]["rates"] + rows["unfrozen"]["rates"],
+            "train_images_per_s_median_epoch": _median(rows["frozen"]["rates"] + rows["unfrozen"]["rates"]),
             "best_epoch": state["best"]["epoch"], "best_val_map50": state["best"]["val_map50"]}
 
 
@@ -122,7 +126,8 @@ def _tsv_throughput(path: Path, n_train: int, batch: int) -> dict:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     seconds = sum(per_epoch / float(r["images_per_s"]) for r in rows if float(r["images_per_s"]) > 0)
-    return {"epochs": len(rows), "images": per_epoch * len(rows), "seconds": seconds}
+    return {"epochs": len(rows), "images": per_epoch * len(rows), "seconds": seconds,
+            "rates": [float(r["images_per_s"]) for r in rows]}
 
 
 def evaluate_detpipe(weights: Path, params: Params, test: list[Record], images: list[np.ndarray], device: str) -> dict:
@@ -230,7 +235,9 @@ def train_yolo(YOLO, data: Path, work: Path, args: argparse.Namespace, seconds: 
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
     return {"wall_seconds": wall, "time_budget_s": seconds, "weights": best, "epochs": len(meter.epochs),
             "train_images_per_s": images / max(step_seconds, 1e-9), "train_step_seconds": step_seconds,
-            "train_images": images, "threads": sorted(meter.threads_seen), "best_fitness": _num(trainer.best_fitness)}
+            "train_images": images, "threads": sorted(meter.threads_seen),
+            "epoch_images_per_s": [n / max(s, 1e-9) for n, s in meter.epochs],
+            "train_images_per_s_median_epoch": _median([n / max(s, 1e-9) for n, s in meter.epochs]), "best_fitness": _num(trainer.best_fitness)}
 
 
 def evaluate_yolo(YOLO, weights: Path, params: Params, test: list[Record], images: list[np.ndarray], args):
@@ -285,6 +292,11 @@ def time_interleaved(fns: dict, images: list[np.ndarray], runs: int, warmup: int
     return {name: {"median": float(np.median(v)), "mean": float(np.mean(v))} for name, v in ms.items()}
 
 
+def _median(values: list[float]) -> float:
+    """Robust to the epochs another user's job stalled (the mean is not)."""
+    return float(np.median(values)) if values else 0.0
+
+
 def _num(x) -> float | None:
     try:
         return float(x)
@@ -295,7 +307,9 @@ def _num(x) -> float | None:
 def table(d: dict, y: dict) -> tuple[str, list[dict]]:
     rows = [("mAP50 (VOC, test)", d["map50"], y["map50"], "{:.3f}"),
             ("mAP50-95 (COCO, test)", d["map50_95"], y["map50_95"], "{:.3f}"),
-            ("train images/s", d["train_images_per_s"], y["train_images_per_s"], "{:.1f}"),
+            ("train images/s (all)", d["train_images_per_s"], y["train_images_per_s"], "{:.1f}"),
+            ("train images/s (med ep)", d["train_images_per_s_median_epoch"], y["train_images_per_s_median_epoch"],
+             "{:.1f}"),
             ("inference ms/image b1 *", d["ms_per_image"], y["ms_per_image"], "{:.1f}"),
             ("train wall time s", d["wall_seconds"], y["wall_seconds"], "{:.0f}"),
             ("epochs", d["epochs"], y["epochs"], "{:.0f}")]
