@@ -14,14 +14,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detpipe.annotations import read_lines
-from detpipe.engine import select_device
-from detpipe.images import load_rgb
-from detpipe.inference import Predictor
-from detpipe.params import load_params
-from detpipe.plots_predictions import draw_detections, draw_prediction_grid
-from detpipe.predict import above, sample_indices, write_detections_csv
-from detpipe.training import load_detector
+# The library beside this script, not whatever copy is installed: a queued `dvc exp run`
+# runs from a snapshot of the repo and must train with that snapshot's code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detpipe.annotations import read_lines  # noqa: E402
+from detpipe.engine import select_device  # noqa: E402
+from detpipe.images import load_rgb  # noqa: E402
+from detpipe.inference import Predictor  # noqa: E402
+from detpipe.params import load_params  # noqa: E402
+from detpipe.plots_predictions import draw_detections, draw_prediction_grid  # noqa: E402
+from detpipe.predict import above, sample_indices, write_detections_csv  # noqa: E402
+from detpipe.training import load_detector  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -11,15 +11,20 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from detpipe import accel
-from detpipe import checkpoint as ckpt
-from detpipe import distributed as ddp
-from detpipe.annotations import read_lines
-from detpipe.params import load_params
-from detpipe.training import export_weights, phase_of, train_phase
+# The library beside this script, not whatever copy is installed: a queued `dvc exp run`
+# runs from a snapshot of the repo and must train with that snapshot's code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detpipe import accel  # noqa: E402
+from detpipe import checkpoint as ckpt  # noqa: E402
+from detpipe import distributed as ddp  # noqa: E402
+from detpipe.annotations import read_lines  # noqa: E402
+from detpipe.params import load_params  # noqa: E402
+from detpipe.training import export_weights, phase_of, train_phase  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from detpipe.annotations import Record
@@ -24,6 +25,15 @@ def tiny_params(root: str, **train) -> dict:
                             "unfreeze_batch_size": 4, "num_workers": 0, "threads": 1, **train})
     params["predict"]["samples"] = 2
     return params
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module's tests (tiny models run faster and steadier on a shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from detpipe.cli import export as export_cli
 from detpipe.cli import fps as fps_cli
@@ -16,12 +15,7 @@ from detpipe.onnx_export import export_onnx, parity, require_onnx
 from tests.test_predict_cli import IMGSZ, make_weights, read_txt, run_cli, write_images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

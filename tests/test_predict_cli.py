@@ -31,13 +31,8 @@ from tests.conftest import CLASSES, REPO, tiny_params
 IMGSZ = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine one thread is both faster and steadier for these tiny models.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# On a shared 2-core machine one thread is both faster and steadier for these tiny models.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_weights(path: Path, imgsz: int = IMGSZ, seed: int = 0) -> Path:
