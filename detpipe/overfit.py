@@ -528,7 +528,7 @@ def _fmt(v: Any) -> str:
 def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None) -> str:
     """reports/overfitting.md: verdict first, then the figure, the figures, the checks, advice."""
     last = history.iloc[-1] if len(history) else None
-    lines = [f"# Overfitting report", "", f"**Verdict: {v.verdict}** — {v.reason}.", ""]
+    lines = ["# Overfitting report", "", f"**Verdict: {v.verdict}** — {v.reason}.", ""]
     if png_name:
         lines += [f"![Training curves: loss, val mAP50 and gap per epoch]({png_name})", ""]
     rows = [

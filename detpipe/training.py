@@ -16,7 +16,7 @@ from . import accel
 from . import checkpoint as ckpt
 from . import distributed as ddp
 from .annotations import Record
-from .data import Augment, DetectionDataset, make_loader
+from .data import Augment, DetectionDataset
 from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
                      select_device, train_one_epoch)
 from .metrics import voc_map

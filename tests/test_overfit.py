@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from detpipe.overfit import VERDICTS, judge, load_history, split_shift, split_stats
-from detpipe.params import OverfitParams, Params, TrainParams
+from detpipe.params import Params, TrainParams
 from detpipe.plots_train import plot_training_curves
 
 PARAMS = Params()
