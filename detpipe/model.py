@@ -1,10 +1,12 @@
-"""A YOLO-family one-stage detector: torchvision backbone + PAN neck + decoupled anchor-free head.
+"""A YOLO-family one-stage detector: backbone + PAN neck + decoupled anchor-free head.
 
-The backbone is one freezable unit. The head predicts, for every anchor point of strides 8, 16
-and 32, class logits and left/top/right/bottom distances (as in YOLOv8, without DFL).
+The backbone is YOLOv8's CSPDarknet (scaled n/s/m/l) or a torchvision classifier; it is one
+freezable unit. The head predicts, for every anchor point of strides 8, 16 and 32, class logits
+and left/top/right/bottom distances (as in YOLOv8, without DFL).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -14,8 +16,12 @@ import torchvision
 from torch import Tensor, nn
 
 from .boxes import distances_to_boxes
+from .layers import C2f, conv_bn, cspdarknet
 
 STRIDES = (8, 16, 32)
+# Width and depth multipliers of YOLOv8's n/s/m/l models: they scale CSPDarknet's channels and
+# block repeats, and the neck (width of 256 x width channels, depth of 3 x depth blocks).
+SCALES = {"n": (0.25, 0.33), "s": (0.5, 0.33), "m": (0.75, 0.67), "l": (1.0, 1.0)}
 # ImageNet statistics: torchvision backbones (and their pretrained weights) expect them.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -26,21 +32,38 @@ class ModelConfig:
     """Everything needed to rebuild the network; stored in every checkpoint."""
 
     num_classes: int
-    backbone: str = "shufflenet_v2_x1_0"
-    neck_channels: int = 64
+    backbone: str = "cspdarknet"
+    neck_channels: int = 0   # 0: 256 x the scale's width (n 64, s 128, m 192, l 256)
+    scale: str = "n"         # n | s | m | l
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"model.scale: {self.scale!r} is not one of {', '.join(SCALES)}")
+
+    @property
+    def width(self) -> float:
+        return SCALES[self.scale][0]
+
+    @property
+    def depth(self) -> float:
+        return SCALES[self.scale][1]
+
+    @property
+    def neck_width(self) -> int:
+        return self.neck_channels or int(256 * self.width)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def conv_bn(c_in: int, c_out: int, k: int = 3, s: int = 1) -> nn.Sequential:
-    """Conv-BN-SiLU, the YOLO building block."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False),
-                         nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))
-
-
-def _stages(name: str, pretrained: bool) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-    """Split a torchvision classifier into stem and the stages ending at strides 8, 16, 32."""
+def _stages(name: str, pretrained: bool, width: float = 0.25, depth: float = 0.33
+            ) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """Split the backbone into stem and the stages ending at strides 8, 16, 32."""
+    if name == "cspdarknet":
+        if pretrained:
+            raise ValueError("model.pretrained: imagenet needs a torchvision backbone (e.g. resnet18); "
+                             "cspdarknet has no ImageNet weights — use none or a detpipe checkpoint path")
+        return cspdarknet(width, depth)
     weights = "DEFAULT" if pretrained else None
     net = torchvision.models.get_model(name, weights=weights)
     if name.startswith(("resnet", "resnext", "wide_resnet")):
@@ -55,7 +78,7 @@ def _stages(name: str, pretrained: bool) -> tuple[nn.Module, nn.Module, nn.Modul
         feats = net.features
         a, b, c = _stride_cuts(feats)
         return feats[:a], feats[a:b], feats[b:c], feats[c:]
-    raise ValueError(f"model.backbone: {name!r} is not supported; use a resnet*, shufflenet_v2_*, "
+    raise ValueError(f"model.backbone: {name!r} is not supported; use cspdarknet or a resnet*, shufflenet_v2_*, "
                      "regnet_*, mobilenet_v2/v3_* or efficientnet_* model of torchvision")
 
 
@@ -70,11 +93,11 @@ def _stride_cuts(features: nn.Sequential) -> list[int]:
 
 
 class Backbone(nn.Module):
-    """Torchvision backbone returning C3, C4, C5 (strides 8, 16, 32)."""
+    """Backbone returning C3, C4, C5 (strides 8, 16, 32)."""
 
-    def __init__(self, name: str, pretrained: bool = False) -> None:
+    def __init__(self, name: str, pretrained: bool = False, width: float = 0.25, depth: float = 0.33) -> None:
         super().__init__()
-        self.stem, self.c3, self.c4, self.c5 = _stages(name, pretrained)
+        self.stem, self.c3, self.c4, self.c5 = _stages(name, pretrained, width, depth)
         with torch.no_grad():
             outs = self.forward(torch.zeros(1, 3, 64, 64))
         self.channels = [o.shape[1] for o in outs]
@@ -99,14 +122,14 @@ class Backbone(nn.Module):
 
 
 class PAN(nn.Module):
-    """Path-aggregation neck: top-down then bottom-up fusion of C3..C5 into P3..P5."""
+    """Path-aggregation neck: top-down then bottom-up fusion of C3..C5 into P3..P5 (C2f blocks)."""
 
-    def __init__(self, in_channels: list[int], c: int) -> None:
+    def __init__(self, in_channels: list[int], c: int, n: int = 1) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(conv_bn(ci, c, 1) for ci in in_channels)
-        self.top_down = nn.ModuleList(conv_bn(c, c) for _ in range(2))
+        self.top_down = nn.ModuleList(C2f(c, c, n, shortcut=False) for _ in range(2))
         self.down = nn.ModuleList(conv_bn(c, c, 3, 2) for _ in range(2))
-        self.bottom_up = nn.ModuleList(conv_bn(c, c) for _ in range(2))
+        self.bottom_up = nn.ModuleList(C2f(c, c, n, shortcut=False) for _ in range(2))
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         c3, c4, c5 = (lat(f) for lat, f in zip(self.lateral, feats))
@@ -156,9 +179,9 @@ class Detector(nn.Module):
     def __init__(self, config: ModelConfig, pretrained: bool = False) -> None:
         super().__init__()
         self.config = config
-        self.backbone = Backbone(config.backbone, pretrained)
-        self.neck = PAN(self.backbone.channels, config.neck_channels)
-        self.head = Head(config.neck_channels, config.num_classes)
+        self.backbone = Backbone(config.backbone, pretrained, config.width, config.depth)
+        self.neck = PAN(self.backbone.channels, config.neck_width, max(1, round(3 * config.depth)))
+        self.head = Head(config.neck_width, config.num_classes)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
@@ -182,4 +205,19 @@ def build_model(config: ModelConfig, pretrained: str = "none") -> Detector:
     if pretrained not in ("none", "imagenet", ""):
         from .checkpoint import load_matching_weights
         load_matching_weights(model, pretrained)
+    return model
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode model with every Conv2d -> BatchNorm2d pair inside a Sequential folded
+    into one Conv2d (same outputs up to float rounding, one pass less over each feature map)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
     return model

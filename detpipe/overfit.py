@@ -433,11 +433,11 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
              f"Augmentation: mosaic is on ({t.mosaic}); raise `train.scale_jitter` "
              f"({t.scale_jitter}) or `train.translate` ({t.translate}) as well."),
             f"Regularise: raise `train.weight_decay` from {t.weight_decay:g} to {t.weight_decay * 2:g}.",
-            f"A smaller model: `model.neck_channels: {max(16, m.neck_channels // 2)}` (now {m.neck_channels}) or a smaller `model.backbone` (now {m.backbone}) has fewer parameters to memorise with.",
+            f"A smaller model has fewer parameters to memorise with: {_resize_model(m, smaller=True)}.",
             (f"Unfreeze later: keep the pretrained backbone frozen longer "
              f"(`train.freeze_epochs: {t.freeze_epochs + max(1, t.freeze_epochs)}`, now {t.freeze_epochs})."
              if m.pretrained != "none" else
-             "Start from pretrained weights (`model.pretrained: imagenet`): a backbone trained from "
+             f"Start from pretrained weights ({_pretrained_hint(m)}): a backbone trained from "
              "scratch on few images memorises them."),
         ]
     elif verdict == "data mismatch":
@@ -465,10 +465,10 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
         ]
     elif verdict == "underfitting":
         out += [
-            f"A bigger model: `model.neck_channels: {m.neck_channels * 2}` (now {m.neck_channels}) or a larger `model.backbone` (now {m.backbone}).",
+            f"A bigger model: {_resize_model(m, smaller=False)}.",
             (f"Unfreeze earlier (`train.freeze_epochs: {max(0, t.freeze_epochs // 2)}`, now "
              f"{t.freeze_epochs}): a frozen backbone limits what the model can fit." if t.freeze_epochs > 0 else None),
-            ("Start from pretrained weights (`model.pretrained: imagenet`)." if m.pretrained == "none" else None),
+            (f"Start from pretrained weights ({_pretrained_hint(m)})." if m.pretrained == "none" else None),
             f"Regularise less: lower `train.weight_decay` ({t.weight_decay:g} → {t.weight_decay / 2:g})"
             + (f" and mosaic (`train.mosaic: 0`, now {t.mosaic})." if t.mosaic > 0 else "."),
             f"Train longer or faster: more `train.unfreeze_epochs` (now {t.unfreeze_epochs}) or a higher `lr` (now {params.lr:g}).",
@@ -479,7 +479,7 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
         out += [
             (f"Keep models/best.pt (epoch {best})." if best is not None else None),
             _more_data(n_train, p, strong=False) or
-            "To go further, add data or try a larger model (`model.backbone`, `model.neck_channels`) and watch the gap.",
+            "To go further, add data or try a larger model (`model.scale`, `model.backbone`) and watch the gap.",
         ]
     return [a for a in out if a]
 
@@ -552,3 +552,22 @@ def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None) -> 
     lines += ["", "Train loss is averaged over each epoch under augmentation; val loss is measured "
               "after the epoch without it, so val slightly below train is normal.", ""]
     return "\n".join(lines)
+
+
+def _resize_model(m, smaller: bool) -> str:
+    """The next model size down or up: model.scale along n/s/m/l, then the neck width."""
+    from .model import SCALES, ModelConfig
+    sizes = list(SCALES)
+    i = sizes.index(m.scale) + (-1 if smaller else 1)
+    if 0 <= i < len(sizes):
+        return f"`model.scale: {sizes[i]}` (now {m.scale})"
+    neck = ModelConfig(1, m.backbone, m.neck_channels, m.scale).neck_width
+    new = max(16, neck // 2) if smaller else neck * 2
+    return f"`model.neck_channels: {new}` (now {neck}) or a {'smaller' if smaller else 'larger'} `model.backbone` (now {m.backbone})"
+
+
+def _pretrained_hint(m) -> str:
+    if m.backbone == "cspdarknet":  # torchvision has no ImageNet weights for it
+        return ("`model.pretrained: path/to/best.pt` of an earlier detpipe run, or a torchvision backbone "
+                "with ImageNet weights: `model.backbone: resnet18` and `model.pretrained: imagenet`")
+    return "`model.pretrained: imagenet`"

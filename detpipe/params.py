@@ -44,8 +44,9 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    backbone: str = "shufflenet_v2_x1_0"
-    neck_channels: int = 64
+    backbone: str = "cspdarknet"        # cspdarknet (YOLOv8's, scaled by `scale`) or a torchvision classifier
+    scale: str = "n"                    # n | s | m | l: YOLOv8's width/depth multipliers
+    neck_channels: int = 0              # 0 = 256 x the scale's width
     pretrained: str = "none"
     imgsz: int = 256
 

@@ -34,7 +34,8 @@ _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
                 "unfrozen": ("freeze_batch_size", "freeze_lr_scale")}
 _EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
 # The code that determines the weights (dvc.yaml's train deps): a change there starts fresh.
-_CODE = ("training.py", "engine.py", "model.py", "loss.py", "data.py", "boxes.py", "distributed.py", "accel.py")
+_CODE = ("training.py", "engine.py", "model.py", "layers.py", "loss.py", "data.py", "boxes.py", "distributed.py",
+         "accel.py")
 RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
 
 
@@ -62,7 +63,8 @@ def phase_of(params: Params, name: str) -> Phase:
 
 
 def model_config(params: Params) -> ModelConfig:
-    return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels)
+    return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels,
+                       params.model.scale)
 
 
 def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with_epochs: bool = True) -> str:
@@ -225,7 +227,8 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         start = ckpt.load(init)
         model.load_state_dict(start["model"])
     model.backbone.freeze(phase.name == "frozen")
-    model.to(device, memory_format=torch.channels_last if accel.channels_last(device) else torch.preserve_format)
+    nhwc = accel.channels_last(device, model)
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
     ema = ModelEMA(model, t.ema_decay)
     if init is not None and "ema" in start:
         ema.module.load_state_dict(start["ema"])
@@ -276,7 +279,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         loader = ddp.train_loader(train_set, phase.batch_size, global_epoch, t.num_workers, drop_last, info)
         tr = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
                              f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}", weights,
-                             amp_dtype=accel.amp_dtype(t, device), channels_last=accel.channels_last(device),
+                             amp_dtype=accel.amp_dtype(t, device), channels_last=nhwc,
                              ema_source=model)
         tr = ddp.reduce_epoch_stats(tr, info)
         val_loss, val_map = None, 0.0

@@ -3,7 +3,8 @@ import torch
 
 from detpipe import checkpoint as ckpt
 from detpipe.loss import assign, detection_loss, LossWeights
-from detpipe.model import ModelConfig, build_model
+from detpipe.accel import channels_last
+from detpipe.model import ModelConfig, build_model, fuse_conv_bn
 
 CFG = ModelConfig(num_classes=3, backbone="shufflenet_v2_x0_5", neck_channels=16)
 
@@ -90,3 +91,48 @@ def test_pretrained_path_loads_matching_tensors_and_skips_the_head(tmp_path, cap
     assert "skipped" in capsys.readouterr().out
     assert torch.equal(dst.backbone.stem[0][0].weight, src.backbone.stem[0][0].weight)
     assert dst.head.cls[0][-1].weight.shape[0] == 3
+
+
+def test_cspdarknet_scales_grow_and_give_the_same_outputs_layout():
+    sizes = []
+    for scale in ("n", "s", "m", "l"):
+        cfg = ModelConfig(num_classes=2, backbone="cspdarknet", scale=scale)
+        m = build_model(cfg).eval()
+        with torch.no_grad():
+            out = m(torch.zeros(1, 3, 64, 64))
+        assert out["cls"].shape == (1, 64 + 16 + 4, 2) and out["boxes"].shape == (1, 84, 4)
+        assert m.neck.lateral[0][0].out_channels == {"n": 64, "s": 128, "m": 192, "l": 256}[scale]
+        sizes.append(sum(p.numel() for p in m.parameters()))
+    assert sizes == sorted(sizes) and sizes[-1] > 10 * sizes[0]
+
+
+def test_scale_and_pretrained_errors_are_clear():
+    with pytest.raises(ValueError, match="model.scale: 'x' is not one of n, s, m, l"):
+        ModelConfig(num_classes=2, scale="x")
+    with pytest.raises(ValueError, match="cspdarknet has no ImageNet weights"):
+        build_model(ModelConfig(num_classes=2), pretrained="imagenet")
+
+
+@pytest.mark.parametrize("backbone", ["cspdarknet", "shufflenet_v2_x0_5"])
+def test_folding_batchnorm_keeps_the_outputs(backbone):
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(num_classes=3, backbone=backbone, neck_channels=16))
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    m.eval()
+    fused = fuse_conv_bn(m)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in fused.modules())
+    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        a, b = m(images), fused(images)
+    assert torch.allclose(a["cls"], b["cls"], atol=1e-4) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # the original is untouched
+
+
+def test_channels_last_only_where_it_helps():
+    cpu = torch.device("cpu")
+    assert channels_last(cpu, build_model(ModelConfig(num_classes=2)))            # dense convs
+    assert not channels_last(cpu, build_model(CFG))                               # depthwise (ShuffleNet)
+    assert channels_last(torch.device("cuda"), None)

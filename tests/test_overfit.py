@@ -149,7 +149,7 @@ def test_underfitting_loss_barely_falls():
     assert v.verdict == "underfitting"
     ev = v.to_json()["evidence"]
     assert ev["train_loss_drop"] < PARAMS.overfit.min_loss_drop and ev["best_val_map50"] == 0.2
-    assert any("model.neck_channels: 128" in a for a in v.advice)
+    assert any("`model.scale: s` (now n)" in a for a in v.advice)
 
 
 def test_underfitting_low_map_after_plateau():
