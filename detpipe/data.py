@@ -2,7 +2,8 @@
 
 All randomness of sample `i` in epoch `e` comes from a generator seeded with (seed, e, i), so
 the batches of an epoch are the same whether the run was resumed or not and whatever the
-number of loader workers.
+number of loader workers. Mosaic tiles and mixup draw from generators seeded with that key plus
+a fixed suffix (see `_MIXUP_STREAM`), so turning mixup on or off leaves every other draw as it was.
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ from .boxes import Letterbox, letterbox_params
 from .images import load_rgb
 
 PAD_VALUE = 114  # the grey YOLO letterboxes with, so padding looks like nothing in particular
+# Suffix of the mixup generator's seed (seed, epoch, index, 5): mosaic tiles use 1-4. Not 0,
+# because numpy's SeedSequence pads with zeros, so (s, e, i, 0) would replay the sample's own stream.
+_MIXUP_STREAM = 5
+MIXUP_BETA = 32.0  # mixup ratio ~ Beta(32, 32), as YOLOv5/v8: mostly 0.4-0.6, never one image alone
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image uint8 [S, S, 3], boxes float32 [N, 4], labels [N]
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,16 @@ class Augment:
     hsv_v: float = 0.0
     mosaic: float = 0.0
     mosaic_until: int = 0  # last global epoch with mosaic (YOLO turns it off for the final epochs)
+    # Blend probability. It shares mosaic's epochs (epoch <= mosaic_until) whatever the mosaic
+    # probability, as Ultralytics closes mosaic and mixup together: the last epochs train on
+    # images as they will be seen.
+    mixup: float = 0.0
 
     @classmethod
     def from_train_params(cls, p) -> "Augment":
         total = p.freeze_epochs + p.unfreeze_epochs
         until = int(round(total * p.mosaic_fraction))
-        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v, p.mosaic, until)
+        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v, p.mosaic, until, mixup=p.mixup)
 
 
 def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:
@@ -62,6 +73,17 @@ def _hsv_jitter(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     s = cv2.LUT(s, np.clip(lut * (1 + gains[1]), 0, 255).astype(np.uint8))
     v = cv2.LUT(v, np.clip(lut * (1 + gains[2]), 0, 255).astype(np.uint8))
     return cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB)
+
+
+def mixup(a: Sample, b: Sample, ratio: float) -> Sample:
+    """Blend image a (weight `ratio`) with image b (1 - ratio) and keep the objects of both.
+
+    Both images are S x S letterboxed samples. Pixels are rounded, not truncated as in
+    Ultralytics, so a blend of an image with itself is that image. Every object stays a full
+    target (YOLOv5/v8 do not weight boxes by the ratio either).
+    """
+    image = np.rint(a[0].astype(np.float64) * ratio + b[0].astype(np.float64) * (1.0 - ratio)).astype(np.uint8)
+    return image, np.concatenate([a[1], b[1]]).astype(np.float32), np.concatenate([a[2], b[2]])
 
 
 def training_targets(record: Record) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +148,17 @@ class DetectionDataset(Dataset):
         boxes, keep = _clip_visible(boxes, 0, 0, self.size, self.size)
         return image, boxes, labels[keep], (w, h)
 
-    def _mosaic(self, epoch: int, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Four augmented tiles on a 2S canvas, cropped to S around a random centre (YOLOv4 mosaic)."""
+    def _mosaic(self, index: int, rng: np.random.Generator, key: tuple[int, ...]) -> Sample:
+        """Four augmented tiles on a 2S canvas, cropped to S around a random centre (YOLOv4 mosaic).
+
+        Tile k is augmented by a generator seeded with `key` + (k + 1).
+        """
         s = self.size
         partners = rng.integers(0, len(self.records), size=3).tolist()
         canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
         all_boxes, all_labels = [], []
         for k, (i, (ox, oy)) in enumerate(zip([index] + partners, [(0, 0), (s, 0), (0, s), (s, s)])):
-            tile_rng = np.random.default_rng([self.seed, epoch, index, k + 1])
+            tile_rng = np.random.default_rng([*key, k + 1])
             image, boxes, labels, _ = self._tile(i, tile_rng)
             canvas[oy:oy + s, ox:ox + s] = image
             all_boxes.append(boxes + np.array([ox, oy, ox, oy], np.float32))
@@ -143,16 +168,33 @@ class DetectionDataset(Dataset):
         boxes, keep = _clip_visible(boxes, 0, 0, s, s)
         return canvas[y0:y0 + s, x0:x0 + s], boxes, np.concatenate(all_labels)[keep]
 
+    def _augmented(self, epoch: int, index: int, rng: np.random.Generator, key: tuple[int, ...]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """A mosaic (with probability `mosaic`, in its epochs) or a single augmented tile, and its size."""
+        aug = self.augment
+        # No coin is drawn when mosaic is off, so the epoch counts then do not reach augmentation.
+        if aug.mosaic > 0 and epoch <= aug.mosaic_until and rng.random() < aug.mosaic:
+            return (*self._mosaic(index, rng, key), (self.size, self.size))
+        return self._tile(index, rng)
+
     def __getitem__(self, key: tuple[int, int] | int):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         aug = self.augment
-        rng = np.random.default_rng([self.seed, epoch, index]) if aug is not None else None
-        # No coin is drawn when mosaic is off, so the epoch counts then do not reach augmentation.
-        if rng is not None and aug.mosaic > 0 and epoch <= aug.mosaic_until and rng.random() < aug.mosaic:
-            image, boxes, labels = self._mosaic(epoch, index, rng)
-            size = (self.size, self.size)
+        if aug is None:
+            image, boxes, labels, size = self._tile(index, None)
         else:
-            image, boxes, labels, size = self._tile(index, rng)
+            own = (self.seed, epoch, index)
+            image, boxes, labels, size = self._augmented(epoch, index, np.random.default_rng(own), own)
+            # Mixup draws from its own generator, and only when it is on: with mixup 0 (or after
+            # mosaic's epochs) the sample is bitwise what it was without this feature.
+            if aug.mixup > 0 and epoch <= aug.mosaic_until:
+                mix_key = (*own, _MIXUP_STREAM)
+                mix_rng = np.random.default_rng(mix_key)
+                if mix_rng.random() < aug.mixup:
+                    partner = int(mix_rng.integers(0, len(self.records)))
+                    ratio = float(mix_rng.beta(MIXUP_BETA, MIXUP_BETA))
+                    other = self._augmented(epoch, partner, mix_rng, mix_key)[:3]
+                    image, boxes, labels = mixup((image, boxes, labels), other, ratio)
         image_t = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
         return image_t, torch.from_numpy(boxes).reshape(-1, 4), torch.from_numpy(labels).long(), index, size
 

@@ -1,4 +1,8 @@
-"""YOLOv8-style loss: task-aligned assignment, IoU-aware BCE for classes, CIoU for boxes."""
+"""YOLOv8-style loss: task-aligned assignment, IoU-aware BCE for classes, CIoU for boxes.
+
+Options: label smoothing of the foreground class targets and a quality focal loss in place of the
+class BCE (both off by default, leaving the loss exactly as without them).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,6 +22,51 @@ class LossWeights:
     alpha: float = 0.5  # weight of the class score in the alignment metric
     beta: float = 6.0   # weight of the IoU in the alignment metric
     iou_target: bool = False  # class target = IoU of each positive (VFL-style) instead of TOOD's normalised alignment
+    label_smoothing: float = 0.0  # eps: foreground anchors' class targets t -> t * (1 - eps) + eps / 2
+    focal: bool = False       # quality focal loss instead of BCE for the classes
+    focal_gamma: float = 1.5
+    focal_alpha: float = 0.25  # < 0: no alpha balancing (torchvision's convention)
+
+    @classmethod
+    def from_train_params(cls, t) -> "LossWeights":
+        """The loss settings of params.yaml's train section (one place, for training and its checks)."""
+        return cls(box=t.box_gain, cls=t.cls_gain, iou_target=t.iou_target, label_smoothing=t.label_smoothing,
+                   focal=t.focal_loss, focal_gamma=t.focal_gamma, focal_alpha=t.focal_alpha)
+
+
+def smooth_targets(target: Tensor, fg: Tensor, eps: float) -> Tensor:
+    """Label smoothing of the class targets Tensor[B, A, C] of foreground anchors fg Tensor[B, A].
+
+    A foreground row's entries t (the quality score q on the true class, 0 elsewhere) become
+    t * (1 - eps) + eps / 2: for hard 0/1 targets exactly YOLOv5's smooth_BCE (1 - eps/2, eps/2).
+    This affine form, not q * (1 - eps/2), keeps a poorly aligned positive's target above its
+    row's negatives (q * (1 - eps/2) < eps/2 once q is small). Background anchors stay at 0:
+    in YOLOv5 the class BCE only ever saw matched anchors and background was the (unsmoothed)
+    objectness loss, which the class score plays here; smoothing it would put a floor of eps/2
+    under every score of every anchor.
+    """
+    if eps == 0:
+        return target
+    return torch.where(fg[..., None], target * (1 - eps) + eps / 2, target)
+
+
+def quality_focal_loss(logits: Tensor, target: Tensor, gamma: float, alpha: float) -> Tensor:
+    """Element-wise focal loss for soft targets in [0, 1] (GFL's quality focal loss, alpha-balanced).
+
+    BCE(logits, target) * |target - p| ** gamma * alpha_t, alpha_t = alpha * t + (1 - alpha) * (1 - t)
+    (no alpha_t when alpha < 0). For 0/1 targets this is exactly torchvision's sigmoid_focal_loss;
+    torchvision's modulating factor (1 - p_t) ** gamma, with p_t = p * t + (1 - p) * (1 - t), does not
+    vanish at p = t for a soft t, so its minimum moves away from the quality target, toward 0 below
+    t = 0.5 and toward 1 above (t 0.3: p 0.15 at gamma 1.5). |t - p| ** gamma is 0 there, and alpha_t does not depend on p, so the minimum
+    stays at p = t. gamma 0 and alpha < 0 give plain BCE.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    # The clamp keeps the gradient finite where p == t exactly (e.g. a saturated score of 0 on a
+    # 0 target), where pow's derivative at 0 would be 0 * inf for gamma <= 1.
+    loss = bce * (target - logits.sigmoid()).abs().clamp(min=1e-12).pow(gamma)
+    if alpha >= 0:
+        loss = loss * (alpha * target + (1 - alpha) * (1 - target))
+    return loss
 
 
 def _pairwise_iou(gt: Tensor, pred: Tensor) -> Tensor:
@@ -94,7 +143,13 @@ def detection_loss(out: dict[str, Tensor], targets: Tensor, w: LossWeights = Los
     B = cls_logits.shape[0]
     gt_index, fg, target = assign(cls_logits.detach().sigmoid(), pred_boxes.detach(), out["points"], targets, w)
     norm, world = _global_norm(target.sum())
-    cls_loss = F.binary_cross_entropy_with_logits(cls_logits, target, reduction="sum") / norm
+    # Smoothing and the focal form change what the scores are fitted to, not the normaliser (the
+    # sum of the unsmoothed quality targets) nor the box weights below.
+    cls_target = smooth_targets(target, fg, w.label_smoothing)
+    if w.focal:
+        cls_loss = quality_focal_loss(cls_logits, cls_target, w.focal_gamma, w.focal_alpha).sum() / norm
+    else:
+        cls_loss = F.binary_cross_entropy_with_logits(cls_logits, cls_target, reduction="sum") / norm
     if fg.any():
         gt_boxes = targets[..., 1:].gather(1, gt_index[..., None].expand(-1, -1, 4))
         weight = target.sum(-1)[fg]

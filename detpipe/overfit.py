@@ -124,12 +124,16 @@ def load_history(*paths: str | Path) -> pd.DataFrame:
 
 
 def phase_boundary(history: pd.DataFrame) -> float | None:
-    """Epoch position (x.5) between the last frozen and the first unfrozen epoch, if both exist."""
+    """Epoch position (x.5) just after the last frozen epoch, if both phases have epochs.
+
+    Not the midpoint to the first unfrozen epoch: a frozen phase stopped early by train.patience
+    leaves a gap in the global epoch numbers.
+    """
     frozen = history.loc[history["phase"] == "frozen", "epoch"]
     unfrozen = history.loc[history["phase"] == "unfrozen", "epoch"]
     if frozen.empty or unfrozen.empty:
         return None
-    return float(frozen.max() + unfrozen.min()) / 2
+    return float(frozen.max()) + 0.5
 
 
 def best_epoch(history: pd.DataFrame) -> tuple[int | None, float | None]:
@@ -423,11 +427,20 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
            best: int | None) -> list[str]:
     """Concrete next steps for `verdict`, naming the params.yaml keys and values to try."""
     t, m, p = params.train, params.model, params.overfit
-    n_frozen = int((history["phase"] == "frozen").sum()) if len(history) else t.freeze_epochs
+    # Global epochs before the unfrozen phase: its first epoch - 1, which is not the number of
+    # frozen rows when patience stopped the frozen phase early.
+    unfrozen = history.loc[history["phase"] == "unfrozen", "epoch"] if len(history) else pd.Series(dtype=float)
+    if len(unfrozen):
+        n_frozen = int(unfrozen.min()) - 1
+    else:
+        n_frozen = int((history["phase"] == "frozen").sum()) if len(history) else t.freeze_epochs
     out: list[str | None] = []
     if verdict == "overfitting":
         out += [
             _stop_at_best(best, n_frozen, params),
+            (f"Let training stop itself: `train.patience: {max(5, t.unfreeze_epochs // 5)}` ends a phase after "
+             "that many epochs without a val mAP50 gain (models/best.pt keeps the best epoch either way)."
+             if t.patience == 0 else None),
             _more_data(n_train, p, strong=True),
             ("Augment harder: turn mosaic on (`train.mosaic: 0.5`, now 0)." if t.mosaic <= 0 else
              f"Augmentation: mosaic is on ({t.mosaic}); raise `train.scale_jitter` "

@@ -82,6 +82,12 @@ class TrainParams:
     hsv_v: float = 0.3
     mosaic: float = 0.0
     mosaic_fraction: float = 0.7
+    mixup: float = 0.0                  # probability of blending a sample with another (only in mosaic's epochs)
+    label_smoothing: float = 0.0        # eps: foreground class targets t -> t * (1 - eps) + eps / 2
+    focal_loss: bool = False            # quality focal loss instead of plain BCE for the classes
+    focal_gamma: float = 1.5
+    focal_alpha: float = 0.25           # < 0: no alpha balancing
+    patience: int = 0                   # early stop a phase after this many epochs without a val mAP50 gain; 0 = off
     amp: bool = True
     amp_dtype: str = "float16"          # float16 (with GradScaler) | bfloat16 (Ampere+); CUDA only
     compile: bool = False               # torch.compile the model (CUDA speed-up after a compile wait)
@@ -207,7 +213,30 @@ def load_params(path: str | Path) -> Params:
                           ", or name a file of them in data.classes_file")
     if params.data.source not in ("voc", "coco"):
         raise ParamsError(f"{path}: data.source is {params.data.source!r}; allowed: voc, coco")
+    check_train_recipe(params.train, str(path))
     return params
+
+
+def check_train_recipe(t: TrainParams, where: str = "params.yaml") -> None:
+    """Refuse recipe values outside their meaning (a probability above 1, a negative patience).
+
+    Only mixup, label_smoothing, the focal-loss settings and patience are checked here; a wrong
+    value of the others fails where it is used.
+    """
+    if not 0.0 <= t.mixup <= 1.0:
+        raise ParamsError(f"{where}: train.mixup is {t.mixup:g}; it is a probability, 0 to 1 (0 = off)")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ParamsError(f"{where}: train.label_smoothing is {t.label_smoothing:g}; use 0 (off) up to below 1, "
+                          "typically 0.1 or less")
+    # Below 0 the modulating factor |target - p| ** gamma would weigh the easy examples most.
+    if t.focal_gamma < 0:
+        raise ParamsError(f"{where}: train.focal_gamma is {t.focal_gamma:g}; use 0 or more (1.5 and 2 are usual)")
+    # Above 1 the negatives' weight 1 - alpha turns negative and the loss would reward wrong scores.
+    if t.focal_alpha > 1:
+        raise ParamsError(f"{where}: train.focal_alpha is {t.focal_alpha:g}; use 0 to 1 (0.25 is usual) "
+                          "or a negative number for no balancing")
+    if t.patience < 0:
+        raise ParamsError(f"{where}: train.patience is {t.patience}; use 0 (off) or a number of epochs")
 
 
 def read_classes_file(path: str | Path) -> tuple[str, ...]:

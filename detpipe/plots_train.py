@@ -24,7 +24,7 @@ def _phase_background(ax: plt.Axes, history: pd.DataFrame, label: bool, text: bo
     if frozen.empty:
         return
     lo = float(frozen.min()) - 0.5
-    hi = (float(frozen.max()) + float(unfrozen.min())) / 2 if len(unfrozen) else float(frozen.max()) + 0.5
+    hi = float(frozen.max()) + 0.5  # not the midpoint: an early-stopped frozen phase leaves a gap
     ax.axvspan(lo, hi, color=FROZEN_SHADE, zorder=0)
     if len(unfrozen):
         ax.axvline(hi, color="black", linestyle="--", linewidth=1,

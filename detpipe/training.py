@@ -76,12 +76,14 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     runs that differ only in how many epochs they train.
     """
     skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
+    if not params.train.focal_loss:  # the focal settings compute nothing while it is off
+        skip |= {"focal_gamma", "focal_alpha"}
     augment = asdict(Augment.from_train_params(params.train))
     # What counts is which of this phase's epochs are <= mosaic_until, not the raw number; with
-    # mosaic off it does not count at all.
+    # mosaic and mixup (which shares mosaic's epochs) off it does not count at all.
     last = phase.first_epoch + phase.epochs - 1
     augment["mosaic_until"] = min(max(augment["mosaic_until"], phase.first_epoch - 1), last)
-    if augment["mosaic"] == 0:
+    if augment["mosaic"] == 0 and augment["mixup"] == 0:
         augment.pop("mosaic_until")
     if not with_epochs:
         skip.add(_EPOCHS[phase.name])
@@ -119,10 +121,22 @@ def epoch_count_dependence(params: Params, this_phase: bool = True) -> list[str]
     t, why = params.train, []
     if this_phase and t.lr_schedule != "constant" and t.min_lr_ratio != 1.0:
         why.append(f"lr_schedule {t.lr_schedule} depends on the epoch count (it sets the LR at every step)")
-    if t.mosaic > 0 and 0 < t.mosaic_fraction < 1:
-        why.append(f"mosaic_fraction {t.mosaic_fraction} ends the mosaic epochs at a fraction of all epochs, "
-                   "so augmentation depends on the epoch counts (mosaic 0, or mosaic_fraction 0 or 1, does not)")
+    windowed = " and ".join(name for name, p in (("mosaic", t.mosaic), ("mixup", t.mixup)) if p > 0)
+    if windowed and 0 < t.mosaic_fraction < 1:
+        why.append(f"mosaic_fraction {t.mosaic_fraction} ends the {windowed} epochs at a fraction of all epochs, "
+                   "so augmentation depends on the epoch counts (mosaic and mixup 0, or mosaic_fraction 0 or 1, "
+                   "does not)")
     return why
+
+
+def patience_exhausted(patience: int, epoch: int, best_epoch: int) -> bool:
+    """Early stopping as Ultralytics: `patience` epochs after the best val mAP50 without beating it.
+
+    Epochs are global; patience 0 never stops. Ultralytics' default is 100 (detpipe's is 0, off).
+    A val mAP50 of 0 from the first epoch on counts as no improvement, so from-scratch runs that
+    need a few epochs to detect anything want a patience above that.
+    """
+    return patience > 0 and epoch - best_epoch >= patience
 
 
 def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
@@ -184,10 +198,14 @@ def _snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, params, fp, phase) -> dict:
+def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, params, fp, phase,
+           stopped_early=None) -> dict:
+    # stopped_early: the global epoch after which patience ended the phase (None: it did not), so a
+    # rerun, or a run continuing this one with more epochs, does not train past the stop.
     return {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
+            "stopped_early": stopped_early,
             "rng": {"torch": torch.get_rng_state()}, "params": to_dict(params),
             "model_config": model.config.to_dict(), "class_names": list(params.data.classes),
             "imgsz": params.model.imgsz, "fingerprint": fp, "phase": phase.name}
@@ -245,9 +263,14 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
     val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
     gts = ground_truth(val_records)
-    weights = LossWeights(box=t.box_gain, cls=t.cls_gain, iou_target=t.iou_target)
+    weights = LossWeights.from_train_params(t)
+    # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
+    patience = t.patience if val_records else 0
+    if t.patience and not val_records:
+        print(f"train_{phase.name}: no val images, so no early stopping (train.patience {t.patience} ignored)",
+              flush=True)
 
-    history, best, done = [], {"epoch": 0, "val_map50": -1.0}, 0
+    history, best, done, stopped = [], {"epoch": 0, "val_map50": -1.0}, 0, None
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
     last_path = run_dir / "last.pt"
     if last_path.exists():
@@ -260,9 +283,15 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         history, best, done = state["history"], state["best"], state["epoch"]
+        stopped = state.get("stopped_early")
         best_states = {k: state[k] for k in ("best_model", "best_ema")}
-        print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} "
-              f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
+        if stopped is not None and done < phase.epochs:
+            print(f"train_{phase.name}: the checkpoint stopped early after epoch {stopped} (no val mAP50 "
+                  f"improvement for {t.patience} epochs; best epoch {best['epoch']}): nothing left to train "
+                  f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
+        else:
+            print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} "
+                  f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
     else:
         print(f"train_{phase.name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
               f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
@@ -270,7 +299,8 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     # What trains: DDP (+ compile) around `model`; EMA, evaluation and checkpoints use `model` itself.
     net = accel.maybe_compile(ddp.wrap_model(model, device, info, t.sync_bn), t.compile)
 
-    for epoch in range(done, phase.epochs):
+    end = phase.epochs if stopped is None else done  # a phase stopped by patience trains no further
+    for epoch in range(done, end):
         global_epoch = phase.first_epoch + epoch
         # Model-side randomness is seeded per epoch, so a resumed epoch draws what the original would.
         torch.manual_seed(params.seed * 100_003 + global_epoch)
@@ -299,10 +329,21 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         if val_map > best["val_map50"]:
             best = {"epoch": global_epoch, "val_map50": val_map}
             best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
-        state = _state(model, ema, optimizer, scheduler, scaler, epoch + 1, history, best, params, fp, phase)
+        # Every rank decides alike (val_map is broadcast). Recorded even at the last planned epoch:
+        # a run continued from this checkpoint with more epochs must stop here as a fresh one would.
+        if patience_exhausted(patience, global_epoch, best["epoch"]):
+            stopped = global_epoch
+        state = _state(model, ema, optimizer, scheduler, scaler, epoch + 1, history, best, params, fp, phase,
+                       stopped)
         if info.main:  # DDP: rank 0 alone writes checkpoints and TSVs
             ckpt.save_atomic({**state, **best_states}, last_path)
             write_tsv(tsv_path, history)
+        if stopped is not None:
+            if epoch + 1 < phase.epochs:
+                print(f"early stop: no val mAP50 improvement for {t.patience} epochs; best epoch {best['epoch']} "
+                      f"(val mAP50 {best['val_map50']:.3f}); train_{phase.name} ends after epoch {global_epoch} "
+                      f"of {phase.first_epoch + phase.epochs - 1}", flush=True)
+            break
 
     if info.main:
         write_tsv(tsv_path, history)
@@ -322,6 +363,7 @@ def export_weights(state: dict, which: str) -> dict:
     out = {"model": state[keys[0]], "ema": state[keys[1]]}
     for k in ("model_config", "class_names", "imgsz", "params", "history", "best", "epoch", "ema_updates", "phase"):
         out[k] = state[k]
+    out["stopped_early"] = state.get("stopped_early")  # None also for states written before patience existed
     return out
 
 

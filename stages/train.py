@@ -87,9 +87,13 @@ def main() -> int:
         ckpt.save_atomic(export_weights(state, "best"), args.out)
     if args.last:
         ckpt.save_atomic(export_weights(state, "last"), args.last)
-    best = state["best"]
+    best, stop = state["best"], state.get("stopped_early")
+    phase = phase_of(params, args.phase)
+    early = stop is not None and stop < phase.first_epoch + phase.epochs - 1
     print(f"== train_{args.phase} done in {time.time() - start:.0f} s: best val mAP50 {best['val_map50']:.3f} "
-          f"at epoch {best['epoch']}; wrote {args.out}" + (f" and {args.last}" if args.last else ""), flush=True)
+          f"at epoch {best['epoch']}" + (f" (stopped early after epoch {stop}, train.patience "
+                                         f"{params.train.patience})" if early else "")
+          + f"; wrote {args.out}" + (f" and {args.last}" if args.last else ""), flush=True)
     return 0
 
 

@@ -31,7 +31,7 @@ def main(params_path: str, train_path: str) -> None:
     p = load_params(params_path)
     t = p.train
     data = DetectionDataset(read_lines(train_path), p.model.imgsz, p.seed, Augment.from_train_params(t))
-    weights = LossWeights(box=t.box_gain, cls=t.cls_gain, iou_target=t.iou_target)
+    weights = LossWeights.from_train_params(t)
     torch.manual_seed(p.seed)
     model = build_model(model_config(p), "none")
     model.backbone.freeze(True)

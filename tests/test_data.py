@@ -1,11 +1,13 @@
-"""Data pipeline invariants: boxes follow the pixels through letterbox, flips, zoom and mosaic."""
+"""Data pipeline invariants: boxes follow the pixels through letterbox, flips, zoom, mosaic and mixup."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from detpipe.annotations import Record
-from detpipe.data import Augment, DetectionDataset, EpochBatchSampler, collate
+from detpipe.data import Augment, DetectionDataset, EpochBatchSampler, collate, mixup
 
 STRONG = Augment(hflip=0.5, scale_jitter=0.4, translate=0.2, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0,
                  mosaic=0.5, mosaic_until=100)
@@ -62,6 +64,75 @@ def test_mosaic_turns_off_after_its_last_epoch(white_boxes):
     ds = DetectionDataset(white_boxes, 96, augment=Augment(mosaic=1.0, mosaic_until=2))
     assert len(ds[(2, 0)][1]) > 1 or len(ds[(2, 1)][1]) > 1 or len(ds[(2, 2)][1]) > 1
     assert all(len(ds[(3, i)][1]) <= 1 for i in range(len(ds)))
+
+
+def _same_item(a, b) -> bool:
+    return torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_mixup_draws_only_from_its_own_generator(white_boxes):
+    # Mixup off must leave every sample as it was; on, a sample whose mixup coin does not fire is
+    # bitwise the mixup-off sample, and one that fires starts with that sample's boxes. So the
+    # feature consumes nothing from the sample's own (seed, epoch, index) stream.
+    off = DetectionDataset(white_boxes, 96, seed=7, augment=STRONG)
+    on = DetectionDataset(white_boxes, 96, seed=7, augment=replace(STRONG, mixup=0.5))
+    short = replace(STRONG, mosaic_until=2)
+    short_off = DetectionDataset(white_boxes, 96, seed=7, augment=short)
+    always = DetectionDataset(white_boxes, 96, seed=7, augment=replace(short, mixup=1.0))
+    same = mixed = 0
+    for epoch in range(1, 5):
+        for i in range(len(off)):
+            plain, item = off[(epoch, i)], on[(epoch, i)]
+            if _same_item(plain, item):
+                same += 1
+            else:
+                mixed += 1
+                n = len(plain[1])
+                assert torch.equal(item[1][:n], plain[1]) and torch.equal(item[2][:n], plain[2])
+            if epoch > 2:  # past mosaic's epochs mixup is off too, whatever its probability
+                assert _same_item(always[(epoch, i)], short_off[(epoch, i)])
+            else:
+                assert not _same_item(always[(epoch, i)], short_off[(epoch, i)])
+    assert same and mixed, (same, mixed)
+
+
+def test_mixup_blends_two_letterboxed_images_and_keeps_both_boxes(white_boxes):
+    plain = DetectionDataset(white_boxes, 96)  # unaugmented: what each image contributes
+    ds = DetectionDataset(white_boxes, 96, seed=3, augment=Augment(mixup=1.0, mosaic_until=10))
+    looks = [plain[i] for i in range(len(plain))]
+    other_images = 0
+    for epoch in range(1, 4):
+        for i in range(len(ds)):
+            image, boxes, labels, _, _ = ds[(epoch, i)]
+            own = looks[i]
+            n = len(own[1])
+            assert torch.equal(boxes[:n], own[1]) and torch.equal(labels[:n], own[2])
+            partners = [j for j, o in enumerate(looks) if torch.equal(boxes[n:], o[1]) and torch.equal(labels[n:], o[2])]
+            assert len(partners) == 1, "the added boxes are exactly one image's boxes"
+            a, b = own[0].double(), looks[partners[0]][0].double()
+            if partners[0] == i:
+                assert torch.equal(image, own[0])
+                continue
+            other_images += 1
+            # One ratio r must explain every pixel as round(r * a + (1 - r) * b): each pixel where
+            # the images differ bounds r to an interval; they must all overlap.
+            img, d = image.double(), a - b
+            assert torch.equal(image[d == 0], own[0][d == 0])
+            ends = torch.stack([(img - 0.5 - b) / d, (img + 0.5 - b) / d])[:, d != 0]
+            lo, hi = float(ends.min(0).values.max()), float(ends.max(0).values.min())
+            assert lo <= hi + 1e-9, (lo, hi)
+            assert 0.2 < lo and hi < 0.8  # Beta(32, 32): 0.5 +- 0.3 with overwhelming probability
+    assert other_images > 0
+
+
+def test_mixup_function_extremes_and_self_blend(white_boxes):
+    ds = DetectionDataset(white_boxes, 96)
+    a, b = [(ds[i][0].permute(1, 2, 0).numpy(), ds[i][1].numpy(), ds[i][2].numpy()) for i in (0, 1)]
+    assert np.array_equal(mixup(a, b, 1.0)[0], a[0]) and np.array_equal(mixup(a, b, 0.0)[0], b[0])
+    assert np.array_equal(mixup(a, a, 0.37)[0], a[0])
+    image, boxes, labels = mixup(a, b, 0.5)
+    assert (image >= np.minimum(a[0], b[0])).all() and (image <= np.maximum(a[0], b[0])).all()
+    assert np.array_equal(boxes, np.concatenate([a[1], b[1]])) and np.array_equal(labels, np.concatenate([a[2], b[2]]))
 
 
 def test_sampler_order_depends_only_on_seed_and_epoch():

@@ -76,6 +76,23 @@ def test_overfitting_val_rising_while_train_falls():
     assert "mosaic" in text and "weight_decay" in text and "model.neck_channels: 32" in text
 
 
+def test_frozen_phase_stopped_early_by_patience_keeps_global_epochs():
+    # Patience ended the frozen phase after epoch 2 of 3: the unfrozen phase still starts at 4.
+    train = 3.0 * np.exp(-E / 5) + 0.2
+    val = np.where(E <= 10, 3.0 * np.exp(-E / 5) + 0.5, 3.0 * np.exp(-2) + 0.5 + 0.05 * (E - 10))
+    maps = np.where(E <= 10, 0.07 * E, 0.7 - 0.02 * (E - 10))
+    h = history(train, val, maps)
+    h = h[h["epoch"] != 3].reset_index(drop=True)
+    v = judge(h, PARAMS)
+    assert v.verdict == "overfitting" and v.best_epoch == 10 and v.epochs == EPOCHS - 1
+    assert v.phase_boundary == 2.5                       # after the last frozen epoch, not at missing 3
+    text = " ".join(v.advice)
+    assert "train.unfreeze_epochs: 7" in text            # 10 global = 7 unfrozen epochs after 3 planned frozen
+    assert "train.patience" in text                      # off: stopping by itself is advice
+    stopping = replace(PARAMS, train=replace(PARAMS.train, patience=5))
+    assert "train.patience" not in " ".join(judge(h, stopping).advice)
+
+
 def test_overfitting_gap_growing_past_threshold():
     train = np.where(E <= 8, 2.0 - 0.1 * E, 1.2 - 0.05 * (E - 8))   # keeps falling
     val = np.where(E <= 8, 2.05 - 0.1 * E, 1.25)                    # flat, never rising

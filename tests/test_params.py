@@ -13,6 +13,11 @@ def _write(tmp_path, data):
 def test_repo_params_load():
     params = load_params("params.yaml")
     assert isinstance(params, Params) and params.data.classes
+    # The recipe options ship off, at the dataclass defaults (old results stay reproducible).
+    for key in ("mixup", "label_smoothing", "focal_loss", "focal_gamma", "focal_alpha", "patience"):
+        assert getattr(params.train, key) == getattr(TrainParams(), key), key
+    assert (params.train.mixup, params.train.label_smoothing, params.train.focal_loss, params.train.patience) == (
+        0.0, 0.0, False, 0)
 
 
 def test_unknown_key_is_named_with_the_allowed_ones(tmp_path):
@@ -44,3 +49,17 @@ def test_frozen_and_plain_dict():
     with pytest.raises(Exception):
         params.lr = 1.0
     assert to_dict(params)["data"]["classes"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("mixup", 1.5, "train.mixup is 1.5; it is a probability"),
+    ("label_smoothing", 1.0, "train.label_smoothing is 1"),
+    ("focal_gamma", -1, "train.focal_gamma is -1"),
+    ("focal_alpha", 2, "train.focal_alpha is 2"),
+    ("patience", -3, "train.patience is -3"),
+])
+def test_recipe_values_outside_their_meaning_are_refused(tmp_path, key, value, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(_write(tmp_path, {"data": {"classes": ["a"]}, "train": {key: value}}))
+    ok = {"mixup": 1.0, "label_smoothing": 0.1, "focal_gamma": 0, "focal_alpha": -1, "patience": 0}[key]
+    assert getattr(load_params(_write(tmp_path, {"data": {"classes": ["a"]}, "train": {key: ok}})).train, key) == ok

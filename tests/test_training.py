@@ -1,5 +1,6 @@
-"""Training-phase invariants on a tiny dataset: resume is exact, outputs are complete."""
+"""Training-phase invariants on a tiny dataset: resume is exact, outputs are complete, early stop sticks."""
 import csv
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -72,3 +73,74 @@ def test_changed_param_starts_fresh(tiny_records, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resuming" not in out and out.count("starting fresh") == 2
     assert len(list((tmp_path / "p" / "ckpt" / "train_frozen").iterdir())) == 2
+
+
+def _scripted_map(monkeypatch, values):
+    """val mAP50 per epoch as given (the stopping rule under test, not the model's skill)."""
+    calls = []
+
+    def fake(*a, **k):
+        calls.append(1)
+        return SimpleNamespace(map=values[len(calls) - 1])
+    monkeypatch.setattr(training, "voc_map", fake)
+
+
+def test_patience_stops_the_phase_and_a_rerun_trains_no_more(tiny_records, tmp_path, monkeypatch, capsys):
+    # Constant LR and mosaic in every epoch, so a run with more epochs continues this one (below).
+    common = dict(patience=1, lr_schedule="constant", mosaic_fraction=1.0)
+    _scripted_map(monkeypatch, [0.3, 0.5, 0.4, 0.9, 0.9])   # epoch 3 does not beat epoch 2: stop there
+    state = _run(_params("unused", freeze_epochs=5, **common), tiny_records, tmp_path, "s")
+    out = capsys.readouterr().out
+    assert "early stop: no val mAP50 improvement for 1 epochs; best epoch 2" in out
+    assert [r["epoch"] for r in state["history"]] == [1, 2, 3] and state["epoch"] == 3
+    assert state["stopped_early"] == 3 and state["best"] == {"epoch": 2, "val_map50": 0.5}
+    assert training.export_weights(state, "best")["stopped_early"] == 3
+    tsv = tmp_path / "s" / "h.tsv"
+    assert tsv.read_text(encoding="utf-8").count("\n") == 1 + 3
+
+    # Rerun of the same stage: the checkpoint says it stopped, so nothing trains or validates.
+    monkeypatch.setattr(training, "train_one_epoch", lambda *a, **k: pytest.fail("trained past the early stop"))
+    monkeypatch.setattr(training, "voc_map", lambda *a, **k: pytest.fail("validated past the early stop"))
+    tsv.unlink()
+    again = _run(_params("unused", freeze_epochs=5, **common), tiny_records, tmp_path, "s")
+    assert "stopped early after epoch 3" in capsys.readouterr().out
+    assert [r["epoch"] for r in again["history"]] == [1, 2, 3] and again["stopped_early"] == 3
+    _assert_same_weights(state, again)
+    assert tsv.read_text(encoding="utf-8").count("\n") == 1 + 3
+
+    # More epochs of the same params continue this run, which stays stopped: a fresh 8-epoch run
+    # would have stopped after epoch 3 as well.
+    longer = _run(_params("unused", freeze_epochs=8, **common), tiny_records, tmp_path, "s")
+    out = capsys.readouterr().out
+    assert "continuing the 5-epoch run" in out and "stopped early after epoch 3" in out
+    assert [r["epoch"] for r in longer["history"]] == [1, 2, 3]
+
+
+def test_patience_rule():
+    assert not training.patience_exhausted(0, epoch=50, best_epoch=1)       # 0 = off
+    assert not training.patience_exhausted(3, epoch=6, best_epoch=4)
+    assert training.patience_exhausted(3, epoch=7, best_epoch=4)
+    assert training.patience_exhausted(1, epoch=11, best_epoch=10)          # global epochs (unfrozen phase)
+
+
+def _fp(**train) -> str:
+    params = _params("unused", **train)
+    return training.run_fingerprint(params, training.phase_of(params, "frozen"), [])
+
+
+def test_recipe_params_are_in_the_fingerprint_only_where_they_compute_something():
+    base = _fp()
+    for change in ({"patience": 5}, {"mixup": 0.1}, {"label_smoothing": 0.1}, {"focal_loss": True}):
+        assert _fp(**change) != base, change
+    # The focal settings compute nothing while focal_loss is off, so changing them resumes.
+    assert _fp(focal_gamma=2.0, focal_alpha=0.5) == base
+    assert _fp(focal_loss=True, focal_gamma=2.0) != _fp(focal_loss=True)
+    # Mixup shares mosaic's epochs, so with mosaic off the frozen phase's last mosaic epoch (which
+    # the unfrozen epoch count moves: 2 of 4 here, or all 4) matters exactly when mixup is on.
+    window = dict(freeze_epochs=4, mosaic=0.0, mosaic_fraction=0.5)
+    assert _fp(unfreeze_epochs=0, **window) == _fp(unfreeze_epochs=4, **window)
+    assert _fp(unfreeze_epochs=0, mixup=0.2, **window) != _fp(unfreeze_epochs=4, mixup=0.2, **window)
+    why = training.epoch_count_dependence(_params("unused", mosaic=0.0, mixup=0.2, mosaic_fraction=0.5))
+    assert any("ends the mixup epochs" in w for w in why)
+    why = training.epoch_count_dependence(_params("unused", mosaic=0.5, mosaic_fraction=0.5))
+    assert any("ends the mosaic epochs at a fraction of all epochs" in w for w in why)
