@@ -16,7 +16,6 @@ import os
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from detpipe import accel
 from detpipe.annotations import read_lines
@@ -25,7 +24,7 @@ from detpipe.engine import build_optimizer
 from detpipe.loss import detection_loss
 from detpipe.params import load_params
 from detpipe.training import model_config
-from detpipe.model import build_model
+from detpipe.model import build_model, describe, model_summary
 
 
 def loader_rate(ds: DetectionDataset, batch: int, workers: int, batches: int) -> float:
@@ -94,14 +93,10 @@ def main() -> None:
     ds = DetectionDataset(read_lines(args.train), size, params.seed, Augment.from_train_params(params.train),
                           cache=params.train.cache_images)
     model = build_model(model_config(params))
-    n_params = sum(p.numel() for p in model.parameters())
-    with FlopCounterMode(display=False) as fc:
-        model.eval()(torch.zeros(1, 3, size, size))
     dtype = accel.amp_dtype(params.train, torch.device("cpu"))
     print(f"CPU step: autocast {dtype or 'off (float32)'}, channels_last "
           f"{accel.channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
-    print(f"model {params.model.backbone}-{params.model.scale} + neck {model.config.neck_width}: {n_params / 1e6:.2f} M parameters, "
-          f"{fc.get_total_flops() / 2e9:.2f} GFLOPs (multiply-adds x2 / 2) at {size}x{size}")
+    print("model", describe(model.config, model_summary(model, size)))
     if ds.cache is not None:  # training decodes each image once, then reuses it: time the steady state
         for i in range(len(ds)):
             ds[i]

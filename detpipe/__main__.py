@@ -12,6 +12,7 @@ COMMANDS = {
     "predict": ("detpipe.cli.predict", "detect objects in images, folders, globs, videos or a camera"),
     "fps": ("detpipe.cli.fps", "time a model: ms per image per part, images/s at batch 1, 8, 32"),
     "export": ("detpipe.cli.export", "export a model to ONNX and check it against PyTorch"),
+    "summary": ("detpipe.cli.summary", "parameters and GFLOPs of the model at its input size"),
 }
 
 

@@ -221,3 +221,23 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
                 seq._modules[a] = fuse_conv_bn_eval(conv, bn)
                 seq._modules[b] = nn.Identity()
     return model
+
+
+def model_summary(model: nn.Module, imgsz: int) -> dict[str, float]:
+    """Parameters and GFLOPs (2 x multiply-adds, as Ultralytics counts) of one imgsz x imgsz image."""
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, imgsz, imgsz, device=param.device))
+    model.train(was_training)
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "gflops": counter.get_total_flops() / 1e9, "imgsz": imgsz}
+
+
+def describe(config: ModelConfig, summary: dict[str, float]) -> str:
+    """One line such as `cspdarknet-n + PAN 64: 1.94 M parameters, 1.61 GFLOPs at 320x320`."""
+    name = f"{config.backbone}-{config.scale}" if config.backbone == "cspdarknet" else config.backbone
+    return (f"{name} + PAN {config.neck_width}: {summary['parameters'] / 1e6:.2f} M parameters, "
+            f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}x{summary['imgsz']}")

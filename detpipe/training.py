@@ -21,7 +21,7 @@ from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_tr
                      select_device, train_one_epoch)
 from .metrics import voc_map
 from .loss import LossWeights
-from .model import Detector, ModelConfig, build_model
+from .model import Detector, ModelConfig, build_model, describe, model_summary
 from .params import Params, to_dict
 
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
@@ -293,6 +293,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
             print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} "
                   f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
     else:
+        print(f"model: {describe(model.config, model_summary(model, params.model.imgsz))}", flush=True)
         print(f"train_{phase.name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
               f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
               f"device {device}, checkpoints in {run_dir})", flush=True)

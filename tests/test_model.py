@@ -4,7 +4,7 @@ import torch
 from detpipe import checkpoint as ckpt
 from detpipe.loss import assign, detection_loss, LossWeights
 from detpipe.accel import channels_last
-from detpipe.model import ModelConfig, build_model, fuse_conv_bn
+from detpipe.model import ModelConfig, build_model, describe, fuse_conv_bn, model_summary
 
 CFG = ModelConfig(num_classes=3, backbone="shufflenet_v2_x0_5", neck_channels=16)
 
@@ -136,3 +136,18 @@ def test_channels_last_only_where_it_helps():
     assert channels_last(cpu, build_model(ModelConfig(num_classes=2)))            # dense convs
     assert not channels_last(cpu, build_model(CFG))                               # depthwise (ShuffleNet)
     assert channels_last(torch.device("cuda"), None)
+
+
+def test_summary_counts_parameters_and_flops_that_grow_with_the_input():
+    m = build_model(ModelConfig(num_classes=2))
+    small, big = model_summary(m, 64), model_summary(m, 128)
+    assert small["parameters"] == sum(p.numel() for p in m.parameters())
+    assert 3.5 < big["gflops"] / small["gflops"] < 4.5           # convolutions: FLOPs ~ pixels
+    assert m.training and "cspdarknet-n + PAN 64" in describe(m.config, small)
+
+
+def test_summary_command(capsys):
+    from detpipe.__main__ import main
+    assert main(["summary", "--imgsz", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOPs at 64x64" in out and "backbone" in out and "head" in out
