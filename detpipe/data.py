@@ -22,6 +22,9 @@ from .boxes import Letterbox, letterbox_params
 from .images import load_rgb
 
 PAD_VALUE = 114  # the grey YOLO letterboxes with, so padding looks like nothing in particular
+# The loader's parallelism is its worker processes (and torch's threads run the model): OpenCV's
+# own thread pool on these small images would only compete with them for the cores.
+cv2.setNumThreads(0)
 # Suffix of the mixup generator's seed (seed, epoch, index, 5): mosaic tiles use 1-4. Not 0,
 # because numpy's SeedSequence pads with zeros, so (s, e, i, 0) would replay the sample's own stream.
 _MIXUP_STREAM = 5

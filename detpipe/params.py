@@ -88,8 +88,8 @@ class TrainParams:
     focal_gamma: float = 1.5
     focal_alpha: float = 0.25           # < 0: no alpha balancing
     patience: int = 0                   # early stop a phase after this many epochs without a val mAP50 gain; 0 = off
-    amp: bool = True
-    amp_dtype: str = "float16"          # float16 (with GradScaler) | bfloat16 (Ampere+); CUDA only
+    amp: bool = True                    # autocast: amp_dtype on CUDA, bfloat16 on CPUs that have it natively
+    amp_dtype: str = "float16"          # CUDA: float16 (with GradScaler) | bfloat16 (Ampere+)
     compile: bool = False               # torch.compile the model (CUDA speed-up after a compile wait)
     nproc: int = 1                      # > 1: DDP under torchrun, this many processes (GPUs) on the node
     sync_bn: bool = False               # DDP: SyncBatchNorm across ranks (CUDA only)

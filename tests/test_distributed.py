@@ -166,12 +166,16 @@ def test_sampler_shards_each_global_batch():
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def test_cuda_niceties_are_off_on_cpu():
+def test_cpu_autocast_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
     from detpipe.params import TrainParams
     cpu = torch.device("cpu")
-    t = TrainParams(amp=True, amp_dtype="bfloat16")
-    assert accel.amp_dtype(t, cpu) is None and not accel.grad_scaler(t, cpu).is_enabled()
-    assert not accel.channels_last(cpu)
+    for native in (True, False):
+        monkeypatch.setattr(accel, "cpu_has_bf16", lambda: native)
+        t = TrainParams(amp=True, amp_dtype="float16")  # amp_dtype is the CUDA choice; the CPU takes bfloat16
+        assert accel.amp_dtype(t, cpu) == (torch.bfloat16 if native else None)
+        assert accel.amp_dtype(TrainParams(amp=False), cpu) is None
+        assert not accel.grad_scaler(t, cpu).is_enabled()  # bfloat16 needs no loss scaling
+    assert not accel.channels_last(cpu)  # without a model to look at
     with pytest.raises(ValueError, match="amp_dtype"):
         accel.amp_dtype(TrainParams(amp_dtype="float8"), cpu)
 

@@ -74,8 +74,11 @@ def test_predict_cli_gives_the_same_boxes_with_onnx(models, tmp_path):
         assert ref
         for name in ("fixed", "dynamic"):
             got = read_txt(outs[name] / "labels" / txt)
-            assert [r[0] for r in got] == [r[0] for r in ref]
-            np.testing.assert_allclose([r[1:] for r in got], [r[1:] for r in ref], atol=0.011)
+            # Row order follows the score; an untrained model scores many boxes alike (~0.5), and
+            # float rounding (BatchNorm folded in PyTorch, not in the graph) may swap such ties.
+            got, ref_sorted = (sorted(rows, key=lambda r: (r[0], round(r[2]), round(r[3]))) for rows in (got, ref))
+            assert [r[0] for r in got] == [r[0] for r in ref_sorted]
+            np.testing.assert_allclose([r[1:] for r in got], [r[1:] for r in ref_sorted], atol=0.011)
 
 
 def test_export_and_fps_commands(models, tmp_path, capsys):
