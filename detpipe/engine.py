@@ -62,20 +62,24 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, wei
     raise ValueError(f"train.optimizer: {name!r} is not one of sgd, adamw")
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up, then cosine or linear decay to `min_ratio` of the base LR (per step)."""
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str, min_ratio: float,
+              milestones: tuple[float, ...] = (0.7, 0.9), gamma: float = 0.1) -> Callable[[int], float]:
+    """Linear warm-up, then a decay of the base LR (per step) to `min_ratio`: cosine, linear, or
+    step (x `gamma` at each milestone, a fraction of the steps after warm-up); or constant."""
+    if schedule not in ("cosine", "linear", "step", "constant"):
+        raise ValueError(f"train.lr_schedule: {schedule!r} is not one of cosine, linear, step, constant")
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        t = min(1.0, t)
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         if schedule == "cosine":
             return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
         if schedule == "linear":
             return 1 - (1 - min_ratio) * t
-        if schedule == "constant":
-            return 1.0
-        raise ValueError(f"train.lr_schedule: {schedule!r} is not one of cosine, linear, constant")
+        if schedule == "step":
+            return max(min_ratio, gamma ** sum(t >= m for m in milestones))
+        return 1.0
     return factor
 
 

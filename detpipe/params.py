@@ -66,6 +66,8 @@ class TrainParams:
     warmup_epochs: float = 1.0
     lr_schedule: str = "cosine"
     min_lr_ratio: float = 0.05
+    lr_milestones: tuple[float, ...] = (0.7, 0.9)  # lr_schedule step: fractions of the phase where the LR drops
+    lr_gamma: float = 0.1               # lr_schedule step: factor at each milestone (floored at min_lr_ratio)
     ema_decay: float = 0.99
     grad_clip: float = 10.0
     box_gain: float = 7.5

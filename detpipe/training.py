@@ -78,6 +78,8 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
     if not params.train.focal_loss:  # the focal settings compute nothing while it is off
         skip |= {"focal_gamma", "focal_alpha"}
+    if params.train.lr_schedule != "step":  # nor do the milestones of another schedule
+        skip |= {"lr_milestones", "lr_gamma"}
     augment = asdict(Augment.from_train_params(params.train))
     # What counts is which of this phase's epochs are <= mosaic_until, not the raw number; with
     # mosaic and mixup (which shares mosaic's epochs) off it does not count at all.
@@ -259,7 +261,8 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay)
     warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio))
+        optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio,
+                             t.lr_milestones, t.lr_gamma))
     scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
     val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
     gts = ground_truth(val_records)
@@ -375,5 +378,10 @@ def load_detector(path: str | Path, device: torch.device | str = "cpu") -> tuple
         raise ckpt.CheckpointError(f"{path}: not a detpipe weights file (no model_config); "
                                    "use models/best.pt or models/last.pt from a training stage")
     model = Detector(ModelConfig(**state["model_config"]))
-    model.load_state_dict(state.get("ema") or state["model"])
+    try:
+        model.load_state_dict(state.get("ema") or state["model"])
+    except RuntimeError as exc:  # e.g. a file from a detpipe version with another neck layout
+        raise ckpt.CheckpointError(f"{path}: its weights do not fit the network this detpipe version builds "
+                                   f"for {state['model_config']} ({str(exc).splitlines()[0]}); retrain, or start "
+                                   "from it with model.pretrained: <path>, which loads the matching layers") from None
     return model.to(device).eval(), state

@@ -151,3 +151,13 @@ def test_summary_command(capsys):
     assert main(["summary", "--imgsz", "64"]) == 0
     out = capsys.readouterr().out
     assert "GFLOPs at 64x64" in out and "backbone" in out and "head" in out
+
+
+def test_weights_that_do_not_fit_the_network_are_a_clear_error(tmp_path):
+    from detpipe.training import load_detector
+    m = build_model(CFG)
+    wrong = {**CFG.to_dict(), "neck_channels": 32}  # e.g. written by a version with another layout
+    ckpt.save_atomic({"model": m.state_dict(), "ema": m.state_dict(), "model_config": wrong,
+                      "class_names": ["a", "b", "c"], "imgsz": 64}, tmp_path / "old.pt")
+    with pytest.raises(ckpt.CheckpointError, match="do not fit the network.*retrain"):
+        load_detector(tmp_path / "old.pt")

@@ -144,3 +144,17 @@ def test_recipe_params_are_in_the_fingerprint_only_where_they_compute_something(
     assert any("ends the mixup epochs" in w for w in why)
     why = training.epoch_count_dependence(_params("unused", mosaic=0.5, mosaic_fraction=0.5))
     assert any("ends the mosaic epochs at a fraction of all epochs" in w for w in why)
+
+
+def test_lr_schedules_warm_up_then_decay_to_the_floor():
+    from detpipe.engine import lr_lambda
+    for schedule in ("cosine", "linear", "step"):
+        f = lr_lambda(100, 10, schedule, 0.05)
+        assert [f(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]                 # linear warm-up
+        assert f(10) == 1.0 and abs(f(100) - 0.05) < 1e-12                    # full LR, then the floor
+        assert all(f(s) >= f(s + 1) for s in range(10, 100))                  # never rises after warm-up
+    step = lr_lambda(100, 0, "step", 0.001, milestones=(0.5, 0.8), gamma=0.1)
+    assert (step(49), step(50), step(79), step(80)) == (1.0, 0.1, 0.1, 0.1 ** 2)
+    assert lr_lambda(100, 0, "constant", 0.05)(99) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule: 'exp' is not one of cosine, linear, step, constant"):
+        lr_lambda(100, 0, "exp", 0.05)
