@@ -149,3 +149,15 @@ def test_collate_pads_empty_targets(white_boxes):
     images, targets, indices, sizes = collate([ds[0], empty])
     assert images.shape == (2, 3, 64, 64) and targets.shape == (2, 1, 5)
     assert targets[1, 0, 0] == -1 and indices.tolist() == [0, 9] and sizes[1].tolist() == [5, 5]
+
+
+def test_hsv_jitter_invariants():
+    from detpipe.data import _hsv_jitter
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    same = _hsv_jitter(rgb, np.zeros(3)).astype(int)
+    assert np.abs(same - rgb).max() <= 8 and np.abs(same - rgb).mean() < 1.0   # only HSV round-off
+    full_turn = _hsv_jitter(rgb, np.array([1.0, 0.0, 0.0])).astype(int)        # hue + 360 degrees
+    assert np.array_equal(full_turn, same)
+    assert _hsv_jitter(rgb, np.array([0.0, 0.0, -1.0])).max() == 0                # value x 0 = black
+    grey = _hsv_jitter(rgb, np.array([0.0, -1.0, 0.0]))                           # saturation x 0 = grey
+    assert (grey.max(-1).astype(int) - grey.min(-1)).max() <= 1
