@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.inference import Predictor, sample_images, time_parts  # noqa: E402
-from detpipe.model import ModelConfig, build_model  # noqa: E402
+from detpipe.model import build_model, describe, model_summary  # noqa: E402
 from detpipe.params import load_params  # noqa: E402
+from detpipe.training import model_config  # noqa: E402
 
 SIZES = (320, 640)
 BATCHES = (1, 8)
@@ -40,10 +41,9 @@ def detpipe_predictor(weights: str | None, params_path: Path) -> tuple[Predictor
     if weights:
         return Predictor(weights, "cpu", conf=0.25, iou=0.45), weights
     params = load_params(params_path)
-    config = ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels)
     torch.manual_seed(0)
-    model = build_model(config).eval()
-    label = f"{config.backbone} + PAN {config.neck_channels} (params.yaml, untrained weights)"
+    model = build_model(model_config(params)).eval()
+    label = f"{describe(model.config, model_summary(model, params.model.imgsz))} (params.yaml, untrained weights)"
     return Predictor.from_model(model, params.data.classes, params.model.imgsz, torch.device("cpu"),
                                 0.25, 0.45, 100), label
 

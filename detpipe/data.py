@@ -49,12 +49,17 @@ class Augment:
     # probability, as Ultralytics closes mosaic and mixup together: the last epochs train on
     # images as they will be seen.
     mixup: float = 0.0
+    # Probability of turning a tile grey (luma replicated to 3 channels). A detector trained on
+    # colour alone keys on hue and misses objects in the grey images many datasets mix in (IR
+    # cameras, scans, old photos); seeing some colour images grey teaches it shape and contrast.
+    grayscale: float = 0.0
 
     @classmethod
     def from_train_params(cls, p) -> "Augment":
         total = p.freeze_epochs + p.unfreeze_epochs
         until = int(round(total * p.mosaic_fraction))
-        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v, p.mosaic, until, mixup=p.mixup)
+        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v, p.mosaic, until, mixup=p.mixup,
+                   grayscale=p.grayscale)
 
 
 def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:
@@ -76,6 +81,11 @@ def _hsv_jitter(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     s = cv2.LUT(s, np.clip(lut * (1 + gains[1]), 0, 255).astype(np.uint8))
     v = cv2.LUT(v, np.clip(lut * (1 + gains[2]), 0, 255).astype(np.uint8))
     return cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB)
+
+
+def to_gray3(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] RGB to its luma (ITU-R 601, as PIL's convert("L")) in all three channels."""
+    return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
 def mixup(a: Sample, b: Sample, ratio: float) -> Sample:
@@ -146,6 +156,9 @@ class DetectionDataset(Dataset):
             gains = rng.uniform(-1, 1, 3) * [aug.hsv_h, aug.hsv_s, aug.hsv_v]
             if np.any(gains):
                 rgb = _hsv_jitter(np.ascontiguousarray(rgb), gains)
+            # The coin is drawn only when the option is on: off, every sample stays bitwise as before.
+            if aug.grayscale > 0 and rng.random() < aug.grayscale:
+                rgb = to_gray3(np.ascontiguousarray(rgb))
         image = letterbox_image(np.ascontiguousarray(rgb), lb)
         boxes = boxes * np.array([lb.scale_x, lb.scale_y] * 2, np.float32) + np.array([lb.pad_x, lb.pad_y] * 2, np.float32)
         boxes, keep = _clip_visible(boxes, 0, 0, self.size, self.size)

@@ -77,14 +77,15 @@ class TrainParams:
     cache_images: bool = False
     threads: int = 0
     hflip: float = 0.5
-    scale_jitter: float = 0.3
-    translate: float = 0.1
+    scale_jitter: float = 0.15
+    translate: float = 0.05
     hsv_h: float = 0.015
-    hsv_s: float = 0.5
-    hsv_v: float = 0.3
+    hsv_s: float = 0.25
+    hsv_v: float = 0.15
     mosaic: float = 0.0
     mosaic_fraction: float = 0.7
     mixup: float = 0.0                  # probability of blending a sample with another (only in mosaic's epochs)
+    grayscale: float = 0.25             # probability of training on a tile turned grey (0 when colour tells classes apart)
     label_smoothing: float = 0.0        # eps: foreground class targets t -> t * (1 - eps) + eps / 2
     focal_loss: bool = False            # quality focal loss instead of plain BCE for the classes
     focal_gamma: float = 1.5
@@ -222,11 +223,13 @@ def load_params(path: str | Path) -> Params:
 def check_train_recipe(t: TrainParams, where: str = "params.yaml") -> None:
     """Refuse recipe values outside their meaning (a probability above 1, a negative patience).
 
-    Only mixup, label_smoothing, the focal-loss settings and patience are checked here; a wrong
+    Only mixup, grayscale, label_smoothing, the focal-loss settings and patience are checked here; a wrong
     value of the others fails where it is used.
     """
     if not 0.0 <= t.mixup <= 1.0:
         raise ParamsError(f"{where}: train.mixup is {t.mixup:g}; it is a probability, 0 to 1 (0 = off)")
+    if not 0.0 <= t.grayscale <= 1.0:
+        raise ParamsError(f"{where}: train.grayscale is {t.grayscale:g}; it is a probability, 0 to 1 (0 = off)")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ParamsError(f"{where}: train.label_smoothing is {t.label_smoothing:g}; use 0 (off) up to below 1, "
                           "typically 0.1 or less")

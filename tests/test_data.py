@@ -1,4 +1,4 @@
-"""Data pipeline invariants: boxes follow the pixels through letterbox, flips, zoom, mosaic and mixup."""
+"""Data pipeline invariants: boxes follow the pixels through letterbox, flips, zoom, mosaic, mixup and greying."""
 from dataclasses import replace
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from detpipe.annotations import Record
-from detpipe.data import Augment, DetectionDataset, EpochBatchSampler, collate, mixup
+from detpipe.data import Augment, DetectionDataset, EpochBatchSampler, collate, mixup, to_gray3
 
 STRONG = Augment(hflip=0.5, scale_jitter=0.4, translate=0.2, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0,
                  mosaic=0.5, mosaic_until=100)
@@ -94,6 +94,33 @@ def test_mixup_draws_only_from_its_own_generator(white_boxes):
             else:
                 assert not _same_item(always[(epoch, i)], short_off[(epoch, i)])
     assert same and mixed, (same, mixed)
+
+
+def test_grayscale_greys_some_tiles_and_changes_nothing_else(tmp_path):
+    # A red square on green: greying must give equal channels at the luma of each colour, leave
+    # the boxes exactly where they were, and leave the samples whose coin does not fire bitwise alone.
+    img = np.zeros((80, 120, 3), np.uint8)
+    img[..., 1] = 200
+    img[20:50, 30:60] = (220, 0, 0)
+    Image.fromarray(img).save(tmp_path / "red.png")
+    records = [Record(str(tmp_path / "red.png"), np.array([[30, 20, 60, 50]], float), np.array([0]), np.array([False]))]
+    single = replace(STRONG, mosaic=0.0)  # a mosaic greys tile by tile: one image per sample here
+    off = DetectionDataset(records, 96, seed=1, augment=single)
+    on = DetectionDataset(records, 96, seed=1, augment=replace(single, grayscale=0.5))
+    greyed = kept = 0
+    for epoch in range(12):
+        plain, item = off[(epoch, 0)], on[(epoch, 0)]
+        assert torch.equal(item[1], plain[1]) and torch.equal(item[2], plain[2])
+        if _same_item(plain, item):
+            kept += 1
+            continue
+        greyed += 1
+        image = item[0]
+        assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+        assert (image[0].float() - plain[0].float().mul(torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0)
+                ).abs().max() <= 2  # greying before or after the resize rounds differently
+    assert greyed and kept, (greyed, kept)
+    assert to_gray3(img)[25, 35].tolist() == [66, 66, 66] and to_gray3(img)[0, 0].tolist() == [117, 117, 117]
 
 
 def test_mixup_blends_two_letterboxed_images_and_keeps_both_boxes(white_boxes):

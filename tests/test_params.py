@@ -53,6 +53,7 @@ def test_frozen_and_plain_dict():
 
 @pytest.mark.parametrize("key, value, message", [
     ("mixup", 1.5, "train.mixup is 1.5; it is a probability"),
+    ("grayscale", -0.1, "train.grayscale is -0.1; it is a probability"),
     ("label_smoothing", 1.0, "train.label_smoothing is 1"),
     ("focal_gamma", -1, "train.focal_gamma is -1"),
     ("focal_alpha", 2, "train.focal_alpha is 2"),
@@ -61,5 +62,5 @@ def test_frozen_and_plain_dict():
 def test_recipe_values_outside_their_meaning_are_refused(tmp_path, key, value, message):
     with pytest.raises(ParamsError, match=message):
         load_params(_write(tmp_path, {"data": {"classes": ["a"]}, "train": {key: value}}))
-    ok = {"mixup": 1.0, "label_smoothing": 0.1, "focal_gamma": 0, "focal_alpha": -1, "patience": 0}[key]
+    ok = {"mixup": 1.0, "grayscale": 1.0, "label_smoothing": 0.1, "focal_gamma": 0, "focal_alpha": -1, "patience": 0}[key]
     assert getattr(load_params(_write(tmp_path, {"data": {"classes": ["a"]}, "train": {key: ok}})).train, key) == ok
