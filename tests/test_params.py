@@ -102,11 +102,12 @@ def test_several_bad_values_are_still_one_line(tmp_path):
 
 
 # Each stage script and check-data, as the user runs them (the examples, the first nine of
-# BAD, each through one of them; every entry point gets at least one: a subprocess costs ~3 s).
+# BAD, each through one of them, lr 'abc' through train; every entry point gets at least one: a
+# subprocess costs ~3 s).
 ENTRY_POINTS = {
-    "annotate": ["stages/annotate.py", "--out", "a.txt", "--report", "a.json"],
     "train": ["stages/train.py", "--phase", "frozen", "--train", "t.txt", "--val", "v.txt", "--out", "o.pt",
               "--metrics", "m.tsv"],
+    "annotate": ["stages/annotate.py", "--out", "a.txt", "--report", "a.json"],
     "check-data": ["-m", "detpipe", "check-data"],
     "split": ["stages/split.py", "--annotations", "a.txt", "--out-dir", "s", "--report", "s.json", "--plot", "s.png"],
     "predict": ["stages/predict.py", "--weights", "w.pt", "--split", "t.txt", "--out", "d.csv", "--samples-dir", "s",
