@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         splits, warnings = make_splits(params, records)
         problem = empty_split_problem(splits, params.split, args.params)
         if problem:
-            raise SplitError(f"{args.annotations} has {len(records)} images, and {problem}")
+            raise SplitError(f"{args.annotations} ({len(records)} images): {problem}")
     except (SplitError, ValueError, FileNotFoundError) as exc:
         print(f"split: error: {exc}", file=sys.stderr)
         return 1

@@ -137,8 +137,25 @@ def test_entry_points_print_the_line_and_exit_1_without_traceback(tmp_path, entr
     assert not (tmp_path / "a.txt").exists() and not (tmp_path / "o.pt").exists()
 
 
-def test_dvc_exp_run_set_strings_are_coerced(tmp_path):
-    # `dvc exp run -S lr=3e-5 -S train.amp=false ...` writes these forms into params.yaml.
+def test_dvc_exp_run_set_param_edits_load(tmp_path):
+    """The file exactly as `dvc exp run -S ...` rewrites it (DVC's own -S implementation, dvc is pinned):
+    YAML reads its `3e-05` back as a string."""
+    from dvc.utils.hydra import apply_overrides
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    apply_overrides(path, ["lr=3e-5", "train.amp=false", "train.unfreeze_epochs=5", "train.lr_milestones=[0.5,0.8]",
+                           "model.scale=s", "data.classes=[a,b]"])
+    assert yaml.safe_load(path.read_text(encoding="utf-8"))["lr"] == "3e-05"
+    p = load_params(path)
+    assert p.lr == pytest.approx(3e-5) and isinstance(p.lr, float) and p.train.amp is False
+    assert (p.train.unfreeze_epochs, p.train.lr_milestones, p.model.scale, p.data.classes) == (5, (0.5, 0.8), "s",
+                                                                                            ("a", "b"))
+    apply_overrides(path, ["train.hflip=abc"])
+    with pytest.raises(ParamsError, match=r"train.hflip is 'abc'; allowed: a number from 0 to 1$"):
+        load_params(path)
+
+
+def test_hand_written_strings_are_coerced(tmp_path):
     raw = RAW
     for key, value in [("lr", "3e-05"), ("train.freeze_epochs", "2"), ("train.amp", "false"),
                        ("train.cache_images", "True"), ("train.hflip", "0.25"), ("train.lr_milestones", ["0.5", 1]),
@@ -271,7 +288,7 @@ def test_empty_val_split_stops_split_and_train_before_training(tmp_path, capsys)
                                 "--report", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")])
     err = capsys.readouterr().err
     assert code == 1 and not (tmp_path / "s").exists()
-    assert "has 1 images, and the val split has no images" in err and "raise split.val in" in err
+    assert f"{one} (1 images): the val split has no images" in err and "Fix: raise split.val in" in err
     empty = tmp_path / "val.txt"
     empty.write_text("", encoding="utf-8")
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--phase", "frozen", "--params", str(params),
