@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import importlib.util
 import json
 import os
@@ -88,11 +87,11 @@ def parse_args() -> argparse.Namespace:
 
 def bench_params(params: Params, imgsz: int, epochs: str | None, threads: int, device: str) -> Params:
     """params.yaml's recipe with the benchmark's input size, threads, device and (optionally) epochs."""
-    train = dataclasses.replace(params.train, threads=threads, device=device)
+    train = params.train.replace(threads=threads, device=device)
     if epochs:
         frozen, unfrozen = (int(x) for x in epochs.split("+"))
-        train = dataclasses.replace(train, freeze_epochs=frozen, unfreeze_epochs=unfrozen)
-    return dataclasses.replace(params, model=dataclasses.replace(params.model, imgsz=imgsz), train=train)
+        train = train.replace(freeze_epochs=frozen, unfreeze_epochs=unfrozen)
+    return params.replace(model=params.model.replace(imgsz=imgsz), train=train)
 
 
 def train_detpipe(params: Params, splits: Path, work: Path) -> dict:

@@ -25,6 +25,12 @@ SCALES = {"n": (0.25, 0.33), "s": (0.5, 0.33), "m": (0.75, 0.67), "l": (1.0, 1.0
 # ImageNet statistics: torchvision backbones (and their pretrained weights) expect them.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
+# torchvision classifier families _stages can cut at strides 8, 16 and 32, by how it cuts them.
+_RESNETS = ("resnet", "resnext", "wide_resnet")
+_SHUFFLENETS = ("shufflenet",)
+_REGNETS = ("regnet",)
+_SEQUENTIAL = ("mobilenet_v3", "efficientnet", "mobilenet_v2")
+TORCHVISION_FAMILIES = _RESNETS + _SHUFFLENETS + _REGNETS + _SEQUENTIAL
 
 
 @dataclass(frozen=True)
@@ -66,20 +72,36 @@ def _stages(name: str, pretrained: bool, width: float = 0.25, depth: float = 0.3
         return cspdarknet(width, depth)
     weights = "DEFAULT" if pretrained else None
     net = torchvision.models.get_model(name, weights=weights)
-    if name.startswith(("resnet", "resnext", "wide_resnet")):
+    if name.startswith(_RESNETS):
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         return stem, net.layer2, net.layer3, net.layer4
-    if name.startswith("shufflenet"):
+    if name.startswith(_SHUFFLENETS):
         return nn.Sequential(net.conv1, net.maxpool), net.stage2, net.stage3, net.stage4
-    if name.startswith("regnet"):
+    if name.startswith(_REGNETS):
         t = net.trunk_output
         return nn.Sequential(net.stem, t.block1), t.block2, t.block3, t.block4
-    if name.startswith(("mobilenet_v3", "efficientnet", "mobilenet_v2")):
+    if name.startswith(_SEQUENTIAL):
         feats = net.features
         a, b, c = _stride_cuts(feats)
         return feats[:a], feats[a:b], feats[b:c], feats[c:]
     raise ValueError(f"model.backbone: {name!r} is not supported; use cspdarknet or a resnet*, shufflenet_v2_*, "
                      "regnet_*, mobilenet_v2/v3_* or efficientnet_* model of torchvision")
+
+
+def backbone_names() -> tuple[str, ...]:
+    """Every model.backbone _stages builds (params.yaml is validated against this)."""
+    return ("cspdarknet",) + _torchvision_backbones()
+
+
+def imagenet_backbones() -> tuple[str, ...]:
+    """The backbones `model.pretrained: imagenet` can start from: those torchvision ships weights for."""
+    return tuple(n for n in _torchvision_backbones() if len(torchvision.models.get_model_weights(n)))
+
+
+def _torchvision_backbones() -> tuple[str, ...]:
+    """torchvision's classifiers of the families _stages knows how to cut."""
+    models = torchvision.models.list_models(module=torchvision.models)
+    return tuple(n for n in models if n.startswith(TORCHVISION_FAMILIES))
 
 
 def _stride_cuts(features: nn.Sequential) -> list[int]:

@@ -134,3 +134,20 @@ def imagesets_split(records: Sequence[Record], root: str | Path) -> tuple[dict[s
     warnings += [f"{r.path}: in no ImageSets list; left out of every split" for s, r in by_stem.items() if s not in seen]
     splits = {name: [by_stem[i] for i in dict.fromkeys(ids) if i in by_stem] for name, ids in lists.items()}
     return splits, warnings
+
+
+# Training needs images in both: without train images nothing is learnt, and without val images
+# every epoch scores mAP50 0, so best.pt would silently be the first epoch's weights.
+_NEEDED = {"train": "there is nothing to train on",
+           "val": "the best epoch is chosen by val mAP50, so best.pt would be the first epoch's weights"}
+
+
+def empty_split_problem(splits: dict[str, list], split_params, params_path: str | Path) -> str | None:
+    """Why training cannot use these splits and the fix (None: train and val both have images).
+    `split_params` is params.split."""
+    for name, why in _NEEDED.items():
+        if not splits.get(name):
+            fix = (f"list {name} images in <data.root>/ImageSets/Main/{name}.txt" if split_params.use_imagesets
+                   else f"raise split.{name} in {params_path} (now {getattr(split_params, name):g}) or add images")
+            return f"the {name} split has no images: {why}. Fix: {fix}"
+    return None

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.annotations import write_lines  # noqa: E402
 from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line  # noqa: E402
-from detpipe.params import ParamsError, load_params  # noqa: E402
+from detpipe.params import load_params_or_exit  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,10 +37,10 @@ def write_json(path: str | Path, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    params = load_params_or_exit(args.params)
     try:
-        params = load_params(args.params)
         result = check_dataset(params.data, workers=args.workers)
-    except (ParamsError, DataError) as exc:
+    except DataError as exc:
         print(f"annotate: error: {exc}", file=sys.stderr)
         return 1
     report = dict(result.report, seconds=round(time.perf_counter() - start, 3))

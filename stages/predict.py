@@ -22,7 +22,7 @@ from detpipe.annotations import read_lines  # noqa: E402
 from detpipe.engine import select_device  # noqa: E402
 from detpipe.images import load_rgb  # noqa: E402
 from detpipe.inference import Predictor  # noqa: E402
-from detpipe.params import load_params  # noqa: E402
+from detpipe.params import load_params_or_exit  # noqa: E402
 from detpipe.plots_predictions import draw_detections, draw_prediction_grid  # noqa: E402
 from detpipe.predict import above, sample_indices, write_detections_csv  # noqa: E402
 from detpipe.training import load_detector  # noqa: E402
@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     start = time.time()
-    params = load_params(args.params)
+    params = load_params_or_exit(args.params)
     device = select_device(params.train.device)
     model, state = load_detector(args.weights, device)
     names = list(params.data.classes)

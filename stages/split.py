@@ -15,9 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.annotations import read_lines, write_lines  # noqa: E402
-from detpipe.params import ParamsError, load_params  # noqa: E402
+from detpipe.params import load_params_or_exit  # noqa: E402
 from detpipe.split_report import compare_splits, plot_splits, split_stats  # noqa: E402
-from detpipe.splits import SPLITS, SplitError, imagesets_split, split_records  # noqa: E402
+from detpipe.splits import SPLITS, SplitError, empty_split_problem, imagesets_split, split_records  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +41,8 @@ def make_splits(params, records: list) -> tuple[dict, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    params = load_params_or_exit(args.params)
     try:
-        params = load_params(args.params)
         records = read_lines(args.annotations)
         classes = list(params.data.classes)
         bad = sorted({int(v) for r in records for v in r.labels if not 0 <= v < len(classes)})
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SplitError(f"{args.annotations} uses class indices {bad} but data.classes has "
                              f"{len(classes)} names. Fix: rerun annotate with the current params.")
         splits, warnings = make_splits(params, records)
-    except (ParamsError, SplitError, ValueError, FileNotFoundError) as exc:
+        problem = empty_split_problem(splits, params.split, args.params)
+        if problem:
+            raise SplitError(f"{args.annotations} ({len(records)} images): {problem}")
+    except (SplitError, ValueError, FileNotFoundError) as exc:
         print(f"split: error: {exc}", file=sys.stderr)
         return 1
     out_dir = Path(args.out_dir)

@@ -23,7 +23,8 @@ from detpipe import accel  # noqa: E402
 from detpipe import checkpoint as ckpt  # noqa: E402
 from detpipe import distributed as ddp  # noqa: E402
 from detpipe.annotations import read_lines  # noqa: E402
-from detpipe.params import load_params  # noqa: E402
+from detpipe.params import load_params_or_exit, print_error  # noqa: E402
+from detpipe.splits import empty_split_problem  # noqa: E402
 from detpipe.training import export_weights, phase_of, train_phase  # noqa: E402
 
 
@@ -53,16 +54,17 @@ def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
     start = time.time()
-    params = load_params(args.params)
+    params = load_params_or_exit(args.params)
+    train, val = read_lines(args.train), read_lines(args.val)
+    problem = empty_split_problem({"train": train, "val": val}, params.split, args.params)
+    if problem:  # before torchrun: one message, not one per rank
+        return print_error(f"{args.train if not train else args.val}: {problem}")
     if params.train.nproc > 1 and not ddp.launched():
         ddp.relaunch(params.train.nproc, sys.argv)  # the same command line, under torchrun
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:  # DDP: rank 0 reports; the others stay quiet (errors still reach stderr)
         sys.stdout = open(os.devnull, "w")
         os.environ["TQDM_DISABLE"] = "1"
-    train, val = read_lines(args.train), read_lines(args.val)
-    if not train:
-        sys.exit(f"error: {args.train} has no images; check the split fractions in {args.params}")
     inputs = [args.train, args.val] + ([args.init] if args.init else [])
     print(f"== train_{args.phase}: {len(train)} train / {len(val)} val images", flush=True)
     try:

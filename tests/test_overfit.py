@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +88,7 @@ def test_frozen_phase_stopped_early_by_patience_keeps_global_epochs():
     text = " ".join(v.advice)
     assert "train.unfreeze_epochs: 7" in text            # 10 global = 7 unfrozen epochs after 3 planned frozen
     assert "train.patience" in text                      # off: stopping by itself is advice
-    stopping = replace(PARAMS, train=replace(PARAMS.train, patience=5))
+    stopping = PARAMS.replace(train=PARAMS.train.replace(patience=5))
     assert "train.patience" not in " ".join(judge(h, stopping).advice)
 
 
@@ -110,7 +109,7 @@ def test_overfitting_needs_patience_epochs_of_rise():
     v = judge(history(train, val, np.full(EPOCHS, 0.7)), PARAMS)
     checks = {c["check"]: c for c in v.to_json()["checks"]}
     assert checks["overfitting"]["fired"] is False or "gap" in v.reason
-    p = replace(PARAMS, overfit=replace(PARAMS.overfit, patience=2, gap_ratio=10.0))
+    p = PARAMS.replace(overfit=PARAMS.overfit.replace(patience=2, gap_ratio=10.0))
     assert judge(history(train, val, np.full(EPOCHS, 0.7)), p).verdict == "overfitting"
 
 
@@ -197,19 +196,19 @@ def test_overfitting_wins_and_other_findings_are_noted():
 
 def test_thresholds_are_params():
     h = history(CONVERGED, CONVERGED * 2, CONVERGED_MAP)
-    loose = replace(PARAMS, overfit=replace(PARAMS.overfit, mismatch_ratio=3.0))
+    loose = PARAMS.replace(overfit=PARAMS.overfit.replace(mismatch_ratio=3.0))
     assert judge(h, PARAMS).verdict == "data mismatch"
     assert judge(h, loose).verdict == "good fit"
-    strict = replace(PARAMS, overfit=replace(PARAMS.overfit, low_map=0.9))
+    strict = PARAMS.replace(overfit=PARAMS.overfit.replace(low_map=0.9))
     assert judge(history(CONVERGED, CONVERGED, CONVERGED_MAP), strict).verdict == "underfitting"
 
 
 def test_advice_follows_current_params():
     train = 3.0 * np.exp(-E / 5) + 0.2
     val = np.where(E <= 10, 3.0 * np.exp(-E / 5) + 0.5, 3.0 * np.exp(-2) + 0.5 + 0.05 * (E - 10))
-    on = replace(PARAMS, train=replace(TrainParams(), mosaic=0.5))
-    text = " ".join(judge(history(train, val, 0.03 * E), on).advice)
-    assert "mosaic is on (0.5)" in text
+    for mosaic, advice in ((0.5, "mosaic is on (0.5)"), (0.0, "turn mosaic on")):
+        text = " ".join(judge(history(train, val, 0.03 * E), PARAMS.replace(train=TrainParams(mosaic=mosaic))).advice)
+        assert advice in text
     big = judge(history(train, val, 0.03 * E), PARAMS, split_report(train_images=5000))
     assert not any("5000 training images" in a for a in big.advice)
 

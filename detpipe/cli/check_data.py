@@ -3,14 +3,14 @@ running the pipeline. Exit status 1 when there are errors, 0 otherwise (warnings
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line
-from detpipe.params import DataParams, ParamsError, load_params, read_classes_file
+from detpipe.params import DataParams, DataSource, ParamsError, load_params, print_error, read_classes_file
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -19,7 +19,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--root", help="dataset folder (Annotations/ + JPEGImages/); overrides data.root")
     p.add_argument("--classes", help="comma-separated class names; overrides data.classes")
     p.add_argument("--classes-file", help="file of class names, one per line")
-    p.add_argument("--source", choices=["voc", "coco"], help="overrides data.source")
+    p.add_argument("--source", choices=get_args(DataSource), help="overrides data.source")
     p.add_argument("--coco-json", help="COCO instances JSON (with --source coco)")
     p.add_argument("--images", help="image folder; overrides data.images")
     p.add_argument("--workers", type=int, help="processes (0 = automatic)")
@@ -40,8 +40,8 @@ def data_params(args: argparse.Namespace) -> DataParams:
     if args.classes:
         overrides["classes"] = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     elif args.classes_file:
-        overrides["classes"] = read_classes_file(args.classes_file)
-    data = dataclasses.replace(data, **overrides)
+        overrides["classes"] = read_classes_file(args.classes_file, key="--classes-file")
+    data = data.replace(**overrides)
     if not data.classes:
         raise ParamsError("no class names: pass --classes a,b, --classes-file FILE or --params")
     return data
@@ -51,7 +51,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         result = check_dataset(data_params(args), workers=args.workers)
-    except (ParamsError, DataError) as exc:
+    except ParamsError as exc:
+        return print_error(exc)
+    except DataError as exc:
         print(f"check-data: error: {exc}", file=sys.stderr)
         return 1
     report = result.report

@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
         model, state = load_detector(args.weights)
         imgsz = args.imgsz or int(state["imgsz"])
     else:
-        from ..params import load_params
+        from ..params import load_params_or_exit
         from ..training import model_config
-        params = load_params(args.params)
+        params = load_params_or_exit(args.params)
         model, imgsz = build_model(model_config(params)), args.imgsz or params.model.imgsz
     if imgsz % 32:
         p.error(f"--imgsz must be a multiple of 32, got {imgsz}")
