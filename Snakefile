@@ -1,10 +1,19 @@
 # The same pipeline as dvc.yaml, for Snakemake users: `snakemake --cores 1 map` stops at the mAP,
-# `snakemake --cores 1` runs everything. Rules pass each params.yaml section through `params:` so
-# that changing a value reruns exactly the rules that read it.
+# `snakemake --cores 1` runs everything. Both files come from one stage table
+# (detpipe/pipeline/table.py): each rule's command, outputs, inputs (the stage's data files and
+# the library code it imports) and params (the values of the keys its script reads) are taken from
+# there, so changing an image, a line of library code or a param reruns exactly what it changes.
+# Rules whose rerun often changes nothing are checkpoints, so that, as with DVC, a rule whose
+# outputs come out unchanged stops the reruns there (see detpipe/pipeline/snake.py).
+import sys
+
+sys.path.insert(0, workflow.basedir)  # the library beside this file, not an installed copy
+
+from detpipe.pipeline import snake
+
 configfile: "params.yaml"
 
 
-DATA_ROOT = config["data"]["root"]
 # Per-rule resources for cluster executors (profiles/slurm; ignored by a local run unless
 # `--resources` caps them). Training asks for one GPU per DDP process (train.nproc); a CPU-only
 # cluster sets `gpu: 0` for the train rules in its profile (set-resources). runtime in minutes.
@@ -17,15 +26,13 @@ rule all:
         "reports/index.md",
 
 
-rule annotate:
+checkpoint annotate:
     input:
-        root=DATA_ROOT,
-        script="stages/annotate.py",
+        **snake.inputs("annotate", config),
     output:
-        lines="data/annotations.txt",
-        report="reports/data/annotate.json",
+        **snake.outputs("annotate"),
     params:
-        data=config["data"],
+        **snake.params("annotate", config),
     log:
         "logs/annotate.log",
     resources:
@@ -33,24 +40,16 @@ rule annotate:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --params params.yaml --out {output.lines:q} --report {output.report:q} 2>&1 | tee {log:q}"
+        snake.shell("annotate")
 
 
-rule split:
+checkpoint split:
     input:
-        lines="data/annotations.txt",
-        script="stages/split.py",
+        unpack(snake.inputs_after("split", config, checkpoints)),
     output:
-        train="data/splits/train.txt",
-        val="data/splits/val.txt",
-        test="data/splits/test.txt",
-        report="reports/data/split.json",
-        plot="reports/data/split.png",
+        **snake.outputs("split"),
     params:
-        seed=config["seed"],
-        split=config["split"],
-        classes=config["data"]["classes"],
-        root=config["data"]["root"],
+        **snake.params("split", config),
     log:
         "logs/split.log",
     resources:
@@ -58,29 +57,35 @@ rule split:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --params params.yaml --annotations {input.lines:q} --out-dir data/splits"
-        " --report {output.report:q} --plot {output.plot:q} 2>&1 | tee {log:q}"
+        snake.shell("split")
 
 
-TRAIN_PARAMS = dict(
-    lr=config["lr"],
-    seed=config["seed"],
-    model=config["model"],
-    train=config["train"],
-    classes=config["data"]["classes"],
-)
+checkpoint pretrained:
+    input:
+        **snake.inputs("pretrained", config),
+        # the starting weights file, when model.pretrained names one: its content is what the rule records
+        weights=snake.pretrained_file(config),
+    output:
+        **snake.outputs("pretrained"),
+    params:
+        **snake.params("pretrained", config),
+    log:
+        "logs/pretrained.log",
+    resources:
+        **SMALL,
+    conda:
+        "envs/detpipe.yaml"
+    shell:
+        snake.shell("pretrained")
 
 
 rule train_frozen:
     input:
-        train="data/splits/train.txt",
-        val="data/splits/val.txt",
-        script="stages/train.py",
+        unpack(snake.inputs_after("train_frozen", config, checkpoints)),
     output:
-        weights="models/frozen.pt",
-        tsv="reports/train/frozen.tsv",
+        **snake.outputs("train_frozen"),
     params:
-        **TRAIN_PARAMS,
+        **snake.params("train_frozen", config),
     log:
         "logs/train_frozen.log",
     threads: 4
@@ -89,22 +94,16 @@ rule train_frozen:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --phase frozen --params params.yaml --train {input.train:q} --val {input.val:q}"
-        " --out {output.weights:q} --metrics {output.tsv:q} 2>&1 | tee {log:q}"
+        snake.shell("train_frozen")
 
 
 rule train_unfrozen:
     input:
-        train="data/splits/train.txt",
-        val="data/splits/val.txt",
-        init="models/frozen.pt",
-        script="stages/train.py",
+        unpack(snake.inputs_after("train_unfrozen", config, checkpoints)),
     output:
-        best="models/best.pt",
-        last="models/last.pt",
-        tsv="reports/train/unfrozen.tsv",
+        **snake.outputs("train_unfrozen"),
     params:
-        **TRAIN_PARAMS,
+        **snake.params("train_unfrozen", config),
     log:
         "logs/train_unfrozen.log",
     threads: 4
@@ -113,23 +112,16 @@ rule train_unfrozen:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --phase unfrozen --params params.yaml --train {input.train:q} --val {input.val:q}"
-        " --init {input.init:q} --out {output.best:q} --last {output.last:q} --metrics {output.tsv:q} 2>&1 | tee {log:q}"
+        snake.shell("train_unfrozen")
 
 
-rule predict:
+checkpoint predict:
     input:
-        weights="models/best.pt",
-        test="data/splits/test.txt",
-        script="stages/predict.py",
+        unpack(snake.inputs_after("predict", config, checkpoints)),
     output:
-        csv="data/detections/test.csv",
-        samples=directory("reports/predictions"),
-        summary="reports/predict.json",
+        **snake.outputs("predict"),
     params:
-        predict=config["predict"],
-        confidence=config["map"]["confidence"],
-        classes=config["data"]["classes"],
+        **snake.params("predict", config),
     log:
         "logs/predict.log",
     resources:
@@ -137,25 +129,16 @@ rule predict:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --params params.yaml --weights {input.weights:q} --split {input.test:q}"
-        " --out {output.csv:q} --samples-dir {output.samples:q} --summary {output.summary:q} 2>&1 | tee {log:q}"
+        snake.shell("predict")
 
 
 rule map:
     input:
-        detections="data/detections/test.csv",
-        test="data/splits/test.txt",
-        script="stages/evaluate.py",
+        unpack(snake.inputs_after("map", config, checkpoints)),
     output:
-        metrics="reports/map/metrics.json",
-        info="reports/map/info.json",
-        pr=directory("reports/map/pr"),
-        prf=multiext("reports/map/prf_confidence", ".csv", ".png"),
-        confusion=multiext("reports/map/confusion_matrix", ".csv", ".png"),
+        **snake.outputs("map"),
     params:
-        map=config["map"],
-        confidence=config["predict"]["confidence"],
-        classes=config["data"]["classes"],
+        **snake.params("map", config),
     log:
         "logs/map.log",
     resources:
@@ -163,22 +146,16 @@ rule map:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --params params.yaml --split {input.test:q} --detections {input.detections:q}"
-        " --out reports/map 2>&1 | tee {log:q}"
+        snake.shell("map")
 
 
 rule overfit:
     input:
-        frozen="reports/train/frozen.tsv",
-        unfrozen="reports/train/unfrozen.tsv",
-        split="reports/data/split.json",
-        script="stages/overfit.py",
+        unpack(snake.inputs_after("overfit", config, checkpoints)),
     output:
-        md="reports/overfitting.md",
-        json="reports/overfitting.json",
-        png="reports/overfitting.png",
+        **snake.outputs("overfit"),
     params:
-        overfit=config["overfit"],
+        **snake.params("overfit", config),
     log:
         "logs/overfit.log",
     resources:
@@ -186,21 +163,14 @@ rule overfit:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --params params.yaml --frozen {input.frozen:q} --unfrozen {input.unfrozen:q}"
-        " --split-report {input.split:q} --out-md {output.md:q} --out-json {output.json:q}"
-        " --out-png {output.png:q} 2>&1 | tee {log:q}"
+        snake.shell("overfit")
 
 
 rule report:
     input:
-        "reports/data/annotate.json",
-        "reports/data/split.json",
-        "reports/map/metrics.json",
-        "reports/overfitting.json",
-        "reports/predict.json",
-        script="stages/report.py",
+        unpack(snake.inputs_after("report", config, checkpoints)),
     output:
-        "reports/index.md",
+        **snake.outputs("report"),
     log:
         "logs/report.log",
     resources:
@@ -208,4 +178,4 @@ rule report:
     conda:
         "envs/detpipe.yaml"
     shell:
-        "python {input.script} --reports reports --out {output:q} 2>&1 | tee {log:q}"
+        snake.shell("report")

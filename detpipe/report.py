@@ -429,7 +429,9 @@ def stage_times(inp: Inputs) -> list[tuple[str, Any, Path]]:
         d = read_json(path)
         return pick(d, "seconds", "wall_seconds", "time_s") if d else None
 
-    rows = [("annotate", seconds(inp.annotate), inp.annotate), ("split", seconds(inp.split), inp.split)]
+    # annotate and split keep their reports free of timings (an unchanged result must not rerun
+    # the stages after them; their seconds are in their logs), so the table starts at training.
+    rows = []
     for phase, path in (("train_frozen", inp.frozen), ("train_unfrozen", inp.unfrozen)):
         rows.append((phase, _train_summary(read_tsv(path)).get("seconds"), path))
     summary = inp.predict_summary

@@ -1,13 +1,19 @@
-"""Seeded train/val/test splits, stratified by class presence, or taken from VOC ImageSets.
+"""Stable seeded train/val/test splits, or the VOC ImageSets lists.
 
-Stratification follows iterative stratification (Sechidis et al., 2011): the rarest class is
-placed first, each of its images going to the split that still needs that class most. Before
-that, every class with at least one image per split gets one image in each split, so val and test
-can measure every class whenever the counts allow it.
+An image's split is decided by a hash of its path (relative to data.root) and the seed: it keeps
+its split when other images are added or removed, so test mAPs before and after a data change
+are measured on the same test images. Split sizes follow the fractions in expectation (binomial
+noise: 45 +- 6 test images of 300 at 0.15), and class shares likewise.
+
+One exception keeps every split able to measure every class: a class with images enough for
+every split but none in one of them gets one image moved there — the image of that class whose
+hash lies nearest the split's range, taken from the split holding most of that class. These
+moves are listed in the split report; they can change when that class's images change.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
@@ -21,84 +27,86 @@ class SplitError(ValueError):
     """The split cannot be made as configured; the message says why and the fix."""
 
 
-def target_sizes(n: int, fractions: Sequence[float]) -> list[int]:
-    """Split sizes summing to n (largest remainder), each non-zero fraction getting >= 1 image
-    when n allows it."""
+def check_fractions(fractions: Sequence[float]) -> np.ndarray:
     f = np.asarray(fractions, dtype=np.float64)
     if (f < 0).any() or abs(f.sum() - 1.0) > 1e-3:
         raise SplitError(f"split fractions {list(map(float, f))} must be >= 0 and sum to 1 "
                          f"(they sum to {f.sum():g}). Fix: split.train + split.val + split.test = 1.")
-    raw = f * n
-    sizes = np.floor(raw).astype(int)
-    for k in np.argsort(-(raw - sizes), kind="stable")[: n - sizes.sum()]:
-        sizes[k] += 1
-    for k in np.flatnonzero((f > 0) & (sizes == 0)):
-        donor = int(np.argmax(sizes))
-        if sizes[donor] > 1:
-            sizes[donor] -= 1
-            sizes[k] += 1
-    return sizes.tolist()
+    return f / f.sum()
 
 
-def _cover(m: np.ndarray, order: np.ndarray, assign: np.ndarray, cap: np.ndarray, need: np.ndarray) -> None:
-    """Give every split (with room) one image of each class, rarest class first."""
-    counts = m.sum(axis=0)
-    for c in np.argsort(counts, kind="stable"):
-        if counts[c] < int((cap > 0).sum()):
+def split_key(name: str, seed: int) -> float:
+    """A number in [0, 1) fixed by (seed, name) alone: the image's place on the split line."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def relative_name(path: str, root: str | Path) -> str:
+    """The image path relative to the data root (so moving the whole dataset keeps every split)."""
+    p, r = PurePosixPath(Path(path).as_posix()), PurePosixPath(Path(root).as_posix())
+    try:
+        return p.relative_to(r).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def hash_assign(keys: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per key: key in [sum(f[:k]), sum(f[:k+1]))."""
+    edges = np.cumsum(check_fractions(fractions))[:-1]
+    return np.searchsorted(edges, keys, side="right")
+
+
+def _gap(key: float, lo: float, hi: float) -> float:
+    return max(lo - key, key - hi, 0.0)
+
+
+def cover_classes(m: np.ndarray, keys: np.ndarray, assign: np.ndarray, fractions: Sequence[float]
+                  ) -> list[tuple[int, int, int]]:
+    """Move the fewest images so that every class with at least one image per open split reaches
+    every open split (fraction > 0). m: Tensor-like bool [N, C] of class presence. Changes
+    `assign` in place; returns the moves as (image, from split, to split)."""
+    f = check_fractions(fractions)
+    bounds = np.concatenate([[0.0], np.cumsum(f)])
+    open_splits = [s for s in range(len(f)) if f[s] > 0]
+    moves = []
+    for c in np.argsort(m.sum(axis=0), kind="stable"):
+        if m[:, c].sum() < len(open_splits):
             continue
-        for s in range(len(cap)):
-            if cap[s] <= 0 or (m[:, c] & (assign == s)).any():
+        for s in open_splits:
+            have = np.bincount(assign[m[:, c]], minlength=len(f))
+            if have[s]:
                 continue
-            free = order[m[order, c] & (assign[order] < 0)]
-            if len(free):
-                # The image with the fewest other classes distorts the other classes' ratios least.
-                i = free[int(np.argmin(m[free].sum(axis=1)))]
-                _place(i, s, m, assign, cap, need)
+            donor = int(np.argmax(np.where(np.arange(len(f)) == s, -1, have)))
+            if have[donor] < 2:
+                continue
+            candidates = np.flatnonzero(m[:, c] & (assign == donor))
+            gaps = [_gap(keys[i], bounds[s], bounds[s + 1]) for i in candidates]
+            i = int(candidates[int(np.argmin(gaps))])
+            assign[i] = s
+            moves.append((i, donor, s))
+    return moves
 
 
-def _place(i: int, s: int, m: np.ndarray, assign: np.ndarray, cap: np.ndarray, need: np.ndarray) -> None:
-    assign[i] = s
-    cap[s] -= 1
-    need[m[i], s] -= 1
+def split_records(records: Sequence[Record], n_classes: int, fractions: Sequence[float], seed: int,
+                  root: str | Path = "") -> tuple[dict[str, list[Record]], list[str]]:
+    """Stable hashed split with class coverage; each split keeps the input order of its records.
 
-
-def stratified_assign(labels: list[set[int]], n_classes: int, fractions: Sequence[float], seed: int) -> np.ndarray:
-    """Split index (0=train, 1=val, 2=test) per image; deterministic in (labels, fractions, seed);
-    split sizes equal `target_sizes`."""
-    n = len(labels)
-    m = np.zeros((n, n_classes), dtype=bool)
-    for i, present in enumerate(labels):
-        m[i, sorted(present)] = True
-    order = np.random.default_rng(seed).permutation(n)
-    assign = np.full(n, -1)
-    cap = np.array(target_sizes(n, fractions))
-    need = m.sum(axis=0)[:, None] * np.asarray(fractions, dtype=np.float64)[None, :]
-    _cover(m, order, assign, cap, need)
-    while True:
-        left = m[assign < 0].sum(axis=0)
-        if not left.any():
-            break
-        c = int(np.argmin(np.where(left > 0, left, np.iinfo(np.int64).max)))
-        for i in order[m[order, c] & (assign[order] < 0)]:
-            open_ = np.flatnonzero(cap > 0)
-            s = int(open_[np.lexsort((-cap[open_], -need[c, open_]))[0]])
-            _place(i, s, m, assign, cap, need)
-    for i in order[assign[order] < 0]:
-        _place(i, int(np.argmax(cap)), m, assign, cap, need)
-    return assign
-
-
-def split_records(records: Sequence[Record], n_classes: int, fractions: Sequence[float],
-                  seed: int) -> dict[str, list[Record]]:
-    """Seeded stratified split; each split keeps the input order of its records."""
+    Returns the splits and one note per coverage move (for the report)."""
     paths = [r.path for r in records]
     if len(set(paths)) != len(paths):
         dup = next(p for p in paths if paths.count(p) > 1)
         raise SplitError(f"image {dup!r} appears more than once in the annotations; val and test "
                          "could share it. Fix: one line per image (rerun annotate).")
-    labels = [set(int(v) for v in r.labels) for r in records]
-    assign = stratified_assign(labels, n_classes, fractions, seed)
-    return {name: [r for r, a in zip(records, assign) if a == k] for k, name in enumerate(SPLITS)}
+    names = [relative_name(p, root) for p in paths]
+    keys = np.array([split_key(n, seed) for n in names], dtype=np.float64)
+    assign = hash_assign(keys, fractions)
+    m = np.zeros((len(records), n_classes), dtype=bool)
+    for i, r in enumerate(records):
+        m[i, np.unique(r.labels.astype(np.int64))] = True
+    moves = cover_classes(m, keys, assign, fractions)
+    notes = [f"{names[i]}: moved from {SPLITS[a]} to {SPLITS[b]} so that every class reaches {SPLITS[b]}"
+             for i, a, b in moves]
+    return {name: [r for r, a in zip(records, assign) if a == k] for k, name in enumerate(SPLITS)}, notes
 
 
 def read_imageset(path: Path) -> list[str]:
@@ -144,10 +152,15 @@ _NEEDED = {"train": "there is nothing to train on",
 
 def empty_split_problem(splits: dict[str, list], split_params, params_path: str | Path) -> str | None:
     """Why training cannot use these splits and the fix (None: train and val both have images).
-    `split_params` is params.split."""
+    `split_params` is params.split, or None where the split settings are not at hand (the train
+    stage reads no split params: they do not change its weights)."""
     for name, why in _NEEDED.items():
         if not splits.get(name):
-            fix = (f"list {name} images in <data.root>/ImageSets/Main/{name}.txt" if split_params.use_imagesets
-                   else f"raise split.{name} in {params_path} (now {getattr(split_params, name):g}) or add images")
+            if split_params is None:
+                fix = f"raise split.{name} in {params_path} (or list {name} images in ImageSets) or add images"
+            elif split_params.use_imagesets:
+                fix = f"list {name} images in <data.root>/ImageSets/Main/{name}.txt"
+            else:
+                fix = f"raise split.{name} in {params_path} (now {getattr(split_params, name):g}) or add images"
             return f"the {name} split has no images: {why}. Fix: {fix}"
     return None

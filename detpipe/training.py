@@ -22,7 +22,10 @@ from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_tr
 from .metrics import voc_map
 from .loss import LossWeights
 from .model import Detector, ModelConfig, build_model, describe, model_summary
-from .params import Params, to_dict
+from .manifest import file_sha256
+from .params import Params
+from .pipeline.closure import code_closure
+from .pipeline.view import as_dict
 
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
                "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
@@ -33,9 +36,10 @@ _NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints", "
 _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
                 "unfrozen": ("freeze_batch_size", "freeze_lr_scale")}
 _EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
-# The code that determines the weights (dvc.yaml's train deps): a change there starts fresh.
-_CODE = ("training.py", "engine.py", "model.py", "layers.py", "loss.py", "data.py", "boxes.py", "distributed.py",
-         "accel.py")
+_ROOT = Path(__file__).resolve().parents[1]
+# The code that determines the weights is what the train stage runs: its script's import closure
+# (the same list dvc.yaml's train deps are generated from), hashed by repo-relative name and content.
+_SCRIPT = "stages/train.py" if (_ROOT / "stages/train.py").is_file() else "detpipe/training.py"
 RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
 
 
@@ -68,13 +72,19 @@ def model_config(params: Params) -> ModelConfig:
 
 
 def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with_epochs: bool = True) -> str:
-    """Hash of everything that determines the phase's weights: params, input files, training code.
+    """Hash of everything that determines the phase's weights: the params the stage reads, the
+    input files' contents, the starting weights and the training code.
 
-    A weights file among the inputs (the frozen phase's output) counts by its tensors, not its
-    bytes, so rewriting the same weights with other metadata still resumes. with_epochs=False
-    leaves out this phase's epoch count (and what derives from it): the run's lineage, shared by
-    runs that differ only in how many epochs they train.
+    Params are those the train stage declares (a stage passes its ParamsView; a plain Params counts
+    whole), less the settings that change speed, not results. A weights file among the inputs (the
+    frozen phase's output) counts by its tensors, not its bytes, so rewriting the same weights with
+    other metadata still resumes. Nothing depends on where the repo is: code counts by repo-relative
+    name and content, inputs by content in their order, so a moved clone or a queued `dvc exp run`
+    (in a temp copy) resumes its own checkpoint. with_epochs=False leaves out this phase's epoch
+    count (and what derives from it): the run's lineage, shared by runs that differ only in how many
+    epochs they train.
     """
+    config = as_dict(params)
     skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
     if not params.train.focal_loss:  # the focal settings compute nothing while it is off
         skip |= {"focal_gamma", "focal_alpha"}
@@ -90,13 +100,19 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     if not with_epochs:
         skip.add(_EPOCHS[phase.name])
         augment.pop("mosaic_until", None)
-    train = {k: v for k, v in to_dict(params.train).items() if k not in skip}
+    config["train"] = {k: v for k, v in config["train"].items() if k not in skip}
+    pretrained = params.model.pretrained
+    start = [] if phase.name != "frozen" or pretrained in ("", "none", "imagenet", "coco") else [pretrained]
     weights = [f for f in inputs if _is_weights_file(f)]
-    config = {"phase": phase.name, "lr": params.lr, "seed": params.seed, "model": to_dict(params.model),
-              "train": train, "augment": augment, "classes": list(params.data.classes),
-              "weights": [_weights_digest(f) for f in weights]}
-    code = [Path(__file__).with_name(name) for name in _CODE]
-    return ckpt.fingerprint(config, [f for f in inputs if f not in weights] + code)
+    h = hashlib.sha256(json.dumps({"phase": phase.name, "params": config, "augment": augment,
+                                   "weights": [_weights_digest(f) for f in weights],
+                                   "pretrained": [file_sha256(f) for f in start]}, sort_keys=True).encode())
+    for f in inputs:
+        if f not in weights:
+            h.update(file_sha256(f).encode())
+    for name in code_closure(_SCRIPT, _ROOT):
+        h.update(f"{name}:{file_sha256(_ROOT / name)}".encode())
+    return h.hexdigest()[:16]
 
 
 def _is_weights_file(path: str | Path) -> bool:
@@ -208,7 +224,7 @@ def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, param
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
             "stopped_early": stopped_early,
-            "rng": {"torch": torch.get_rng_state()}, "params": to_dict(params),
+            "rng": {"torch": torch.get_rng_state()}, "params": as_dict(params),
             "model_config": model.config.to_dict(), "class_names": list(params.data.classes),
             "imgsz": params.model.imgsz, "fingerprint": fp, "phase": phase.name}
 
@@ -356,7 +372,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         final = ckpt.load(last_path)
     else:  # zero epochs in this phase: the starting weights are the result
         final = {**_state(model, ema, optimizer, scheduler, scaler, 0, [], best, params, fp, phase), **best_states}
-    final.update(params=to_dict(params), fingerprint=fp)  # also when no epoch was left to train
+    final.update(params=as_dict(params), fingerprint=fp)  # also when no epoch was left to train
     os.utime(run_dir)  # mark as recently used for pruning
     return final
 

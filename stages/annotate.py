@@ -16,13 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.annotations import write_lines  # noqa: E402
 from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line  # noqa: E402
-from detpipe.params import load_params_or_exit  # noqa: E402
+from detpipe.manifest import hash_files, write_manifest  # noqa: E402
+from detpipe.params import ParamsError  # noqa: E402
+from detpipe.pipeline.view import load_stage_params  # noqa: E402
+
+PARAMS = ("data",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", required=True, help="params.yaml")
     parser.add_argument("--out", required=True, help="annotation lines to write")
+    parser.add_argument("--images", required=True, help="content hash of every kept image (sha256sum format)")
     parser.add_argument("--report", required=True, help="JSON report to write")
     parser.add_argument("--workers", type=int, default=None, help="override data.workers")
     return parser.parse_args(argv)
@@ -34,16 +39,31 @@ def write_json(path: str | Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def check_watched(data) -> None:
+    """Every data input must live under data.root: that folder is what DVC and Snakemake watch, so a
+    file elsewhere could change without rerunning anything."""
+    root = Path(data.root).resolve()
+    for key in ("images", "coco_json", "classes_file"):
+        value = getattr(data, key)
+        if value and not Path(value).resolve().is_relative_to(root):
+            raise ParamsError(f"data.{key} {value!r} is outside data.root {data.root!r}: DVC and Snakemake watch "
+                              f"data.root only, so changes to it would rerun nothing. Fix: move it under "
+                              f"{data.root}, or set data.root to a folder that holds both")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    params = load_params_or_exit(args.params)
+    params = load_stage_params(args.params, PARAMS, "annotate")
     try:
+        check_watched(params.data)
         result = check_dataset(params.data, workers=args.workers)
-    except DataError as exc:
+    except (ParamsError, DataError) as exc:
         print(f"annotate: error: {exc}", file=sys.stderr)
         return 1
-    report = dict(result.report, seconds=round(time.perf_counter() - start, 3))
+    # No wall time in the report: a stage's outputs are a function of its inputs, so that an
+    # unchanged result reruns nothing downstream (the time is printed instead).
+    report = result.report
     # The report is written even on failure: it lists every problem, not just the first ten.
     write_json(args.report, report)
     if result.errors:
@@ -51,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
               f"full list in {args.report}", file=sys.stderr)
         return 1
     write_lines(args.out, result.records)
-    print(f"annotate: {summary_line(report)} -> {args.out} ({report['seconds']:.1f} s)")
+    write_manifest(args.images, hash_files([r.path for r in result.records], workers=params.data.workers))
+    print(f"annotate: {summary_line(report)} -> {args.out} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 

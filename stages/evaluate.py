@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from detpipe.annotations import read_lines  # noqa: E402
 from detpipe.metrics.io import InputError, read_detections_csv, records_to_gts  # noqa: E402
 from detpipe.metrics.reports import format_table, write_map_reports  # noqa: E402
-from detpipe.params import load_params_or_exit  # noqa: E402
+from detpipe.pipeline.view import load_stage_params  # noqa: E402
+
+PARAMS = ("data.classes", "map", "predict.confidence")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="report folder")
     args = parser.parse_args(argv)
 
-    params = load_params_or_exit(args.params)
+    params = load_stage_params(args.params, PARAMS, "map")
     classes = list(params.data.classes)
     records = read_lines(args.split)
     for r in records:

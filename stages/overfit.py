@@ -15,8 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.overfit import judge, load_history, render_markdown  # noqa: E402
-from detpipe.params import load_params_or_exit  # noqa: E402
+from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.plots_train import plot_training_curves  # noqa: E402
+
+# The verdict reads the thresholds; the advice names the recipe's current values.
+PARAMS = ("lr", "overfit", "split", "train", "model")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +46,7 @@ def read_json(path: str) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = load_stage_params(args.params, PARAMS, "overfit")
     history = load_history(args.frozen, args.unfrozen)
     verdict = judge(history, params, read_json(args.split_report))
 

@@ -22,10 +22,13 @@ from detpipe.annotations import read_lines  # noqa: E402
 from detpipe.engine import select_device  # noqa: E402
 from detpipe.images import load_rgb  # noqa: E402
 from detpipe.inference import Predictor  # noqa: E402
-from detpipe.params import load_params_or_exit  # noqa: E402
+from detpipe.manifest import ManifestError, check_images, read_manifest  # noqa: E402
+from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.plots_predictions import draw_detections, draw_prediction_grid  # noqa: E402
 from detpipe.predict import above, sample_indices, write_detections_csv  # noqa: E402
 from detpipe.training import load_detector  # noqa: E402
+
+PARAMS = ("data.classes", "predict", "map.confidence", "map.min_overlap", "train.device", "train.num_workers")
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--params", required=True)
     p.add_argument("--weights", required=True)
     p.add_argument("--split", required=True, help="test split (annotation lines)")
+    p.add_argument("--images", help="content hashes of the test images (split stage): checked before predicting")
     p.add_argument("--out", required=True, help="detections CSV")
     p.add_argument("--samples-dir", required=True, help="folder for drawn sample images")
     p.add_argument("--summary", required=True, help="JSON with counts and timing")
@@ -42,7 +46,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     start = time.time()
-    params = load_params_or_exit(args.params)
+    params = load_stage_params(args.params, PARAMS, "predict")
     device = select_device(params.train.device)
     model, state = load_detector(args.weights, device)
     names = list(params.data.classes)
@@ -50,6 +54,11 @@ def main() -> int:
         sys.exit(f"error: {args.weights} was trained for classes {state['class_names']} but {args.params} "
                  f"lists {names}; rerun training (dvc repro) or fix data.classes")
     records = read_lines(args.split)
+    if args.images:
+        try:
+            check_images(read_manifest(args.images), [r.path for r in records], args.images)
+        except ManifestError as exc:
+            sys.exit(f"predict: error: {exc}")
     p = params.predict
     # The same batched, letterboxed inference as `python -m detpipe predict`, so both give the same boxes.
     predictor = Predictor.from_model(model, names, state["imgsz"], device, params.map.confidence, p.nms_iou,

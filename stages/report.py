@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.report import Inputs, write_index  # noqa: E402
 
+PARAMS = ()  # the page reads only the other stages' reports
+
 OPTIONAL = {
     "annotate": "annotate stage's JSON",
     "split": "split stage's JSON",

@@ -1,7 +1,9 @@
 """Stage split: annotation lines -> train/val/test annotation lines, a report and a figure.
 
-Seeded (top-level `seed`) and stratified by class presence, with the fractions from `split`; or
-the VOC ImageSets lists when `split.use_imagesets: true`. The report compares class counts and
+Each image's split is fixed by a hash of its path and the top-level `seed` (stable when images are
+added or removed), with the fractions from `split`; or the VOC ImageSets lists when
+`split.use_imagesets: true`. Each split also gets the content hashes of its images
+(<split>.sha256), so a changed pixel reruns exactly the stages that read that split. The report compares class counts and
 box sizes across splits and flags a split that differs markedly from train.
 """
 from __future__ import annotations
@@ -15,16 +17,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.annotations import read_lines, write_lines  # noqa: E402
-from detpipe.params import load_params_or_exit  # noqa: E402
+from detpipe.manifest import ManifestError, read_manifest, subset, write_manifest  # noqa: E402
+from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.split_report import compare_splits, plot_splits, split_stats  # noqa: E402
 from detpipe.splits import SPLITS, SplitError, empty_split_problem, imagesets_split, split_records  # noqa: E402
+
+PARAMS = ("seed", "split", "data.classes", "data.root")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", required=True, help="params.yaml")
     parser.add_argument("--annotations", required=True, help="annotation lines from the annotate stage")
-    parser.add_argument("--out-dir", required=True, help="folder for train.txt, val.txt, test.txt")
+    parser.add_argument("--images", required=True, help="content hashes of the annotated images (annotate stage)")
+    parser.add_argument("--out-dir", required=True,
+                        help="folder for {train,val,test}.txt and their image hashes {train,val,test}.sha256")
     parser.add_argument("--report", required=True, help="JSON report to write")
     parser.add_argument("--plot", required=True, help="PNG comparing the splits")
     return parser.parse_args(argv)
@@ -35,15 +42,16 @@ def make_splits(params, records: list) -> tuple[dict, list[str]]:
     if params.split.use_imagesets:
         return imagesets_split(records, params.data.root)
     fractions = (params.split.train, params.split.val, params.split.test)
-    return split_records(records, len(params.data.classes), fractions, params.seed), []
+    return split_records(records, len(params.data.classes), fractions, params.seed, params.data.root)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    params = load_params_or_exit(args.params)
+    params = load_stage_params(args.params, PARAMS, "split")
     try:
         records = read_lines(args.annotations)
+        hashes = read_manifest(args.images)
         classes = list(params.data.classes)
         bad = sorted({int(v) for r in records for v in r.labels if not 0 <= v < len(classes)})
         if bad:
@@ -53,30 +61,31 @@ def main(argv: list[str] | None = None) -> int:
         problem = empty_split_problem(splits, params.split, args.params)
         if problem:
             raise SplitError(f"{args.annotations} ({len(records)} images): {problem}")
-    except (SplitError, ValueError, FileNotFoundError) as exc:
+        split_hashes = {name: subset(hashes, [r.path for r in splits[name]], args.images) for name in SPLITS}
+    except (SplitError, ManifestError, ValueError, FileNotFoundError) as exc:
         print(f"split: error: {exc}", file=sys.stderr)
         return 1
     out_dir = Path(args.out_dir)
     for name in SPLITS:
         write_lines(out_dir / f"{name}.txt", splits[name])
+        write_manifest(out_dir / f"{name}.sha256", split_hashes[name])
     stats = {name: split_stats(splits[name], classes) for name in SPLITS}
     comparison = compare_splits(stats, params.split.max_shift)
     plot_splits(stats, comparison, classes, args.plot)
     report = {
-        "method": "imagesets" if params.split.use_imagesets else "stratified",
+        "method": "imagesets" if params.split.use_imagesets else "hashed",
         "seed": params.seed,
         "fractions": {n: getattr(params.split, n) for n in SPLITS},
         "splits": stats,
         "comparison": comparison,
         "flagged": [n for n, c in comparison.items() if c["flagged"]],
         "warnings": warnings,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    }  # no wall time: an unchanged split must leave this file unchanged (overfit and report read it)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     counts = ", ".join(f"{n} {stats[n]['images']} images/{stats[n]['objects']} objects" for n in SPLITS)
     flag = f"; FLAGGED {report['flagged']}: see {args.plot}" if report["flagged"] else ""
-    print(f"split: {counts}; {len(warnings)} warnings{flag} ({report['seconds']:.1f} s)")
+    print(f"split: {counts}; {len(warnings)} warnings{flag} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 

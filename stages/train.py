@@ -23,9 +23,15 @@ from detpipe import accel  # noqa: E402
 from detpipe import checkpoint as ckpt  # noqa: E402
 from detpipe import distributed as ddp  # noqa: E402
 from detpipe.annotations import read_lines  # noqa: E402
-from detpipe.params import load_params_or_exit, print_error  # noqa: E402
+from detpipe.params import print_error  # noqa: E402
 from detpipe.splits import empty_split_problem  # noqa: E402
+from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.training import export_weights, phase_of, train_phase  # noqa: E402
+
+# What a training phase reads: its recipe, and the validation that picks the best epoch (NMS and
+# the mAP's lowest confidence decide which epoch becomes best.pt). dvc.yaml and the Snakefile take
+# this list (detpipe/pipeline/table.py), and load_stage_params refuses any other key.
+PARAMS = ("lr", "seed", "model", "train", "data.classes", "predict.nms_iou", "predict.max_det", "map.confidence")
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--params", required=True)
     p.add_argument("--train", required=True, help="training split (annotation lines)")
     p.add_argument("--val", required=True, help="validation split (annotation lines)")
+    p.add_argument("--train-images", help="content hashes of the training images (split stage); part of the run's identity")
+    p.add_argument("--val-images", help="content hashes of the validation images")
+    p.add_argument("--pretrained", help="record of the starting weights' content (pretrained stage)")
     p.add_argument("--init", help="weights to start from (the frozen phase's output)")
     p.add_argument("--out", required=True, help="weights written at the end: frozen.pt, or best.pt (best val mAP50)")
     p.add_argument("--last", help="also write the last epoch's weights here")
@@ -54,9 +63,9 @@ def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
     start = time.time()
-    params = load_params_or_exit(args.params)
+    params = load_stage_params(args.params, PARAMS, f"train_{args.phase}")
     train, val = read_lines(args.train), read_lines(args.val)
-    problem = empty_split_problem({"train": train, "val": val}, params.split, args.params)
+    problem = empty_split_problem({"train": train, "val": val}, None, args.params)
     if problem:  # before torchrun: one message, not one per rank
         return print_error(f"{args.train if not train else args.val}: {problem}")
     if params.train.nproc > 1 and not ddp.launched():
@@ -65,7 +74,9 @@ def main() -> int:
     if not main_rank:  # DDP: rank 0 reports; the others stay quiet (errors still reach stderr)
         sys.stdout = open(os.devnull, "w")
         os.environ["TQDM_DISABLE"] = "1"
-    inputs = [args.train, args.val] + ([args.init] if args.init else [])
+    # The run's identity: the split files, the images' content, the starting weights.
+    extra = [args.train_images, args.val_images, args.pretrained]
+    inputs = [args.train, args.val] + [f for f in extra if f] + ([args.init] if args.init else [])
     print(f"== train_{args.phase}: {len(train)} train / {len(val)} val images", flush=True)
     try:
         state = train_phase(params, args.phase, train, val, inputs, args.ckpt_dir, args.metrics, args.init)

@@ -355,7 +355,7 @@ def _stage(tmp_path: Path, root: Path, classes=CLASSES) -> subprocess.CompletedP
     params = params.replace("[circle, square, triangle, star]", "[" + ", ".join(classes) + "]")
     (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     cmd = [sys.executable, str(REPO / "stages" / "annotate.py"), "--params", "params.yaml",
-           "--out", "data/annotations.txt", "--report", "reports/data/annotate.json"]
+           "--out", "data/annotations.txt", "--images", "data/images.sha256", "--report", "reports/data/annotate.json"]
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
 
 
@@ -376,7 +376,14 @@ def test_stage_succeeds_with_relative_unicode_paths(tmp_path):
     lines = (tmp_path / "data/annotations.txt").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("数据 集/VOC2007/JPEGImages/") and all((tmp_path / parse_line(ln).path).is_file() for ln in lines)
     report = json.loads((tmp_path / "reports/data/annotate.json").read_text(encoding="utf-8"))
-    assert report["seconds"] >= 0 and report["objects"] == {"in": 4, "kept": 4, "skipped": {}}
+    assert "seconds" not in report and report["objects"] == {"in": 4, "kept": 4, "skipped": {}}
+    # Every kept image's content hash, checked against hashlib independently.
+    import hashlib
+    manifest = (tmp_path / "data/images.sha256").read_text(encoding="utf-8").splitlines()
+    assert [m.split("  ", 1)[1] for m in manifest] == [parse_line(ln).path for ln in lines]
+    for m in manifest:
+        digest, path = m.split("  ", 1)
+        assert digest == hashlib.sha256((tmp_path / path).read_bytes()).hexdigest()
 
 
 def test_check_data_cli(tmp_path):

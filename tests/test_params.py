@@ -104,19 +104,20 @@ def test_several_bad_values_are_still_one_line(tmp_path):
 # Each stage script and check-data, as the user runs them (the issue's examples, the first nine of
 # BAD, each through one of them, lr 'abc' through train; every entry point gets at least one: a
 # subprocess costs ~3 s).
-ENTRY_POINTS = {
-    "train": ["stages/train.py", "--phase", "frozen", "--train", "t.txt", "--val", "v.txt", "--out", "o.pt",
-              "--metrics", "m.tsv"],
-    "annotate": ["stages/annotate.py", "--out", "a.txt", "--report", "a.json"],
-    "check-data": ["-m", "detpipe", "check-data"],
-    "split": ["stages/split.py", "--annotations", "a.txt", "--out-dir", "s", "--report", "s.json", "--plot", "s.png"],
-    "predict": ["stages/predict.py", "--weights", "w.pt", "--split", "t.txt", "--out", "d.csv", "--samples-dir", "s",
-                "--summary", "s.json"],
-    "evaluate": ["stages/evaluate.py", "--split", "t.txt", "--detections", "d.csv", "--out", "m"],
-    "overfit": ["stages/overfit.py", "--frozen", "f.tsv", "--unfrozen", "u.tsv", "--split-report", "s.json",
-                "--out-md", "o.md", "--out-json", "o.json", "--out-png", "o.png"],
-}
-CASES = [(list(ENTRY_POINTS)[i % len(ENTRY_POINTS)], *BAD[i]) for i in range(9)]
+def _entry_points() -> dict[str, list[str]]:
+    """Every stage that reads params, with the command line the stage table gives it (its --params
+    is replaced by the test's file), and check-data."""
+    from detpipe.pipeline.table import STAGES
+    entries = {}
+    for stage in STAGES:
+        args = [part for flag, value in stage.args if flag != "--params" for part in (flag, value) if part]
+        if any(flag == "--params" for flag, _ in stage.args):
+            entries[stage.name] = [stage.script, *args]
+    return {**entries, "check-data": ["-m", "detpipe", "check-data"]}
+
+
+ENTRY_POINTS = _entry_points()
+CASES = [(list(ENTRY_POINTS)[i % len(ENTRY_POINTS)], *BAD[i]) for i in range(max(9, len(ENTRY_POINTS)))]
 
 
 def _run(entry: str, params: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -134,7 +135,9 @@ def test_entry_points_print_the_line_and_exit_1_without_traceback(tmp_path, entr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {params}: {line}"), proc.stderr
-    assert not (tmp_path / "a.txt").exists() and not (tmp_path / "o.pt").exists()
+    from detpipe.pipeline.table import STAGES
+    outs = [o.path for st in STAGES if st.name == entry for o in st.outs]
+    assert not [o for o in outs if (tmp_path / o).exists()], "a stage with bad params wrote an output"
 
 
 def test_dvc_exp_run_set_param_edits_load(tmp_path):
@@ -283,8 +286,11 @@ def _split_stage():
 def test_empty_val_split_stops_split_and_train_before_training(tmp_path, capsys):
     params = _write(tmp_path / "params.yaml", RAW)
     one = tmp_path / "annotations.txt"
-    one.write_text("img.jpg 1,1,10,10,0\n", encoding="utf-8")  # one image: it can only go to train
-    code = _split_stage().main(["--params", str(params), "--annotations", str(one), "--out-dir", str(tmp_path / "s"),
+    one.write_text("img.jpg 1,1,10,10,0\n", encoding="utf-8")  # one image; its path hashes into train
+    hashes = tmp_path / "images.sha256"
+    hashes.write_text("0" * 64 + "  img.jpg\n", encoding="utf-8")
+    code = _split_stage().main(["--params", str(params), "--annotations", str(one), "--images", str(hashes),
+                                "--out-dir", str(tmp_path / "s"),
                                 "--report", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")])
     err = capsys.readouterr().err
     assert code == 1 and not (tmp_path / "s").exists()
@@ -297,4 +303,4 @@ def test_empty_val_split_stops_split_and_train_before_training(tmp_path, capsys)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "o.pt").exists()
     assert proc.stderr.strip() == (f"error: {empty}: the val split has no images: the best epoch is chosen by val "
                                    f"mAP50, so best.pt would be the first epoch's weights. Fix: raise split.val in "
-                                   f"{params} (now 0.15) or add images")
+                                   f"{params} (or list val images in ImageSets) or add images")

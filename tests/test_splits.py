@@ -1,5 +1,6 @@
-"""Splits: seeded, sized by the fractions, disjoint, stratified so every class reaches every split;
-ImageSets; the distribution comparison; the split stage end to end."""
+"""Splits: stable (an image keeps its split whatever else changes), seeded, sized by the fractions in
+expectation, disjoint, every class in every split; ImageSets; the distribution comparison; the split
+stage end to end with its per-split image hashes."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ import pytest
 
 from detpipe.annotations import Record, read_lines, write_lines
 from detpipe.split_report import compare_splits, size_bucket_counts, split_stats
-from detpipe.splits import SplitError, imagesets_split, split_records, stratified_assign, target_sizes
+from detpipe.manifest import read_manifest, write_manifest
+from detpipe.splits import SplitError, imagesets_split, split_key, split_records
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["circle", "square", "triangle", "star"]
@@ -29,53 +31,84 @@ def random_records(n: int, seed: int, n_classes: int = 4) -> list[Record]:
     return [rec(f"img {i} 图.jpg", rng.sample(range(n_classes), rng.randint(0, 2))) for i in range(n)]
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 100, 1001])
-def test_target_sizes_sum_and_cover(n):
-    sizes = target_sizes(n, (0.7, 0.15, 0.15))
-    assert sum(sizes) == n
-    if n >= 3:
-        assert min(sizes) >= 1
+def _paths(splits) -> list[list[str]]:
+    return [[r.path for r in splits[s]] for s in ("train", "val", "test")]
 
 
 def test_bad_fractions():
     with pytest.raises(SplitError, match="sum to 1"):
-        target_sizes(10, (0.8, 0.15, 0.15))
+        split_records(random_records(10, 0), 4, (0.8, 0.15, 0.15), 0)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_split_invariants(seed):
     records = random_records(200, seed)
-    splits = split_records(records, 4, (0.7, 0.15, 0.15), seed)
-    paths = [[r.path for r in splits[s]] for s in ("train", "val", "test")]
-    assert [len(p) for p in paths] == target_sizes(200, (0.7, 0.15, 0.15))
+    splits, _ = split_records(records, 4, (0.7, 0.15, 0.15), seed)
+    paths = _paths(splits)
     assert sorted(sum(paths, [])) == sorted(r.path for r in records)          # a partition
     assert not set(paths[1]) & set(paths[2])                                  # val and test distinct
     for c in range(4):
         assert all(any(c in r.labels for r in splits[s]) for s in splits)
+    order = [r.path for r in records]
+    assert all(p == sorted(p, key=order.index) for p in paths)               # input order kept
 
 
-def test_rare_class_reaches_every_split():
+def test_an_image_keeps_its_split_when_others_are_added_or_removed():
+    records = random_records(300, 1)
+    before, _ = split_records(records, 4, (0.7, 0.15, 0.15), 0)
+    where = {r.path: s for s in before for r in before[s]}
+    changed = records[40:] + [rec(f"new {i}.jpg", [i % 4]) for i in range(25)]    # 40 gone, 25 new
+    after, notes = split_records(changed, 4, (0.7, 0.15, 0.15), 0)
+    assert not notes
+    moved = [r.path for s in after for r in after[s] if r.path in where and where[r.path] != s]
+    assert moved == []
+
+
+def test_the_split_follows_the_image_not_the_dataset_folder():
+    a = [rec(f"data/old/JPEGImages/{i}.jpg", [i % 2]) for i in range(50)]
+    b = [rec(f"elsewhere/new/JPEGImages/{i}.jpg", [i % 2]) for i in range(50)]
+    sa, _ = split_records(a, 2, (0.7, 0.15, 0.15), 3, root="data/old")
+    sb, _ = split_records(b, 2, (0.7, 0.15, 0.15), 3, root="elsewhere/new")
+    assert [[Path(p).name for p in ps] for ps in _paths(sa)] == [[Path(p).name for p in ps] for ps in _paths(sb)]
+
+
+def test_split_sizes_follow_the_fractions_in_expectation():
+    records = [rec(f"{i}.jpg", [0]) for i in range(4000)]
+    splits, _ = split_records(records, 1, (0.6, 0.25, 0.15), 11)
+    for s, frac in (("train", 0.6), ("val", 0.25), ("test", 0.15)):
+        sd = (4000 * frac * (1 - frac)) ** 0.5
+        assert abs(len(splits[s]) - 4000 * frac) < 4 * sd, (s, len(splits[s]))
+    assert split_records(records, 1, (1.0, 0.0, 0.0), 0)[0]["val"] == []     # a closed split stays empty
+
+
+def test_split_key_is_uniform_and_seeded():
+    keys = np.array([split_key(f"img{i}.jpg", 0) for i in range(20000)])
+    assert ((0 <= keys) & (keys < 1)).all()
+    assert abs(np.histogram(keys, bins=10, range=(0, 1))[0] / 2000 - 1).max() < 0.1
+    assert split_key("a.jpg", 0) == split_key("a.jpg", 0) != split_key("a.jpg", 1)
+
+
+def test_rare_class_reaches_every_split_with_the_moves_listed():
     records = [rec(f"c{i}", [0]) for i in range(60)] + [rec(f"r{i}", [1]) for i in range(3)]
-    splits = split_records(records, 2, (0.7, 0.15, 0.15), 0)
-    assert all(sum(1 in r.labels for r in splits[s]) == 1 for s in splits)
-
-
-def test_stratification_keeps_class_shares():
-    records = [rec(f"a{i}", [0]) for i in range(400)] + [rec(f"b{i}", [1]) for i in range(100)]
-    splits = split_records(records, 2, (0.6, 0.2, 0.2), 3)
-    for s, frac in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
-        assert abs(sum(1 in r.labels for r in splits[s]) - 100 * frac) <= 1
+    for seed in range(20):
+        splits, notes = split_records(records, 2, (0.7, 0.15, 0.15), seed)
+        assert all(sum(1 in r.labels for r in splits[s]) == 1 for s in splits)
+        assert all("so that every class reaches" in n and n.startswith("r") for n in notes)
+    # Two images cannot reach three splits: nothing is forced.
+    splits, notes = split_records(records[:62], 2, (0.7, 0.15, 0.15), 0)
+    assert sum(1 in r.labels for s in splits for r in splits[s]) == 2
 
 
 def test_seeded_and_deterministic():
-    labels = [set(r.labels.tolist()) for r in random_records(150, 1)]
-    a = stratified_assign(labels, 4, (0.7, 0.15, 0.15), 7)
-    assert (a == stratified_assign(labels, 4, (0.7, 0.15, 0.15), 7)).all()
-    assert (a != stratified_assign(labels, 4, (0.7, 0.15, 0.15), 8)).any()
+    records = random_records(150, 1)
+    a, _ = split_records(records, 4, (0.7, 0.15, 0.15), 7)
+    assert _paths(a) == _paths(split_records(records, 4, (0.7, 0.15, 0.15), 7)[0])
+    assert _paths(a) != _paths(split_records(records, 4, (0.7, 0.15, 0.15), 8)[0])
 
 
 def test_empty_and_duplicates():
-    assert {k: len(v) for k, v in split_records([], 4, (0.7, 0.15, 0.15), 0).items()} == {"train": 0, "val": 0, "test": 0}
+    empty, _ = split_records([], 4, (0.7, 0.15, 0.15), 0)
+    assert {k: len(v) for k, v in empty.items()} == {"train": 0, "val": 0, "test": 0}
     with pytest.raises(SplitError, match="more than once"):
         split_records([rec("a", [0]), rec("a", [1])], 4, (0.7, 0.15, 0.15), 0)
 
@@ -112,8 +145,9 @@ def _run_split(tmp_path: Path, records: list[Record], extra: str = "") -> subpro
     params = (REPO / "params.yaml").read_text(encoding="utf-8") + extra
     (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     write_lines(tmp_path / "data" / "annotations.txt", records)
+    write_manifest(tmp_path / "data" / "images.sha256", {r.path: f"{i:064x}" for i, r in enumerate(records)})
     cmd = [sys.executable, str(REPO / "stages" / "split.py"), "--params", "params.yaml",
-           "--annotations", "data/annotations.txt", "--out-dir", "data/splits 分割",
+           "--annotations", "data/annotations.txt", "--images", "data/images.sha256", "--out-dir", "data/splits 分割",
            "--report", "reports/data/split.json", "--plot", "reports/data/split.png"]
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
 
@@ -125,8 +159,13 @@ def test_split_stage_end_to_end(tmp_path):
     out = tmp_path / "data" / "splits 分割"
     parts = {s: read_lines(out / f"{s}.txt") for s in ("train", "val", "test")}
     assert sum(len(v) for v in parts.values()) == 120
+    for name, lines in parts.items():   # each split's hashes are those of its images, in its order
+        hashes = read_manifest(out / f"{name}.sha256")
+        assert list(hashes) == [r.path for r in lines]
+        assert all(int(hashes[r.path], 16) == records.index(next(x for x in records if x.path == r.path))
+                   for r in lines)
     report = json.loads((tmp_path / "reports/data/split.json").read_text(encoding="utf-8"))
-    assert report["splits"]["val"]["images"] == len(parts["val"]) and "seconds" in report
+    assert report["splits"]["val"]["images"] == len(parts["val"]) and "seconds" not in report
     assert set(report["splits"]["train"]["box_sizes"]) == {"small", "medium", "large"}
     assert (tmp_path / "reports/data/split.png").stat().st_size > 10_000
     assert proc.stdout.startswith("split: train")

@@ -1,0 +1,196 @@
+"""The stage table: the one place that says what each stage runs, reads and writes.
+
+dvc.yaml is generated from it (`python -m detpipe.pipeline`, checked by a test) and the Snakefile
+reads it, so the two orchestrators cannot drift apart. Per stage:
+
+- `args`: the command line after `python <script>`; its paths are the only place paths are named.
+- `deps`: data the stage reads that is not the code (the code deps are derived: the import closure
+  of the script inside detpipe/, see closure.py). `${key}` is a params.yaml value, as in dvc.yaml.
+- params: the params.yaml keys the stage reads are declared by the stage script itself (its
+  module-level `PARAMS`), read here from the script's source. The script loads params through
+  `load_stage_params(path, PARAMS, stage)`, which refuses to hand out any other key, so an
+  undeclared read fails the stage (and the end-to-end tests) instead of silently escaping the
+  rerun rules. (Scripts do not import this table: editing one stage's entry must not rerun the
+  others, and a stage's code deps are what it imports.)
+- `outs`: every file or folder it writes, with how DVC treats it.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Out:
+    """A declared output. kind: outs | metrics | plots (DVC's sections); cache False for small
+    reports (DVC keeps them in git, and the run-cache still works for stages whose only
+    uncached files are metrics and plots)."""
+
+    path: str
+    kind: str = "outs"
+    cache: bool = True
+    directory: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    script: str
+    args: tuple[tuple[str, str], ...]
+    outs: tuple[Out, ...]
+    deps: tuple[str, ...] = ()
+    always_changed: bool = False
+    description: str = ""
+
+    @property
+    def cmd(self) -> str:
+        return " ".join(["python", self.script] + [f"{flag} {value}" if value else flag for flag, value in self.args])
+
+    def params(self, root: str | Path = ".") -> tuple[str, ...]:
+        """The params keys the stage reads: its script's `PARAMS`."""
+        return script_params(str(Path(root).resolve() / self.script))
+
+
+@lru_cache(maxsize=None)
+def script_params(path: str) -> tuple[str, ...]:
+    """The literal tuple assigned to `PARAMS` at the top level of a stage script."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "PARAMS" for t in targets):
+                return tuple(ast.literal_eval(node.value))
+    raise ValueError(f"{path}: no top-level PARAMS = (...) naming the params keys the stage reads")
+
+
+def _report(path: str, kind: str = "outs", directory: bool = False) -> Out:
+    return Out(path, kind, cache=False, directory=directory)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "annotate", "stages/annotate.py",
+        args=(("--params", PARAMS_FILE), ("--out", "data/annotations.txt"), ("--images", "data/images.sha256"),
+              ("--report", "reports/data/annotate.json")),
+        deps=("${data.root}",),
+        outs=(Out("data/annotations.txt"), Out("data/images.sha256"), _report("reports/data/annotate.json")),
+        description="VOC/COCO labels -> annotation lines and the content hash of every kept image",
+    ),
+    Stage(
+        "split", "stages/split.py",
+        args=(("--params", PARAMS_FILE), ("--annotations", "data/annotations.txt"),
+              ("--images", "data/images.sha256"), ("--out-dir", "data/splits"),
+              ("--report", "reports/data/split.json"), ("--plot", "reports/data/split.png")),
+        deps=("data/annotations.txt", "data/images.sha256"),
+        outs=tuple(Out(f"data/splits/{s}.{ext}") for s in ("train", "val", "test") for ext in ("txt", "sha256"))
+        + (_report("reports/data/split.json"), _report("reports/data/split.png", "plots")),
+        description="stable seeded train/val/test split by image path, with per-split image hashes",
+    ),
+    Stage(
+        "pretrained", "stages/pretrained.py",
+        args=(("--params", PARAMS_FILE), ("--out", "models/pretrained.json")),
+        outs=(Out("models/pretrained.json", cache=False),),
+        # It hashes the starting weights file on every run (a file named in params.yaml is no DVC
+        # dep), so a changed file reruns training while an unchanged one reruns nothing.
+        always_changed=True,
+        description="the content hash of the starting weights named by model.pretrained",
+    ),
+    Stage(
+        "train_frozen", "stages/train.py",
+        args=(("--phase", "frozen"), ("--params", PARAMS_FILE), ("--train", "data/splits/train.txt"),
+              ("--val", "data/splits/val.txt"), ("--train-images", "data/splits/train.sha256"),
+              ("--val-images", "data/splits/val.sha256"), ("--pretrained", "models/pretrained.json"),
+              ("--out", "models/frozen.pt"), ("--metrics", "reports/train/frozen.tsv")),
+        deps=("data/splits/train.txt", "data/splits/val.txt", "data/splits/train.sha256",
+              "data/splits/val.sha256", "models/pretrained.json"),
+        outs=(Out("models/frozen.pt"), _report("reports/train/frozen.tsv", "plots")),
+        description="neck and head train on the frozen backbone",
+    ),
+    Stage(
+        "train_unfrozen", "stages/train.py",
+        args=(("--phase", "unfrozen"), ("--params", PARAMS_FILE), ("--train", "data/splits/train.txt"),
+              ("--val", "data/splits/val.txt"), ("--train-images", "data/splits/train.sha256"),
+              ("--val-images", "data/splits/val.sha256"), ("--init", "models/frozen.pt"),
+              ("--out", "models/best.pt"), ("--last", "models/last.pt"), ("--metrics", "reports/train/unfrozen.tsv")),
+        deps=("data/splits/train.txt", "data/splits/val.txt", "data/splits/train.sha256",
+              "data/splits/val.sha256", "models/frozen.pt"),
+        outs=(Out("models/best.pt"), Out("models/last.pt"), _report("reports/train/unfrozen.tsv", "plots")),
+        description="everything trains; the best epoch by val mAP50 becomes best.pt",
+    ),
+    Stage(
+        "predict", "stages/predict.py",
+        args=(("--params", PARAMS_FILE), ("--weights", "models/best.pt"), ("--split", "data/splits/test.txt"),
+              ("--images", "data/splits/test.sha256"), ("--out", "data/detections/test.csv"),
+              ("--samples-dir", "reports/predictions"), ("--summary", "reports/predict.json")),
+        deps=("models/best.pt", "data/splits/test.txt", "data/splits/test.sha256"),
+        outs=(Out("data/detections/test.csv"), _report("reports/predict.json", "metrics"),
+              _report("reports/predictions", "plots", directory=True)),
+        description="the best model on the test split: every box for the mAP, drawn samples",
+    ),
+    Stage(
+        "map", "stages/evaluate.py",
+        args=(("--params", PARAMS_FILE), ("--split", "data/splits/test.txt"),
+              ("--detections", "data/detections/test.csv"), ("--out", "reports/map")),
+        deps=("data/detections/test.csv", "data/splits/test.txt"),
+        outs=(_report("reports/map/info.json"), _report("reports/map/metrics.json", "metrics"),
+              _report("reports/map/pr", "plots", directory=True), _report("reports/map/prf_confidence.csv", "plots"),
+              _report("reports/map/prf_confidence.png", "plots"), _report("reports/map/confusion_matrix.csv", "plots"),
+              _report("reports/map/confusion_matrix.png", "plots")),
+        description="VOC and COCO mAP, PR curves, P/R/F1 vs confidence, confusion matrix",
+    ),
+    Stage(
+        "overfit", "stages/overfit.py",
+        args=(("--params", PARAMS_FILE), ("--frozen", "reports/train/frozen.tsv"),
+              ("--unfrozen", "reports/train/unfrozen.tsv"), ("--split-report", "reports/data/split.json"),
+              ("--out-md", "reports/overfitting.md"), ("--out-json", "reports/overfitting.json"),
+              ("--out-png", "reports/overfitting.png")),
+        deps=("reports/train/frozen.tsv", "reports/train/unfrozen.tsv", "reports/data/split.json"),
+        outs=(_report("reports/overfitting.md"), _report("reports/overfitting.json", "metrics"),
+              _report("reports/overfitting.png", "plots")),
+        description="train vs val across both phases: verdict, evidence, advice",
+    ),
+    Stage(
+        "report", "stages/report.py",
+        args=(("--reports", "reports"), ("--out", "reports/index.md")),
+        deps=("reports/data/annotate.json", "reports/data/split.json", "reports/data/split.png",
+              "reports/train/frozen.tsv", "reports/train/unfrozen.tsv", "reports/overfitting.md",
+              "reports/overfitting.json", "reports/overfitting.png", "reports/map/metrics.json",
+              "reports/map/info.json", "reports/map/pr", "reports/map/confusion_matrix.png",
+              "reports/map/prf_confidence.png", "reports/predict.json", "reports/predictions"),
+        outs=(_report("reports/index.md"),),
+        description="reports/index.md: the page that ties it together",
+    ),
+)
+
+# dvc.yaml's top-level sections: what `dvc metrics show` and `dvc plots show` gather.
+METRICS: tuple[str, ...] = ("reports/map/metrics.json", "reports/overfitting.json")
+PLOTS: tuple[dict, ...] = (
+    {"training loss": {"template": "linear", "x": "epoch",
+                       "y": {"reports/train/frozen.tsv": ["train_loss", "val_loss"],
+                             "reports/train/unfrozen.tsv": ["train_loss", "val_loss"]}}},
+    {"val mAP50": {"template": "linear", "x": "epoch",
+                   "y": {"reports/train/frozen.tsv": "val_map50", "reports/train/unfrozen.tsv": "val_map50"}}},
+    {"reports/map/pr": {"template": "simple", "x": "recall", "y": "precision"}},
+)
+
+
+def stage(name: str) -> Stage:
+    """The table entry of stage `name`."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+def stage_of_script(script: str, phase: str | None = None) -> Stage:
+    """The table entry whose script is `script` (the train script serves two stages, told apart by phase)."""
+    matches = [s for s in STAGES if s.script == script]
+    if phase is not None:
+        matches = [s for s in matches if ("--phase", phase) in s.args]
+    if len(matches) != 1:
+        raise KeyError(f"{script} (phase {phase}) is not exactly one stage of the table")
+    return matches[0]
