@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from detpipe import checkpoint as ckpt
+from detpipe import runlock
 
 
 class _Boom:
@@ -32,14 +33,12 @@ def test_malicious_pickle_is_refused_not_executed(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_stray_temp_files_are_cleaned_and_old_runs_pruned(tmp_path):
-    (tmp_path / ".last.pt.abc.tmp").write_bytes(b"half")
-    assert ckpt.clean_temp_files(tmp_path) == 1
+def test_old_runs_pruned(tmp_path):
     stage = tmp_path / "train_frozen"
     for i, name in enumerate(["a", "b", "c", "d"]):
         (stage / name).mkdir(parents=True)
         os.utime(stage / name, (i, i))
-    removed = ckpt.prune(stage, keep=2, current="a")
+    removed = runlock.prune(stage, keep=2, current="a")
     assert sorted(p.name for p in removed) == ["b", "c"]
     assert sorted(p.name for p in stage.iterdir()) == ["a", "d"]
 
