@@ -149,21 +149,28 @@ def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
     atomic.write_text(run_dir / RUN_INFO, json.dumps({"lineage": lineage, "epochs": epochs}))
 
 
+def _same_lineage(run_dir: Path, lineage: str) -> list[tuple[float, Path, int]]:
+    """(mtime, folder, epochs) of the other runs of `lineage` beside `run_dir` that have a last.pt."""
+    others = []
+    for other in run_dir.parent.iterdir():
+        if other == run_dir or other.name.startswith(".") or not (other / resume.LAST).is_file():
+            continue  # dot folders are being pruned
+        try:
+            info = json.loads((other / RUN_INFO).read_text(encoding="utf-8"))
+            if info.get("lineage") == lineage:
+                others.append((other.stat().st_mtime, other, int(info["epochs"])))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # no or a damaged run.json: not a candidate
+    return others
+
+
 def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lineage: str, fp: str) -> None:
     """Start from the checkpoint of a run that differed only in its epoch count, where that is exact.
 
     The checkpoint is copied into `run_dir` as this run's (its fingerprint is this run's; the
     other run's file stays as it was); otherwise say why this run starts fresh.
     """
-    name, others = f"train_{phase.name}", []
-    for other in run_dir.parent.iterdir():
-        try:
-            info = json.loads((other / RUN_INFO).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if other != run_dir and not other.name.startswith(".") and info.get("lineage") == lineage \
-                and (other / resume.LAST).is_file():
-            others.append((other.stat().st_mtime, other, int(info["epochs"])))
+    name, others = f"train_{phase.name}", _same_lineage(run_dir, lineage)
     if not others:
         return
     _, newest, n = max(others)
@@ -179,9 +186,10 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
             states[other] = ckpt.load(other / resume.LAST)
         except ckpt.CheckpointError as exc:
             print(f"{name}: not continuing from {other / resume.LAST}: {exc.reason}", flush=True)
-    usable = [(states[o]["epoch"], o, n) for _, o, n in others if o in states and states[o]["epoch"] <= phase.epochs]
+    done = {o: s.get("epoch") for o, s in states.items() if isinstance(s, dict) and isinstance(s.get("epoch"), int)}
+    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= phase.epochs]
     if not usable:
-        if states:
+        if done:
             print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
                   f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
         return

@@ -245,3 +245,13 @@ def test_stage_disk_full_on_export_is_one_line_and_rerun_writes_it(base, tiny_re
     assert "resuming train_frozen from epoch 3" in capsys.readouterr().out
     _assert_same_weights({**ckpt.load(out), "best_model": {}, "best_ema": {}},
                          {**base[1], "best_model": {}, "best_ema": {}})
+
+
+def test_exported_weights_are_verified_on_load(base, tmp_path):
+    path = tmp_path / "best.pt"
+    ckpt.save_atomic(training.export_weights(base[1], "best"), path)
+    assert isinstance(ckpt.load(path)[ckpt.CHECKSUM], str)
+    training.load_detector(path)
+    _flip_tensor_bit(path)
+    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch.*rerun the stage that wrote it"):
+        training.load_detector(path)
