@@ -88,7 +88,7 @@ def _holder(folder: Path) -> tuple[str, int | None]:
         who = f"pid {pid} on {info['host']} since {info['since']} ({info['cmd']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process", None
-    parent = f"; started by pid {info['ppid']}: {info['parent']}" if info.get("parent") else ""
+    parent = f"; started by pid {info['leader']}: {info['leader_cmd']}" if info.get("leader_cmd") else ""
     return f"{who}{parent})", pid
 
 
@@ -110,9 +110,12 @@ def acquire(folder: str | Path, what: str, wait_s: float | None = None) -> RunLo
             raise RunBusyError(f"{what}: {folder} is in use by {who}: one process trains a run at a time; "
                                f"wait for it to finish, or {stop}, then rerun this command")
         time.sleep(0.1)
+    # The process group's leader is the command the user typed (dvc repro, snakemake) under a shell
+    # with job control, and the tool itself when a script or a test starts it in its own session.
+    leader = os.getpgid(0)
     info = {"pid": os.getpid(), "host": host(), "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "cmd": " ".join([Path(sys.executable).name, *sys.argv])[:200], "ppid": os.getppid(),
-            "parent": _command(os.getppid())}
+            "cmd": " ".join([Path(sys.executable).name, *sys.argv])[:200], "leader": leader,
+            "leader_cmd": _command(leader) if leader != os.getpid() else ""}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     os.utime(folder)  # recently used, for pruning
