@@ -9,6 +9,7 @@ the OS error, and leaves the target as it was.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import socket
@@ -59,7 +60,8 @@ def _writer_gone(tmp: Path, now: float) -> bool:
 def clean_temp_files(folder: str | Path, target: str = "*") -> int:
     """Remove the temp files of `target` (a file name; * = any) left in `folder` by writers that are gone."""
     folder, now = Path(folder), time.time()
-    stale = [f for f in folder.glob(f".{target}.*.tmp") if _writer_gone(f, now)] if folder.is_dir() else []
+    pattern = f".{target if target == '*' else glob.escape(target)}.*.tmp"
+    stale = [f for f in folder.glob(pattern) if _writer_gone(f, now)] if folder.is_dir() else []
     for f in stale:
         f.unlink(missing_ok=True)
     return len(stale)
@@ -72,7 +74,7 @@ def os_reason(exc: BaseException) -> str:
         if isinstance(seen, OSError) and seen.errno:
             return f"{os.strerror(seen.errno)} ({errno.errorcode.get(seen.errno, seen.errno)})"
         seen = seen.__cause__ or seen.__context__
-    lines = str(exc).strip().splitlines()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # torch bolds words in its messages
     return lines[0] if lines else type(exc).__name__
 
 

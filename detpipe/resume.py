@@ -166,8 +166,11 @@ def _choose(run_dir: Path, fresh: dict, parts: Trainables, epochs: int, name: st
             except (RuntimeError, ValueError, KeyError, TypeError) as exc:
                 parts.restore(backup)
                 why = f"it does not fit this run's training state ({atomic.os_reason(exc)})"
-        bad = ckpt.set_aside(file)
-        print(f"{name}: set aside checkpoint {file} as {bad.name}: {why}", flush=True)
+        try:
+            print(f"{name}: set aside checkpoint {file} as {ckpt.set_aside(file).name}: {why}", flush=True)
+        except OSError as exc:
+            print(f"{name}: not using checkpoint {file} ({why}); it cannot be moved aside ({atomic.os_reason(exc)}): "
+                  "delete it", flush=True)
     return None
 
 
