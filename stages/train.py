@@ -90,17 +90,15 @@ def main() -> int:
                                 params.train.amp), file=sys.stderr, flush=True)
         return 1
     except (RunBusyError, atomic.WriteError, ckpt.CheckpointError) as exc:  # busy run, disk full, bad init file
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return print_error(exc)
     ddp.cleanup()
     if not main_rank:  # rank 0 alone writes the declared outputs
         return 0
     try:
         export(state, args)
     except atomic.WriteError as exc:
-        print(f"error: {exc}; kept: every trained epoch in {args.ckpt_dir}/ (rerun the same command after "
-              "freeing space: it trains nothing and writes the outputs again)", file=sys.stderr, flush=True)
-        return 1
+        return print_error(f"{exc}; kept: every trained epoch in {args.ckpt_dir}/ (rerun the same command after "
+                           "freeing space: it trains nothing and writes the outputs again)")
     best, stop = state["best"], state.get("stopped_early")
     phase = phase_of(params, args.phase)
     early = stop is not None and stop < phase.first_epoch + phase.epochs - 1
