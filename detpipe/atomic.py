@@ -74,8 +74,13 @@ def os_reason(exc: BaseException) -> str:
         if isinstance(seen, OSError) and seen.errno:
             return f"{os.strerror(seen.errno)} ({errno.errorcode.get(seen.errno, seen.errno)})"
         seen = seen.__cause__ or seen.__context__
-    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # torch bolds words in its messages
-    return lines[0] if lines else type(exc).__name__
+    return first_line(str(exc)) or type(exc).__name__
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a message, without terminal colour codes (torch bolds words)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def fsync_dir(folder: Path) -> None:

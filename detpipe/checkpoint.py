@@ -96,7 +96,7 @@ def load(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # noqa: BLE001 - garbage bytes reach the unpickler's every error path
-        why = atomic.os_reason(exc)[:160]
+        why = _load_failure(exc)[:160]
         if Path(path).is_file() and Path(path).stat().st_size == 0:
             why = "the file is empty"
         raise CheckpointError(
@@ -109,6 +109,15 @@ def load(path: str | Path) -> dict[str, Any]:
             why = "checksum mismatch: the file changed after detpipe wrote it (a disk or copy error)"
             raise CheckpointError(f"{path}: {why}; rerun the stage that wrote it", why)
     return state
+
+
+def _load_failure(exc: Exception) -> str:
+    """The line of a torch.load error that says what is wrong (not torch's advice around it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        detail = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the documentation"))]
+        return "weights_only=True refused it: " + (atomic.first_line(detail[0]) if detail else "not tensors")
+    return atomic.os_reason(exc)
 
 
 def set_aside(path: str | Path) -> Path:
