@@ -255,3 +255,40 @@ def test_exported_weights_are_verified_on_load(base, tmp_path):
     _flip_tensor_bit(path)
     with pytest.raises(ckpt.CheckpointError, match="checksum mismatch.*rerun the stage that wrote it"):
         training.load_detector(path)
+
+
+def _toy_parts(seed: int = 0) -> resume.Trainables:
+    from detpipe.engine import ModelEMA
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
+    return resume.Trainables(model, ModelEMA(model, 0.9), optimizer, scheduler,
+                             torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0 ** 8, growth_interval=1))
+
+
+def _toy_step(parts: resume.Trainables) -> None:
+    x = torch.randn(5, 6)  # from the global RNG, which the checkpoint carries
+    loss = parts.model(x).square().mean()
+    parts.optimizer.zero_grad()
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    parts.ema.update(parts.model)
+
+
+def test_trainables_state_holds_everything_the_next_step_depends_on(tmp_path):
+    """Restored into freshly built objects, a saved state continues exactly as the original does."""
+    a = _toy_parts()
+    for _ in range(3):
+        _toy_step(a)
+    ckpt.save_atomic(a.state(), tmp_path / "s.pt")
+    b = _toy_parts(seed=1)  # other initial weights: all of them must come from the file
+    b.restore(ckpt.load(tmp_path / "s.pt"))
+    assert b.scaler.get_scale() == a.scaler.get_scale() != 2.0 ** 8
+    rng = torch.get_rng_state()  # restored from the file: both steps draw the same batch
+    _toy_step(a)
+    torch.set_rng_state(rng)
+    _toy_step(b)
+    assert ckpt.checksum(a.state()) == ckpt.checksum(b.state())
