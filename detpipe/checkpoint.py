@@ -7,90 +7,129 @@ pickled payload is refused instead of executed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import pickle
 import shutil
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import atomic
+
+CHECKSUM = "checksum"  # key of the content checksum in every checkpoint detpipe writes
+
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be used; the message says why and what to do."""
+    """A checkpoint file cannot be used; the message says why and what to do, `reason` just why."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
-def save_atomic(obj: dict, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`.
+def checksum(obj: Any) -> str:
+    """sha256 of a checkpoint's content: every tensor's dtype, shape and bytes, every plain value.
+
+    Computed on the dict itself (not the file), so it is stored inside the one plain dict and
+    checked after torch.load: a flipped bit in any tensor or value gives another sum.
+    """
+    h = hashlib.sha256()
+    _digest(obj, h)
+    return "sha256:" + h.hexdigest()
+
+
+def _digest(obj: Any, h) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in sorted(obj.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0]))):
+            _digest(key, h)
+            _digest(value, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for value in obj:
+            _digest(value, h)
+    else:  # str, int, float (repr round-trips), bool, None, torch.dtype
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def save_atomic(obj: dict, path: str | Path, keep_previous: str | Path | None = None) -> None:
+    """torch.save `obj` plus its checksum to a temp file beside `path`, fsync, then rename over `path`.
 
     A kill at any moment leaves either the old file or the new one, never half of one.
+    keep_previous: the file `path` held so far becomes this file first (a hard link, so both
+    names exist at every instant). A failed write raises atomic.WriteError naming the path and
+    the OS error; the files are then as they were.
     """
+    body = {k: v for k, v in obj.items() if k != CHECKSUM}
+    body[CHECKSUM] = checksum(body)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+    def rotate() -> None:
+        if keep_previous is not None and path.exists():
+            link_over(path, Path(keep_previous))
+
+    atomic.write_atomic(path, lambda fh: torch.save(body, fh), rotate)
+
+
+def link_over(src: Path, dst: Path) -> None:
+    """Make `dst` the file `src` is, atomically (hard link to a temp name, rename)."""
+    tmp = dst.with_name(f"{atomic.temp_prefix(dst)}link.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.link(src, tmp)
+    except OSError:  # no hard links here: copy (slower, still atomic at the rename)
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only=True) onto the CPU."""
+    """Load a checkpoint safely (weights_only=True) onto the CPU; verify its checksum if it has one."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - garbage bytes reach the unpickler's every error path
+        why = _load_failure(exc)[:160]
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            why = "the file is empty"
         raise CheckpointError(
-            f"{path}: refused to load: it is not a plain-tensor checkpoint ({str(exc).splitlines()[0]}). "
+            f"{path}: refused to load: it is not a plain-tensor checkpoint ({why}). "
             "detpipe only loads files with weights_only=True, so pickled code is never run; "
-            "use a checkpoint written by detpipe or torch.save(model.state_dict())") from None
+            "use a checkpoint written by detpipe or torch.save(model.state_dict())",
+            f"unreadable ({why})") from None
+    if isinstance(state, dict) and isinstance(state.get(CHECKSUM), str):
+        if checksum({k: v for k, v in state.items() if k != CHECKSUM}) != state[CHECKSUM]:
+            why = "checksum mismatch: the file changed after detpipe wrote it (a disk or copy error)"
+            raise CheckpointError(f"{path}: {why}; rerun the stage that wrote it", why)
+    return state
 
 
-def fingerprint(config: dict, files: list[str | Path]) -> str:
-    """Hash of the params and input file contents that determine a training run."""
-    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for f in files:
-        h.update(str(f).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+def _load_failure(exc: Exception) -> str:
+    """The line of a torch.load error that says what is wrong (not torch's advice around it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        detail = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the documentation"))]
+        return "weights_only=True refused it: " + (atomic.first_line(detail[0]) if detail else "not tensors")
+    return atomic.os_reason(exc)
 
 
-def prune(stage_dir: str | Path, keep: int, current: str) -> list[Path]:
-    """Keep the `keep` most recently used run folders of a stage (always the current one)."""
-    stage_dir = Path(stage_dir)
-    if not stage_dir.is_dir():
-        return []
-    runs = sorted((d for d in stage_dir.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
-    others = [d for d in runs if d.name != current]
-    removed = others[max(0, keep - 1):]
-    for d in removed:
-        shutil.rmtree(d, ignore_errors=True)
-    return removed
-
-
-def clean_temp_files(folder: str | Path) -> int:
-    """Remove temp files left by a kill during save_atomic; returns how many."""
-    folder = Path(folder)
-    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
-    for f in stale:
-        f.unlink(missing_ok=True)
-    return len(stale)
+def set_aside(path: str | Path) -> Path:
+    """Rename an unusable checkpoint to <name>.bad-<UTC time> (kept for inspection, never loaded)."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    bad = path.with_name(f"{path.name}.bad-{stamp}")
+    n = 1
+    while bad.exists():
+        n += 1
+        bad = path.with_name(f"{path.name}.bad-{stamp}-{n}")
+    os.replace(path, bad)
+    return bad
 
 
 def load_matching_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:

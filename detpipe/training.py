@@ -1,11 +1,12 @@
 """One training phase (frozen or unfrozen backbone) with per-epoch checkpoints and exact resume."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,8 +14,11 @@ from pathlib import Path
 import torch
 
 from . import accel
+from . import atomic
 from . import checkpoint as ckpt
 from . import distributed as ddp
+from . import resume
+from . import runlock
 from .annotations import Record
 from .data import Augment, DetectionDataset
 from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
@@ -158,25 +162,31 @@ def patience_exhausted(patience: int, epoch: int, best_epoch: int) -> bool:
 
 
 def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
-    tmp = run_dir / f".{RUN_INFO}.tmp"
-    tmp.write_text(json.dumps({"lineage": lineage, "epochs": epochs}), encoding="utf-8")
-    os.replace(tmp, run_dir / RUN_INFO)
+    atomic.write_text(run_dir / RUN_INFO, json.dumps({"lineage": lineage, "epochs": epochs}))
 
 
-def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lineage: str) -> None:
-    """Start from the checkpoint of a run that differed only in its epoch count, where that is exact.
-
-    The checkpoint is hard-linked into `run_dir` (save_atomic later replaces the link, so the
-    other run's file stays as it was); otherwise say why this run starts fresh.
-    """
-    name, others = f"train_{phase.name}", []
+def _same_lineage(run_dir: Path, lineage: str) -> list[tuple[float, Path, int]]:
+    """(mtime, folder, epochs) of the other runs of `lineage` beside `run_dir` that have a last.pt."""
+    others = []
     for other in run_dir.parent.iterdir():
+        if other == run_dir or other.name.startswith(".") or not (other / resume.LAST).is_file():
+            continue  # dot folders are being pruned
         try:
             info = json.loads((other / RUN_INFO).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if other != run_dir and info.get("lineage") == lineage and (other / "last.pt").is_file():
-            others.append((other.stat().st_mtime, other, int(info["epochs"])))
+            if info.get("lineage") == lineage:
+                others.append((other.stat().st_mtime, other, int(info["epochs"])))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # no or a damaged run.json: not a candidate
+    return others
+
+
+def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lineage: str, fp: str) -> None:
+    """Start from the checkpoint of a run that differed only in its epoch count, where that is exact.
+
+    The checkpoint is copied into `run_dir` as this run's (its fingerprint is this run's; the
+    other run's file stays as it was); otherwise say why this run starts fresh.
+    """
+    name, others = f"train_{phase.name}", _same_lineage(run_dir, lineage)
     if not others:
         return
     _, newest, n = max(others)
@@ -186,29 +196,33 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
               "A changed epoch count continues only with lr_schedule constant and mosaic off or over all epochs",
               flush=True)
         return
-    done = {other: int(ckpt.load(other / "last.pt")["epoch"]) for _, other, _ in others}
-    usable = [(done[other], other, n) for _, other, n in others if done[other] <= phase.epochs]
+    states = {}
+    for _, other, _ in others:
+        try:
+            states[other] = ckpt.load(other / resume.LAST)
+        except ckpt.CheckpointError as exc:
+            print(f"{name}: not continuing from {other / resume.LAST}: {exc.reason}", flush=True)
+    done = {o: s.get("epoch") for o, s in states.items() if isinstance(s, dict) and isinstance(s.get("epoch"), int)}
+    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= phase.epochs]
     if not usable:
-        print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
-              f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
+        if done:
+            print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
+                  f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
         return
     _, source, n = max(usable)
-    try:
-        os.link(source / "last.pt", run_dir / "last.pt")
-    except OSError:
-        shutil.copy2(source / "last.pt", run_dir / "last.pt")
+    ckpt.save_atomic({**states[source], "fingerprint": fp}, run_dir / resume.LAST)
     print(f"{name}: only the epoch count changed ({n} -> {phase.epochs}) and the LR schedule and "
           f"augmentation do not depend on it: continuing the {n}-epoch run ({source})", flush=True)
 
 
 def write_tsv(path: str | Path, history: list[dict]) -> None:
     """Rewrite the training TSV in full (a declared output, so never appended to)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, TSV_COLUMNS, delimiter="\t", extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, TSV_COLUMNS, delimiter="\t", extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic.write_text(path, text.getvalue())
 
 
 def _snapshot(module: torch.nn.Module) -> dict:
@@ -216,17 +230,49 @@ def _snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, params, fp, phase,
-           stopped_early=None) -> dict:
+def _state(parts: resume.Trainables, epoch, history, best, params, fp, phase, env, stopped_early=None) -> dict:
     # stopped_early: the global epoch after which patience ended the phase (None: it did not), so a
     # rerun, or a run continuing this one with more epochs, does not train past the stop.
-    return {"model": model.state_dict(), "ema": ema.module.state_dict(), "ema_updates": ema.updates,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
-            "stopped_early": stopped_early,
-            "rng": {"torch": torch.get_rng_state()}, "params": as_dict(params),
-            "model_config": model.config.to_dict(), "class_names": list(params.data.classes),
-            "imgsz": params.model.imgsz, "fingerprint": fp, "phase": phase.name}
+    return {**parts.state(), "epoch": epoch, "history": history, "best": best, "stopped_early": stopped_early,
+            "params": as_dict(params), "model_config": parts.model.config.to_dict(),
+            "class_names": list(params.data.classes), "imgsz": params.model.imgsz, "fingerprint": fp,
+            "phase": phase.name, "env": env}
+
+
+@contextlib.contextmanager
+def _hold_run_dir(params: Params, phase: Phase, inputs: list[str | Path], run_dir: Path, fp: str, info):
+    """Rank 0 locks the run folder (one training process per run) and readies it; the others wait."""
+    name = f"train_{phase.name}"
+    if not info.main:
+        error = ddp.broadcast(None, info)
+        if error:
+            raise runlock.RunBusyError(error)
+        yield
+        return
+    try:
+        lock = runlock.acquire(run_dir, name)
+    except runlock.RunBusyError as exc:
+        ddp.broadcast(str(exc), info)
+        raise
+    with lock:
+        atomic.clean_temp_files(run_dir)
+        if not any((run_dir / f).exists() for f in (resume.LAST, resume.PREV)):
+            lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
+            _write_run_info(run_dir, lineage, phase.epochs)
+            _continue_other_epoch_count(params, phase, run_dir, lineage, fp)
+        for removed in runlock.prune(run_dir.parent, params.train.keep_checkpoints, fp):
+            print(f"pruned old checkpoint folder {removed}")
+        ddp.broadcast(None, info)
+        yield
+
+
+def _save_epoch(state: dict, run_dir: Path, tsv_path: str | Path, name: str) -> None:
+    resume.save(state, run_dir, name)
+    try:
+        write_tsv(tsv_path, state["history"])
+    except atomic.WriteError as exc:
+        raise atomic.WriteError(f"{name}: {exc}; kept: the checkpoint of epoch {state['history'][-1]['epoch']} "
+                                f"({run_dir / resume.LAST}); free space and rerun the same command") from None
 
 
 def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
@@ -242,21 +288,16 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     device = select_device(t.device)
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
     info = ddp.start(device, t, phase.batch_size, f"train_{phase.name}")  # world 1 without torchrun
-    if not info.main:  # rank 0 prepares the checkpoint folder (resume link, pruning) first
-        ddp.barrier(info)
     fp = run_fingerprint(params, phase, inputs)
     run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.clean_temp_files(run_dir)
-    if not (run_dir / "last.pt").exists():
-        lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
-        _write_run_info(run_dir, lineage, phase.epochs)
-        _continue_other_epoch_count(params, phase, run_dir, lineage)
-    for removed in ckpt.prune(run_dir.parent, t.keep_checkpoints, fp):
-        print(f"pruned old checkpoint folder {removed}")
-    if info.main:
-        ddp.barrier(info)
+    with _hold_run_dir(params, phase, inputs, run_dir, fp, info):
+        return _train(params, phase, device, info, train_records, val_records, run_dir, fp, tsv_path, init)
 
+
+def _train(params: Params, phase: Phase, device: torch.device, info, train_records: list[Record],
+           val_records: list[Record], run_dir: Path, fp: str, tsv_path: str | Path,
+           init: str | Path | None) -> dict:
+    t, name = params.train, f"train_{phase.name}"
     torch.manual_seed(params.seed)
     model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
     if init is not None:
@@ -286,34 +327,25 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
     patience = t.patience if val_records else 0
     if t.patience and not val_records:
-        print(f"train_{phase.name}: no val images, so no early stopping (train.patience {t.patience} ignored)",
+        print(f"{name}: no val images, so no early stopping (train.patience {t.patience} ignored)",
               flush=True)
 
+    parts = resume.Trainables(model, ema, optimizer, scheduler, scaler)
+    env = resume.environment(device, accel.amp_dtype(t, device))
     history, best, done, stopped = [], {"epoch": 0, "val_map50": -1.0}, 0, None
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
-    last_path = run_dir / "last.pt"
-    if last_path.exists():
-        state = ckpt.load(last_path)
-        model.load_state_dict(state["model"])
-        ema.module.load_state_dict(state["ema"])
-        ema.updates = state["ema_updates"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+    fresh = {**_state(parts, 0, [], dict(best), params, fp, phase, env), **best_states}
+    found = resume.latest(run_dir, fresh, parts, phase.epochs, name, info.main, lambda obj: ddp.broadcast(obj, info))
+    if found is not None:
+        state, path = found
         history, best, done = state["history"], state["best"], state["epoch"]
-        stopped = state.get("stopped_early")
+        stopped = state["stopped_early"]
         best_states = {k: state[k] for k in ("best_model", "best_ema")}
-        if stopped is not None and done < phase.epochs:
-            print(f"train_{phase.name}: the checkpoint stopped early after epoch {stopped} (no val mAP50 "
-                  f"improvement for {t.patience} epochs; best epoch {best['epoch']}): nothing left to train "
-                  f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
-        else:
-            print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} "
-                  f"(checkpoint {last_path}, {done}/{phase.epochs} epochs done)", flush=True)
+        resume.warn_environment(state, env, name)
+        _announce_resume(phase, path, done, stopped, best, t.patience)
     else:
         print(f"model: {describe(model.config, model_summary(model, params.model.imgsz))}", flush=True)
-        print(f"train_{phase.name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
+        print(f"{name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
               f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
               f"device {device}, checkpoints in {run_dir})", flush=True)
     # What trains: DDP (+ compile) around `model`; EMA, evaluation and checkpoints use `model` itself.
@@ -353,28 +385,38 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         # a run continued from this checkpoint with more epochs must stop here as a fresh one would.
         if patience_exhausted(patience, global_epoch, best["epoch"]):
             stopped = global_epoch
-        state = _state(model, ema, optimizer, scheduler, scaler, epoch + 1, history, best, params, fp, phase,
-                       stopped)
+        done = epoch + 1
         if info.main:  # DDP: rank 0 alone writes checkpoints and TSVs
-            ckpt.save_atomic({**state, **best_states}, last_path)
-            write_tsv(tsv_path, history)
+            _save_epoch({**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states},
+                        run_dir, tsv_path, name)
         if stopped is not None:
             if epoch + 1 < phase.epochs:
                 print(f"early stop: no val mAP50 improvement for {t.patience} epochs; best epoch {best['epoch']} "
-                      f"(val mAP50 {best['val_map50']:.3f}); train_{phase.name} ends after epoch {global_epoch} "
+                      f"(val mAP50 {best['val_map50']:.3f}); {name} ends after epoch {global_epoch} "
                       f"of {phase.first_epoch + phase.epochs - 1}", flush=True)
             break
 
     if info.main:
         write_tsv(tsv_path, history)
     ddp.barrier(info)  # every rank reads the final checkpoint rank 0 wrote
-    if last_path.exists():
-        final = ckpt.load(last_path)
-    else:  # zero epochs in this phase: the starting weights are the result
-        final = {**_state(model, ema, optimizer, scheduler, scaler, 0, [], best, params, fp, phase), **best_states}
+    last = run_dir / resume.LAST
+    if last.exists():
+        final = ckpt.load(last)
+    else:  # no epoch trained or resumed (zero epochs, or a stopped run resumed from prev.pt)
+        final = {**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states}
     final.update(params=as_dict(params), fingerprint=fp)  # also when no epoch was left to train
     os.utime(run_dir)  # mark as recently used for pruning
     return final
+
+
+def _announce_resume(phase: Phase, path: Path, done: int, stopped: int | None, best: dict, patience: int) -> None:
+    where = f"checkpoint {path}, {done}/{phase.epochs} epochs done"
+    if stopped is not None and done < phase.epochs:
+        print(f"train_{phase.name}: the checkpoint stopped early after epoch {stopped} (no val mAP50 "
+              f"improvement for {patience} epochs; best epoch {best['epoch']}): nothing left to train ({where})",
+              flush=True)
+    else:
+        print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} ({where})", flush=True)
 
 
 def export_weights(state: dict, which: str) -> dict:

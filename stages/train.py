@@ -20,8 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe import accel  # noqa: E402
+from detpipe import atomic  # noqa: E402
 from detpipe import checkpoint as ckpt  # noqa: E402
 from detpipe import distributed as ddp  # noqa: E402
+from detpipe.runlock import RunBusyError  # noqa: E402
 from detpipe.annotations import read_lines  # noqa: E402
 from detpipe.params import print_error  # noqa: E402
 from detpipe.splits import empty_split_problem  # noqa: E402
@@ -59,6 +61,13 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def export(state: dict, args: argparse.Namespace) -> None:
+    """The declared weights files: frozen.pt (last epoch) or best.pt, and last.pt where asked."""
+    ckpt.save_atomic(export_weights(state, "last" if args.phase == "frozen" else "best"), args.out)
+    if args.last:
+        ckpt.save_atomic(export_weights(state, "last"), args.last)
+
+
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
@@ -91,15 +100,16 @@ def main() -> int:
         print(accel.oom_message(f"train_{args.phase}", phase.batch_size, params.train.nproc, key,
                                 params.train.amp), file=sys.stderr, flush=True)
         return 1
+    except (RunBusyError, atomic.WriteError, ckpt.CheckpointError) as exc:  # busy run, disk full, bad init file
+        return print_error(exc)
     ddp.cleanup()
     if not main_rank:  # rank 0 alone writes the declared outputs
         return 0
-    if args.phase == "frozen":
-        ckpt.save_atomic(export_weights(state, "last"), args.out)
-    else:
-        ckpt.save_atomic(export_weights(state, "best"), args.out)
-    if args.last:
-        ckpt.save_atomic(export_weights(state, "last"), args.last)
+    try:
+        export(state, args)
+    except atomic.WriteError as exc:
+        return print_error(f"{exc}; kept: every trained epoch in {args.ckpt_dir}/ (rerun the same command after "
+                           "freeing space: it trains nothing and writes the outputs again)")
     best, stop = state["best"], state.get("stopped_early")
     phase = phase_of(params, args.phase)
     early = stop is not None and stop < phase.first_epoch + phase.epochs - 1

@@ -204,3 +204,48 @@ def test_dvc_exp_run_sigkill_then_same_command(tmp_path, reference):
     # temporary DVC workspace that a later run would never see.
     assert len(list((repo / ".ckpt" / "train_unfrozen").iterdir())) == 1
     assert_bitwise_equal(weights(repo), reference(lr=1e-4))
+
+
+# Loaded into every Python process through PYTHONPATH; pauses the train stage after its first optimizer step.
+PAUSE = """
+import os, sys
+if os.environ.get("DETPIPE_TEST_PAUSED") and sys.argv[0].endswith("train.py"):
+    import time, torch
+    real = torch.optim.AdamW.step
+    def step(self, *a, **k):
+        out = real(self, *a, **k)
+        open(os.environ["DETPIPE_TEST_PAUSED"], "w").close()
+        time.sleep(600)
+        return out
+    torch.optim.AdamW.step = step
+"""
+
+
+def test_dvc_and_snakemake_never_train_one_run_at_once(tmp_path):
+    """`dvc repro` is training; `snakemake` in the same folder reaches the same run and refuses, naming it."""
+    repo = setup_repo(tmp_path, "repo")
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(PAUSE, encoding="utf-8")
+    paused = tmp_path / "paused"
+    with open(tmp_path / "dvc.log", "w", encoding="utf-8") as log:
+        dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True,
+                               env={**env(repo), "PYTHONPATH": f"{tmp_path / 'hook'}{os.pathsep}{repo}",
+                                    "DETPIPE_TEST_PAUSED": str(paused)})
+    try:
+        deadline = time.monotonic() + 300
+        while not paused.exists():
+            assert dvc.poll() is None and time.monotonic() < deadline, (tmp_path / "dvc.log").read_text()[-3000:]
+            time.sleep(0.1)
+        snake = subprocess.run(["snakemake", "--cores", "1", "map"], cwd=repo, env=env(repo), capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL)
+    finally:
+        os.killpg(dvc.pid, signal.SIGKILL)
+        dvc.wait()
+    out = snake.stdout + snake.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error: train_frozen")]
+    (run,) = (repo / ".ckpt" / "train_frozen").iterdir()
+    assert snake.returncode != 0 and len(errors) == 1, out[-3000:]
+    assert errors[0].startswith(f"error: train_frozen: {run.relative_to(repo)} is in use by pid "), errors[0]
+    assert f"started by pid {dvc.pid}: " in errors[0] and "dvc repro" in errors[0], errors[0]
+    assert "Traceback" not in out
