@@ -17,8 +17,8 @@ from . import checkpoint as ckpt
 from . import distributed as ddp
 from .annotations import Record
 from .data import Augment, DetectionDataset
-from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
-                     select_device, train_one_epoch)
+from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
+                     load_optimizer_state, lr_lambda, mean_losses, select_device, train_one_epoch)
 from .metrics import voc_map
 from .loss import LossWeights
 from .model import Detector, ModelConfig, build_model, describe, model_summary
@@ -27,7 +27,7 @@ from .params import Params, to_dict
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
                "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
 # Settings that change how fast a run goes but not what it computes: a change resumes.
-_NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints", "cache_images")
+_NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints", "cache_images", "deterministic")
 # The other phase's settings do not change this phase's weights (epoch counts reach the
 # augmentation only through mosaic_until, which the fingerprint holds as derived).
 _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
@@ -213,6 +213,18 @@ def _state(model, ema, optimizer, scheduler, scaler, epoch, history, best, param
             "imgsz": params.model.imgsz, "fingerprint": fp, "phase": phase.name}
 
 
+def _validate(ema_module, val_loader, device, params: Params, gts: list, weights: LossWeights,
+              info: ddp.DistInfo) -> tuple[dict[str, float], float]:
+    """Val losses and mAP50 of the EMA weights; under DDP each rank evaluates its share of the val
+    batches with rank 0's BatchNorm statistics, and every rank gets the same figures."""
+    ddp.sync_buffers(ema_module, info)
+    sums, dets = evaluate_batches(ema_module, val_loader, device, params.model.imgsz, params.map.confidence,
+                                  params.predict.nms_iou, params.predict.max_det, weights=weights)
+    sums, dets = ddp.gather_evaluation(sums, dets, info)
+    val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if gts else 0.0
+    return mean_losses(sums), val_map
+
+
 def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
                 inputs: list[str | Path], ckpt_root: str | Path, tsv_path: str | Path,
                 init: str | Path | None = None) -> dict:
@@ -223,26 +235,26 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     """
     t = params.train
     phase = phase_of(params, phase_name)
-    device = select_device(t.device)
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
-    info = ddp.start(device, t, phase.batch_size, f"train_{phase.name}")  # world 1 without torchrun
-    if not info.main:  # rank 0 prepares the checkpoint folder (resume link, pruning) first
-        ddp.barrier(info)
+    # world 1 without torchrun; under DDP on CUDA, rank r trains on cuda:r
+    info, device = ddp.start(select_device(t.device), t, phase.batch_size, f"train_{phase.name}")
+    accel.configure_backends(device, t.deterministic)
+    amp_dtype = accel.amp_dtype(t, device)  # refuses bfloat16 on a GPU without it, before any work
     fp = run_fingerprint(params, phase, inputs)
     run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.clean_temp_files(run_dir)
-    if not (run_dir / "last.pt").exists():
-        lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
-        _write_run_info(run_dir, lineage, phase.epochs)
-        _continue_other_epoch_count(params, phase, run_dir, lineage)
-    for removed in ckpt.prune(run_dir.parent, t.keep_checkpoints, fp):
-        print(f"pruned old checkpoint folder {removed}")
-    if info.main:
-        ddp.barrier(info)
+    if info.main:  # DDP: rank 0 alone touches the run files (resume link, pruning) ...
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_temp_files(run_dir)
+        if not (run_dir / "last.pt").exists():
+            lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
+            _write_run_info(run_dir, lineage, phase.epochs)
+            _continue_other_epoch_count(params, phase, run_dir, lineage)
+        for removed in ckpt.prune(run_dir.parent, t.keep_checkpoints, fp):
+            print(f"pruned old checkpoint folder {removed}")
 
     torch.manual_seed(params.seed)
-    model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
+    with ddp.main_first(info):  # ... and downloads pretrained weights once, before the others read them
+        model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
     if init is not None:
         start = ckpt.load(init)
         model.load_state_dict(start["model"])
@@ -258,13 +270,16 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
                                  cache=t.cache_images)
     steps_per_epoch = max(1, len(train_set) // phase.batch_size) if len(train_set) > phase.batch_size else 1
     drop_last = len(train_set) > phase.batch_size
-    optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay)
+    optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay, fused=device.type == "cuda")
     warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio,
                              t.lr_milestones, t.lr_gamma))
     scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
-    val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
+    # Built once per phase: loader workers (and their image caches) live across epochs.
+    loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
+    val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz), phase.batch_size,
+                                t.num_workers, info, device)
     gts = ground_truth(val_records)
     weights = LossWeights.from_train_params(t)
     # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
@@ -281,7 +296,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         model.load_state_dict(state["model"])
         ema.module.load_state_dict(state["ema"])
         ema.updates = state["ema_updates"]
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -310,18 +325,14 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
         torch.manual_seed(params.seed * 100_003 + global_epoch)
         epoch_start = time.time()
         # This rank's slice of each global batch (the whole batch when world is 1).
-        loader = ddp.train_loader(train_set, phase.batch_size, global_epoch, t.num_workers, drop_last, info)
-        tr = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
-                             f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}", weights,
-                             amp_dtype=accel.amp_dtype(t, device), channels_last=nhwc,
-                             ema_source=model)
-        tr = ddp.reduce_epoch_stats(tr, info)
-        val_loss, val_map = None, 0.0
-        if info.main:  # validation on rank 0 only; the others wait in the broadcast
-            val_loss, dets = evaluate(ema.module, val_loader, device, params.model.imgsz, params.map.confidence,
-                                      params.predict.nms_iou, params.predict.max_det, weights=weights)
-            val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if val_records else 0.0
-        val_loss, val_map = ddp.broadcast((val_loss, val_map), info)
+        ddp.set_epoch(loader, global_epoch)
+        desc = f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}"
+        sums, n_img, seconds = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
+                                               desc, weights, amp_dtype=amp_dtype, channels_last=nhwc,
+                                               ema_source=model)
+        tr = ddp.reduce_epoch_stats(sums, n_img, seconds, info)
+        check_epoch_stats(tr, desc, optimizer.param_groups[0]["lr"], scaler.is_enabled(), len(loader) * info.world)
+        val_loss, val_map = _validate(ema.module, val_loader, device, params, gts, weights, info)
         history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
                         "val_loss": val_loss["loss"], "val_map50": val_map,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - epoch_start,
