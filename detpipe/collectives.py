@@ -51,15 +51,6 @@ def broadcast_(tensors: list[Tensor], src: int = 0) -> None:
             t.copy_(x)
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank `src`'s picklable `obj` on every rank."""
-    if world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src, device=group_device())
-    return box[0]
-
-
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's picklable `obj`, in rank order, on every rank."""
     if world_size() == 1:

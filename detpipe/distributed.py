@@ -15,7 +15,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -133,11 +133,6 @@ def main_first(info: DistInfo) -> Iterator[None]:
     yield
     if info.main:
         barrier(info)
-
-
-def broadcast(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's `obj` on every rank (a picklable object)."""
-    return obj if info.world == 1 else collectives.broadcast_object(obj, src=0)
 
 
 def per_rank_batch(global_batch: int, world: int, what: str = "batch size") -> int:

@@ -35,7 +35,7 @@ _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
 _EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
 # The code that determines the weights (dvc.yaml's train deps): a change there starts fresh.
 _CODE = ("training.py", "engine.py", "model.py", "layers.py", "loss.py", "data.py", "boxes.py", "distributed.py",
-         "accel.py")
+         "accel.py", "collectives.py")
 RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
 
 
@@ -368,7 +368,8 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     else:  # zero epochs in this phase: the starting weights are the result
         final = {**_state(model, ema, optimizer, scheduler, scaler, 0, [], best, params, fp, phase), **best_states}
     final.update(params=to_dict(params), fingerprint=fp)  # also when no epoch was left to train
-    os.utime(run_dir)  # mark as recently used for pruning
+    if info.main:
+        os.utime(run_dir)  # mark as recently used for pruning
     return final
 
 

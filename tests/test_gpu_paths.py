@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 
 from detpipe import accel, engine, training
@@ -20,7 +21,7 @@ from detpipe.hostsync import HostSyncCounter
 from detpipe.loss import complete_iou_loss
 from detpipe.model import Detector, ModelConfig, build_model
 from detpipe.params import Params, ParamsError, TrainParams, from_dict
-from tests.conftest import tiny_params
+from tests.conftest import REPO, tiny_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -308,6 +309,35 @@ def test_loader_workers_and_their_image_cache_live_across_epochs(tiny_records):
     cuda_loader = ddp.train_loader(data, 4, 1, False, ddp.DistInfo(), torch.device("cuda", 0))
     assert cuda_loader.pin_memory  # so that .to(cuda, non_blocking=True) really overlaps
     assert not ddp.train_loader(data, 4, 0, False, ddp.DistInfo(), CPU).persistent_workers
+
+
+def test_validation_batches_are_per_rank_and_shared_out(tiny_records):
+    # Global batch 4 over 2 ranks: each rank evaluates batches of 2 (the memory its training
+    # steps fit in, not the global batch), alternating, so together they cover the val set once.
+    data = DetectionDataset(tiny_records[:9], 64)
+    shares = [[b[2].tolist() for b in ddp.val_loader(data, 4, 0, ddp.DistInfo(r, 2, r), CPU)] for r in (0, 1)]
+    assert shares == [[[0, 1], [4, 5], [8]], [[2, 3], [6, 7]]]
+    assert [b[2].tolist() for b in ddp.val_loader(data, 4, 0, ddp.DistInfo(), CPU)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+
+
+def test_settings_a_machine_cannot_run_and_diverged_losses_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("train_stage", REPO / "stages" / "train.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    (tmp_path / "t.txt").write_text("a.jpg 1,1,5,5,0\n")
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(tiny_params("unused")), encoding="utf-8")
+    monkeypatch.setattr(stage.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--phase", "frozen", "--params", str(params), "--train",
+                                      str(tmp_path / "t.txt"), "--val", str(tmp_path / "t.txt"), "--out",
+                                      str(tmp_path / "f.pt"), "--metrics", str(tmp_path / "m.tsv")])
+    for exc in (ParamsError("train.amp_dtype: bfloat16 needs a GPU with native bfloat16"),
+                FloatingPointError("frozen 1/3: the loss was not finite (nan or inf) in 4 of 4 steps")):
+        monkeypatch.setattr(stage, "train_phase", lambda *a, exc=exc: (_ for _ in ()).throw(exc))
+        assert stage.main() == 1
+        assert capsys.readouterr().err.strip() == f"error: {exc}"
 
 
 # ------------------------------------------------------------------------------ model, loss
