@@ -284,9 +284,9 @@ def check_half_precision_inference(s: Smoke) -> str:
     for dtype in ("float16", "bfloat16")[: 1 + s.bf16]:
         r = compare(ref, Predictor(s.fp16_run(), s.dev("cuda"), 0.001, 0.45, dtype=dtype), images)
         tol = LOW_PRECISION_TOLERANCE[dtype]
-        assert r["cls"] < tol["logit"] and r["boxes"] < tol["box"] * ref.imgsz, f"{dtype}: {r}"
-        out.append(f"{dtype} logits {r['cls']:.2g} (tol {tol['logit']}), boxes {r['boxes'] / ref.imgsz:.2g} of the input "
-                   f"(tol {tol['box']}), {r['other_detections']} vs {r['ref_detections']} detections")
+        assert r["scores"] < tol["score"] and r["candidate_iou"] > tol["iou"], f"{dtype}: {r}"
+        out.append(f"{dtype} scores {r['scores']:.2g} (tol {tol['score']}), candidate boxes' IoU "
+                   f"{r['candidate_iou']:.3f} (tol {tol['iou']}), {r['other_detections']} vs {r['ref_detections']} detections")
     return "; ".join(out)
 
 
