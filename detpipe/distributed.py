@@ -78,8 +78,8 @@ def init(device_type: str) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"train.nproc asks for more processes than the {torch.cuda.device_count()} "
-                               "visible GPUs; lower train.nproc or check CUDA_VISIBLE_DEVICES")
+            raise ParamsError(f"train.nproc asks for more processes than the {torch.cuda.device_count()} "
+                              "visible GPUs; lower train.nproc or check CUDA_VISIBLE_DEVICES")
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)

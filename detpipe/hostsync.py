@@ -18,8 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 # Always a synchronisation on CUDA: the result's size or value must reach the host.
 _ALWAYS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
-           aten._unique2.default, aten.unique_consecutive.default, aten.unique_dim.default,
-           aten.repeat_interleave.Tensor}
+           aten._unique2.default, aten.unique_consecutive.default, aten.unique_dim.default}
 
 
 def _bool_index(args) -> bool:
@@ -42,6 +41,8 @@ def is_host_sync(func, args, kwargs) -> bool:
     """Whether this ATen call makes the host wait for the device on CUDA."""
     if func in _ALWAYS:
         return True
+    if func is aten.repeat_interleave.Tensor:  # the output size, unless given, is read from the device
+        return kwargs.get("output_size") is None
     if func in (aten.index.Tensor, aten.index_put_.default, aten.index_put.default, aten._index_put_impl_.default):
         return _bool_index(args)
     return _to_host(func, args, kwargs)
