@@ -1,4 +1,5 @@
-"""Speed switches: autocast dtype, channels_last, optional torch.compile, and a helpful OOM message.
+"""Speed switches: autocast dtype, channels_last, cuDNN autotuning, optional torch.compile, and a
+helpful OOM message.
 
 On the CPU, train.amp means bfloat16 autocast, and only where the CPU computes bfloat16 natively
 (AVX512-BF16 or AMX): there it trains about 1.6x faster; emulated bfloat16 would be slower than
@@ -7,8 +8,12 @@ without grouped (depthwise) convolutions, whose CPU kernels are slower in that l
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
+
+from .params import ParamsError
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -30,10 +35,39 @@ def amp_dtype(train, device: torch.device) -> torch.dtype | None:
     if not train.amp:
         return None
     if device.type == "cuda":
+        if name == "bfloat16":
+            check_cuda_bf16(device)
         return AMP_DTYPES[name]
     if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return None
+
+
+def check_cuda_bf16(device: torch.device) -> None:
+    """Refuse train.amp_dtype bfloat16 on a GPU without native bfloat16 (before Ampere, compute
+    capability 8.0): torch emulates it there, slower than float16 and for no gain in range."""
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        name = torch.cuda.get_device_name(device)
+        raise ParamsError(f"train.amp_dtype: bfloat16 needs a GPU with native bfloat16 (compute capability 8.0, "
+                          f"Ampere, or newer); {name} has {major}.{minor}: use amp_dtype: float16")
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """cuDNN autotuning on CUDA unless train.deterministic asks for repeatable results.
+
+    cudnn.benchmark times the convolution algorithms for each input shape once and keeps the
+    fastest; which one wins can differ between runs, so results differ in the last bits.
+    deterministic: fixed algorithms and torch's deterministic kernels (warning where an operation
+    has none), and the cuBLAS workspace setting they need. The CPU is deterministic either way.
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def grad_scaler(train, device: torch.device) -> torch.amp.GradScaler:
@@ -52,8 +86,15 @@ def channels_last(device: torch.device, model: nn.Module | None = None) -> bool:
 
 
 def maybe_compile(net: nn.Module, enabled: bool) -> nn.Module:
-    """torch.compile(net) behind train.compile (off by default: minutes of compile time, CUDA gains)."""
-    return torch.compile(net) if enabled else net
+    """torch.compile(net) behind train.compile (off by default: minutes of compile time, CUDA gains).
+
+    Recompilations are logged with their reason (a new batch shape, e.g. the last batch of an
+    epoch): each one costs the compile time again.
+    """
+    if not enabled:
+        return net
+    torch._logging.set_logs(recompiles=True)
+    return torch.compile(net)
 
 
 def oom_message(stage: str, batch_size: int, nproc: int, batch_key: str, amp: bool) -> str:

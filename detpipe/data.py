@@ -260,14 +260,32 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
                 return
             yield [(self.epoch, i) for i in chunk]
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration yields (a loader built once per phase serves every epoch)."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
         return full + (0 if self.drop_last or rest == 0 else 1)
 
 
+def batch_loader(dataset: Dataset, batch_sampler: Sampler, num_workers: int,
+                 device: torch.device | None = None, collate_fn=collate) -> DataLoader:
+    """The DataLoader every training, validation and prediction loop uses.
+
+    Worker processes persist across epochs (so cache_images fills once per phase, not once per
+    epoch); batches for CUDA come in pinned memory, which is what lets `.to(device,
+    non_blocking=True)` overlap the copy with the GPU's work. The loader draws its workers' seeds
+    from its own generator, not torch's global one (augmentation does not use them: it is keyed by
+    (seed, epoch, index)).
+    """
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate_fn,
+                      pin_memory=device is not None and device.type == "cuda",
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0))
+
+
 def make_loader(dataset: DetectionDataset, batch_size: int, epoch: int, num_workers: int,
-                shuffle: bool, drop_last: bool = False) -> DataLoader:
-    """A DataLoader over `dataset` for one epoch."""
+                shuffle: bool, drop_last: bool = False, device: torch.device | None = None) -> DataLoader:
+    """A DataLoader over `dataset` for `epoch` (see batch_loader)."""
     sampler = EpochBatchSampler(len(dataset), batch_size, dataset.seed, epoch, shuffle, drop_last)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      persistent_workers=False)
+    return batch_loader(dataset, sampler, num_workers, device)

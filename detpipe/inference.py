@@ -7,6 +7,7 @@ original pixels (the same arithmetic as `engine.evaluate`). The predict stage, t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -15,11 +16,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
 from .accel import channels_last
+from torchvision.ops import box_iou
+
 from .boxes import Letterbox, letterbox_params
-from .data import PAD_VALUE, letterbox_image
+from .data import PAD_VALUE, batch_loader, letterbox_image
 from .engine import detections_per_image, select_device
 from .images import load_rgb
 from .model import fuse_conv_bn
@@ -28,21 +31,48 @@ ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
              "pip install onnx onnxruntime (CUDA: onnxruntime-gpu)")
 
 
-class TorchBackend:
-    """A detpipe checkpoint run by PyTorch."""
+INFERENCE_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Anchors whose float32 class probability reaches this are compared for their boxes: the ones that
+# can become useful detections (background anchors' boxes are never used, and are the least precise).
+CANDIDATE_SCORE = 0.05
+# How far float16 / bfloat16 inference may be from float32: the largest class-probability
+# difference, and the lowest IoU between an anchor's float32 and low-precision box over candidate
+# anchors. Measured with CPU autocast (tests/test_gpu_paths.py; float16 / bfloat16): on the test's
+# barely trained 96-px model 0.0025 / 0.013 and IoU 0.987 / 0.90, on the smoke test's 160-px model
+# 0.0004 / 0.004 and IoU 0.998 / 0.984. bfloat16's 8-bit mantissa is coarse: prefer float16.
+# scripts/gpu_smoke.sh checks these on a GPU.
+LOW_PRECISION_TOLERANCE = {"float16": {"score": 0.01, "iou": 0.97}, "bfloat16": {"score": 0.05, "iou": 0.75}}
 
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+
+class TorchBackend:
+    """A detpipe checkpoint run by PyTorch; `device` is where its inputs go.
+
+    dtype float16 or bfloat16 autocasts the forward pass (CUDA; the CPU runs bfloat16 natively
+    only on some CPUs). Boxes are decoded in float32 either way. Parity with float32 is tested in
+    tests/test_inference_precision.py and, on a GPU, by scripts/gpu_smoke.sh.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "float32") -> None:
+        if dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(INFERENCE_DTYPES)}")
         # Inference only: BatchNorm folded into the convolutions, NHWC where that layout is faster.
         self.model, self.device = fuse_conv_bn(model.eval()), device
         self.memory_format = torch.channels_last if channels_last(device, model) else torch.preserve_format
         self.model.to(memory_format=self.memory_format)
+        self.autocast = INFERENCE_DTYPES[dtype]
+        self.where = f"{device}" + (f" ({dtype})" if self.autocast is not None else "")
         self.fixed_batch: int | None = None
         self.fixed_size: int | None = None
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # letterboxed batches all have one shape
 
     @torch.no_grad()
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
-        out = self.model(batch.to(self.device, non_blocking=True, memory_format=self.memory_format))
-        return {"cls": out["cls"], "boxes": out["boxes"]}
+        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        with cast:
+            out = self.model(x)
+        return {"cls": out["cls"].float(), "boxes": out["boxes"].float()}
 
     def sync(self) -> None:
         """Wait for queued GPU work, so timings measure the work and not its launch."""
@@ -51,7 +81,11 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """An exported model run by onnxruntime; outputs are raw (NMS runs in Python, as for PyTorch)."""
+    """An exported model run by onnxruntime; outputs are raw (NMS runs in Python, as for PyTorch).
+
+    onnxruntime takes host (numpy) arrays whatever its execution provider, so `device`, where
+    inputs go, is always the CPU, and a batch handed over from another device is copied back.
+    """
 
     def __init__(self, path: str | Path, device: torch.device) -> None:
         try:
@@ -68,6 +102,7 @@ class OnnxBackend:
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = torch.device("cpu")
+        self.where = f"onnxruntime {self.session.get_providers()[0]}"
         meta = self.session.get_modelmeta().custom_metadata_map
         if "class_names" not in meta:
             raise SystemExit(f"error: {path}: not exported by `python -m detpipe export` "
@@ -80,7 +115,8 @@ class OnnxBackend:
         self.fixed_size = shape[2] if isinstance(shape[2], int) else None
 
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
-        cls, boxes = self.session.run(["cls", "boxes"], {self.input_name: batch.float().numpy()})
+        host = batch.detach().cpu().float().numpy()
+        cls, boxes = self.session.run(["cls", "boxes"], {self.input_name: host})
         return {"cls": torch.from_numpy(cls), "boxes": torch.from_numpy(boxes)}
 
     def sync(self) -> None:
@@ -99,7 +135,8 @@ class Predictor:
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", conf: float = 0.25, iou: float = 0.45,
-                 max_det: int = 100, classes: Sequence[str] | None = None, imgsz: int | None = None) -> None:
+                 max_det: int = 100, classes: Sequence[str] | None = None, imgsz: int | None = None,
+                 dtype: str = "float32") -> None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: no such weights file (train with `dvc repro`, or give models/best.pt)")
         self.device = select_device(device)
@@ -109,7 +146,7 @@ class Predictor:
         else:
             from .training import load_detector
             model, state = load_detector(weights, self.device)
-            self.backend = TorchBackend(model, self.device)
+            self.backend = TorchBackend(model, self.device, dtype)
             self.class_names, trained = list(state["class_names"]), int(state["imgsz"])
         self.imgsz = int(imgsz or trained)
         fixed = self.backend.fixed_size
@@ -129,10 +166,10 @@ class Predictor:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, class_names: Sequence[str], imgsz: int,
-                   device: torch.device, conf: float, iou: float, max_det: int) -> "Predictor":
+                   device: torch.device, conf: float, iou: float, max_det: int, dtype: str = "float32") -> "Predictor":
         """A predictor around an already-built model (the predict stage, tests)."""
         self = cls.__new__(cls)
-        self.device, self.backend = device, TorchBackend(model.to(device), device)
+        self.device, self.backend = device, TorchBackend(model.to(device), device, dtype)
         self.class_names, self.imgsz = list(class_names), imgsz
         self.conf, self.iou, self.max_det, self.keep = conf, iou, max_det, None
         return self
@@ -183,8 +220,9 @@ class Predictor:
                       progress: Callable[[Iterable], Iterable] = lambda it: it) -> list[dict[str, np.ndarray]]:
         """Detections for image files, decoded and letterboxed by `workers` loader processes."""
         size = self.batch_limit or max(1, batch_size)
-        loader = DataLoader(_Letterboxed(list(paths), self), batch_size=size, num_workers=workers,
-                            collate_fn=_collate)
+        paths = list(paths)
+        loader = batch_loader(_Letterboxed(paths, self), BatchSampler(SequentialSampler(paths), size, False),
+                              workers, self.backend.device, collate_fn=_collate)
         dets: list[dict[str, np.ndarray]] = []
         for batch, lbs in progress(loader):
             if self.batch_limit and len(batch) < self.batch_limit:
@@ -222,6 +260,57 @@ def format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in counts.items()) or "no detections"
 
 
+def compare(ref: Predictor, other: Predictor, images: Sequence[np.ndarray], batch: int = 4) -> dict[str, float]:
+    """Max abs differences between two predictors of one model (ONNX vs PyTorch, float16 vs
+    float32, CUDA vs CPU) on `images`.
+
+    Raw outputs: "cls" logits and "boxes" pixels over all anchors; "scores", class probabilities,
+    and "candidate_iou", the lowest IoU of the two boxes of an anchor scoring at least
+    CANDIDATE_SCORE in `ref` (1 when there is none). Final
+    detections: counts of each, and for each detection of `ref` the nearest one of `other` with
+    its label (largest coordinate difference, in pixels; order-free, so tied scores sorted
+    otherwise do not count): the largest such box and score difference, and "label_mismatches",
+    ref detections with no counterpart of their label.
+    """
+    result = {"cls": 0.0, "boxes": 0.0, "scores": 0.0, "candidate_iou": 1.0, "final_boxes": 0.0,
+              "final_scores": 0.0, "ref_detections": 0, "other_detections": 0, "label_mismatches": 0}
+    for part in other.chunks(len(images), batch):
+        batch_t, lbs = ref.preprocess(images[part])
+        a, b = ref.forward(batch_t), other.forward(other.preprocess(images[part])[0])
+        _compare_raw({k: v[:len(lbs)].cpu() for k, v in a.items()}, {k: v[:len(lbs)].cpu() for k, v in b.items()},
+                     result)
+        for da, db in zip(ref.postprocess(a, lbs), other.postprocess(b, lbs)):
+            _compare_final(da, db, result)
+    return result
+
+
+def _compare_raw(a: dict[str, Tensor], b: dict[str, Tensor], result: dict) -> None:
+    """compare()'s raw-output figures of one batch, folded into `result`."""
+    pa, pb = a["cls"].sigmoid(), b["cls"].sigmoid()
+    for key, value in (("cls", (a["cls"] - b["cls"]).abs().max()), ("boxes", (a["boxes"] - b["boxes"]).abs().max()),
+                       ("scores", (pa - pb).abs().max())):
+        result[key] = max(result[key], float(value))
+    candidate = pa.amax(-1) >= CANDIDATE_SCORE  # [B, A]
+    if candidate.any():
+        iou = box_iou(a["boxes"][candidate].float(), b["boxes"][candidate].float()).diagonal()
+        result["candidate_iou"] = min(result["candidate_iou"], float(iou.min()))
+
+
+def _compare_final(da: dict[str, np.ndarray], db: dict[str, np.ndarray], result: dict) -> None:
+    """compare()'s final-detection figures of one image, folded into `result`."""
+    result["ref_detections"] += len(da["scores"])
+    result["other_detections"] += len(db["scores"])
+    dist = np.abs(da["boxes"][:, None, :] - db["boxes"][None, :, :]).max(-1, initial=0.0)  # [Na, Nb]
+    dist[da["labels"][:, None] != db["labels"][None, :]] = np.inf
+    best = dist.argmin(1) if dist.shape[1] else np.zeros(len(da["scores"]), int)
+    near = dist[np.arange(len(best)), best] if dist.shape[1] else np.full(len(best), np.inf)
+    found = np.isfinite(near)
+    result["label_mismatches"] += int((~found).sum())
+    if found.any():
+        result["final_boxes"] = max(result["final_boxes"], float(near[found].max()))
+        result["final_scores"] = max(result["final_scores"], float(np.abs(da["scores"][found] - db["scores"][best[found]]).max()))
+
+
 # ---------------------------------------------------------------------------------------- timing
 
 def time_parts(predictor: Predictor, images: Sequence[np.ndarray], batch_size: int, runs: int = 5,
@@ -243,7 +332,7 @@ def time_parts(predictor: Predictor, images: Sequence[np.ndarray], batch_size: i
         sync()
         t0 = time.perf_counter()
         batch, lbs = predictor.preprocess(chosen)
-        batch = batch.to(predictor.device)
+        batch = batch.to(predictor.backend.device)  # the CPU for ONNX, whatever --device says
         sync()
         t1 = time.perf_counter()
         out = predictor.forward(batch)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_iou, complete_box_iou_loss
+from torchvision.ops import box_iou
+
+from . import collectives
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,31 @@ def assign(scores: Tensor, pred_boxes: Tensor, points: Tensor, targets: Tensor,
     norm = align / align.amax(-1, keepdim=True).clamp(min=1e-9) * (iou * candidate).amax(-1, keepdim=True)
     quality = (iou * candidate).amax(1) if w.iou_target else norm.amax(1)  # [B, A]
     target_labels = labels.gather(1, gt_index).clamp(min=0)
-    target = F.one_hot(target_labels, C).float() * (quality * fg)[..., None]
+    # A scatter, not F.one_hot, which checks its labels' range with two reads to the host on the CPU.
+    one_hot = torch.zeros(B, A, C, device=scores.device).scatter_(-1, target_labels[..., None], 1.0)
+    target = one_hot * (quality * fg)[..., None]
     return gt_index, fg, target
+
+
+def complete_iou_loss(pred: Tensor, gt: Tensor, eps: float = 1e-7) -> Tensor:
+    """CIoU loss of pred Tensor[..., 4] against gt Tensor[..., 4] (xyxy) -> Tensor[...].
+
+    torchvision's complete_box_iou_loss, term for term, except that the intersection is a product
+    of clamped extents instead of a boolean-mask assignment: the same values, without the host
+    synchronisations mask indexing costs on CUDA (tests/test_loss.py compares the two).
+    """
+    x1, y1, x2, y2 = pred.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = gt.unbind(dim=-1)
+    inter = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0) * (torch.min(y2, y2g) - torch.max(y1, y1g)).clamp(min=0)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    diagonal = ((torch.max(x2, x2g) - torch.min(x1, x1g)) ** 2) + ((torch.max(y2, y2g) - torch.min(y1, y1g)) ** 2) + eps
+    centres = (((x2 + x1) / 2 - (x1g + x2g) / 2) ** 2) + (((y2 + y1) / 2 - (y1g + y2g) / 2) ** 2)
+    diou_loss = 1 - iou + centres / diagonal
+    v = (4 / (math.pi ** 2)) * torch.pow(torch.atan((x2g - x1g) / (y2g - y1g)) - torch.atan((x2 - x1) / (y2 - y1)), 2)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return diou_loss + alpha * v
 
 
 def _global_norm(norm: Tensor) -> tuple[Tensor, int]:
@@ -126,19 +152,23 @@ def _global_norm(norm: Tensor) -> tuple[Tensor, int]:
 
     Each rank sees part of the global batch. Dividing by the mean of the ranks' target sums (not
     each rank's own) and scaling by the world size makes DDP's averaged gradient the gradient of
-    the global batch's loss. Evaluation (no grad; rank 0 alone) keeps its own normaliser.
+    the global batch's loss. Evaluation (no grad; each rank its own share) keeps its own normaliser.
     """
-    if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized():
-        world = dist.get_world_size()
-        norm = norm.detach().clone()
-        dist.all_reduce(norm)
+    world = collectives.world_size()
+    if torch.is_grad_enabled() and world > 1:
+        norm = collectives.all_reduce(norm.detach().clone())
         return (norm / world).clamp(min=1.0), world
     return norm.clamp(min=1.0), 1
 
 
 def detection_loss(out: dict[str, Tensor], targets: Tensor, w: LossWeights = LossWeights()
-                   ) -> tuple[Tensor, dict[str, float]]:
-    """Loss to backpropagate (scaled by batch size) and the per-image loss and its parts as floats."""
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss to backpropagate (scaled by batch size) and the per-image loss and its parts
+    (0-dim detached tensors on the loss's device: reading them is the caller's choice).
+
+    Nothing here waits for the device: positives are weighted by their (zero for background)
+    targets instead of being selected with a boolean mask.
+    """
     cls_logits, pred_boxes = out["cls"], out["boxes"]
     B = cls_logits.shape[0]
     gt_index, fg, target = assign(cls_logits.detach().sigmoid(), pred_boxes.detach(), out["points"], targets, w)
@@ -150,16 +180,14 @@ def detection_loss(out: dict[str, Tensor], targets: Tensor, w: LossWeights = Los
         cls_loss = quality_focal_loss(cls_logits, cls_target, w.focal_gamma, w.focal_alpha).sum() / norm
     else:
         cls_loss = F.binary_cross_entropy_with_logits(cls_logits, cls_target, reduction="sum") / norm
-    if fg.any():
-        gt_boxes = targets[..., 1:].gather(1, gt_index[..., None].expand(-1, -1, 4))
-        weight = target.sum(-1)[fg]
-        # CIoU of boxes in stride units, so big and small objects weigh alike.
-        scale = out["strides"].expand(B, -1, -1)[fg]
-        box_loss = (complete_box_iou_loss(pred_boxes[fg] / scale, gt_boxes[fg] / scale, reduction="none")
-                    * weight).sum() / norm
-    else:
-        box_loss = pred_boxes.sum() * 0.0
+    gt_boxes = targets[..., 1:].gather(1, gt_index[..., None].expand(-1, -1, 4))
+    # Background anchors are compared with their own (detached) prediction, a loss of 0 with
+    # finite gradients, and weigh 0: a padding box (-1, -1, -1, -1) would give 0/0 in CIoU.
+    gt_boxes = torch.where(fg[..., None], gt_boxes, pred_boxes.detach())
+    weight = target.sum(-1)  # [B, A], 0 on background
+    # CIoU of boxes in stride units, so big and small objects weigh alike.
+    scale = out["strides"]
+    box_loss = (complete_iou_loss(pred_boxes / scale, gt_boxes / scale) * weight).sum() / norm
     per_image = w.box * box_loss + w.cls * cls_loss
     # The gradient is scaled by the (global) batch size as in YOLOv8; the reported figures are per image.
-    return per_image * B * world, {"loss": float(per_image.detach()), "box": float(box_loss.detach()),
-                           "cls": float(cls_loss.detach())}
+    return per_image * B * world, {"loss": per_image.detach(), "box": box_loss.detach(), "cls": cls_loss.detach()}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -104,10 +106,25 @@ def _torchvision_backbones() -> tuple[str, ...]:
     return tuple(n for n in models if n.startswith(TORCHVISION_FAMILIES))
 
 
+@contextmanager
+def _probing(module: nn.Module) -> Iterator[None]:
+    """Run a shape probe through `module` without changing it: eval mode (a BatchNorm in training
+    mode moves its running statistics toward the probe's blank image, which would corrupt
+    pretrained ones) and no autograd; the previous mode is restored after."""
+    modes = {m: m.training for m in module.modules()}
+    nn.Module.train(module, False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def _stride_cuts(features: nn.Sequential) -> list[int]:
     """End indices of the layers at strides 4, 8 and 16 of a sequential feature extractor."""
     x, strides = torch.zeros(1, 3, 64, 64), []
-    with torch.no_grad():
+    with _probing(features):
         for layer in features:
             x = layer(x)
             strides.append(64 // x.shape[-1])
@@ -120,10 +137,10 @@ class Backbone(nn.Module):
     def __init__(self, name: str, pretrained: bool = False, width: float = 0.25, depth: float = 0.33) -> None:
         super().__init__()
         self.stem, self.c3, self.c4, self.c5 = _stages(name, pretrained, width, depth)
-        with torch.no_grad():
+        self.frozen = False
+        with _probing(self):
             outs = self.forward(torch.zeros(1, 3, 64, 64))
         self.channels = [o.shape[1] for o in outs]
-        self.frozen = False
 
     def forward(self, x: Tensor) -> list[Tensor]:
         c3 = self.c3(self.stem(x))

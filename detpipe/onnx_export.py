@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .inference import ONNX_HINT, Predictor
+from .inference import ONNX_HINT, Predictor, compare
 
 OPSET = 17
 
@@ -82,19 +82,6 @@ def parity(weights: str | Path, onnx_path: str | Path, images: Sequence[np.ndarr
     box pixels) and the final boxes/scores after NMS (with the number of boxes of each)."""
     onnx_p = Predictor(onnx_path, "cpu", conf, iou)
     torch_p = Predictor(weights, "cpu", conf, iou, imgsz=onnx_p.imgsz)
-    result = {"cls": 0.0, "boxes": 0.0, "final_boxes": 0.0, "final_scores": 0.0,
-              "torch_detections": 0, "onnx_detections": 0, "label_mismatches": 0}
-    for part in onnx_p.chunks(len(images), 4):
-        batch, lbs = torch_p.preprocess(images[part])
-        a, b = torch_p.forward(batch), onnx_p.forward(onnx_p.preprocess(images[part])[0])
-        n = len(lbs)
-        result["cls"] = max(result["cls"], float((a["cls"][:n] - b["cls"][:n]).abs().max()))
-        result["boxes"] = max(result["boxes"], float((a["boxes"][:n] - b["boxes"][:n]).abs().max()))
-        for da, db in zip(torch_p.postprocess(a, lbs), onnx_p.postprocess(b, lbs)):
-            result["torch_detections"] += len(da["scores"])
-            result["onnx_detections"] += len(db["scores"])
-            if len(da["scores"]) == len(db["scores"]) and len(da["scores"]):
-                result["final_boxes"] = max(result["final_boxes"], float(np.abs(da["boxes"] - db["boxes"]).max()))
-                result["final_scores"] = max(result["final_scores"], float(np.abs(da["scores"] - db["scores"]).max()))
-                result["label_mismatches"] += int((da["labels"] != db["labels"]).sum())
+    result = compare(torch_p, onnx_p, images)
+    result["torch_detections"], result["onnx_detections"] = result.pop("ref_detections"), result.pop("other_detections")
     return result

@@ -185,6 +185,7 @@ class TrainParams(Section):
     threads: Count = 0                  # torch CPU threads; 0 = one per core
     nproc: AtLeastOne = 1               # > 1: DDP under torchrun, this many processes (GPUs) on the node
     sync_bn: bool = False               # DDP: SyncBatchNorm across ranks (CUDA only)
+    deterministic: bool = False         # CUDA: fixed cuDNN algorithms and deterministic kernels (slower); off = cudnn.benchmark
     keep_checkpoints: AtLeastOne = 3
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from torch import nn
 from . import accel
 from . import atomic
 from . import checkpoint as ckpt
+from .engine import load_optimizer_state
 
 LAST, PREV = "last.pt", "prev.pt"
 
@@ -47,7 +48,7 @@ class Trainables:
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(state["ema"])
         self.ema.updates = int(state["ema_updates"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])  # keeps this run's (fused or not) kernels
         self.scheduler.load_state_dict(state["scheduler"])
         restore_scaler(self.scaler, state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])

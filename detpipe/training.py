@@ -21,8 +21,8 @@ from . import resume
 from . import runlock
 from .annotations import Record
 from .data import Augment, DetectionDataset
-from .engine import (ModelEMA, build_optimizer, eval_loader, evaluate, ground_truth, lr_lambda,
-                     select_device, train_one_epoch)
+from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
+                     lr_lambda, mean_losses, select_device, train_one_epoch)
 from .metrics import voc_map
 from .loss import LossWeights
 from .model import Detector, ModelConfig, build_model, describe, model_summary
@@ -34,7 +34,8 @@ from .pipeline.view import as_dict
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
                "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
 # Settings that change how fast a run goes but not what it computes: a change resumes.
-_NOT_IN_FINGERPRINT = ("device", "num_workers", "threads", "keep_checkpoints", "cache_images")
+# (deterministic changes only CUDA's choice of kernels, never what the run means.)
+_NOT_IN_FINGERPRINT = ("device", "deterministic", "num_workers", "threads", "keep_checkpoints", "cache_images")
 # The other phase's settings do not change this phase's weights (epoch counts reach the
 # augmentation only through mosaic_until, which the fingerprint holds as derived).
 _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
@@ -275,6 +276,18 @@ def _save_epoch(state: dict, run_dir: Path, tsv_path: str | Path, name: str) -> 
                                 f"({run_dir / resume.LAST}); free space and rerun the same command") from None
 
 
+def _validate(ema_module, val_loader, device, params: Params, gts: list, weights: LossWeights,
+              info: ddp.DistInfo) -> tuple[dict[str, float], float]:
+    """Val losses and mAP50 of the EMA weights; under DDP each rank evaluates its share of the val
+    batches with rank 0's BatchNorm statistics, and every rank gets the same figures."""
+    ddp.sync_buffers(ema_module, info)
+    sums, dets = evaluate_batches(ema_module, val_loader, device, params.model.imgsz, params.map.confidence,
+                                  params.predict.nms_iou, params.predict.max_det, weights=weights)
+    sums, dets = ddp.gather_evaluation(sums, dets, info)
+    val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if gts else 0.0
+    return mean_losses(sums), val_map
+
+
 def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
                 inputs: list[str | Path], ckpt_root: str | Path, tsv_path: str | Path,
                 init: str | Path | None = None) -> dict:
@@ -285,21 +298,25 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     """
     t = params.train
     phase = phase_of(params, phase_name)
-    device = select_device(t.device)
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
-    info = ddp.start(device, t, phase.batch_size, f"train_{phase.name}")  # world 1 without torchrun
+    # world 1 without torchrun; under DDP on CUDA, rank r trains on cuda:r
+    info, device = ddp.start(select_device(t.device), t, phase.batch_size, f"train_{phase.name}")
+    accel.configure_backends(device, t.deterministic)
+    amp_dtype = accel.amp_dtype(t, device)  # refuses bfloat16 on a GPU without it, before any work
     fp = run_fingerprint(params, phase, inputs)
     run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
     with _hold_run_dir(params, phase, inputs, run_dir, fp, info):
-        return _train(params, phase, device, info, train_records, val_records, run_dir, fp, tsv_path, init)
+        return _train(params, phase, device, amp_dtype, info, train_records, val_records, run_dir, fp, tsv_path,
+                      init)
 
 
-def _train(params: Params, phase: Phase, device: torch.device, info, train_records: list[Record],
+def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, train_records: list[Record],
            val_records: list[Record], run_dir: Path, fp: str, tsv_path: str | Path,
            init: str | Path | None) -> dict:
     t, name = params.train, f"train_{phase.name}"
     torch.manual_seed(params.seed)
-    model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
+    with ddp.main_first(info):  # rank 0 downloads pretrained weights once, before the others read them
+        model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
     if init is not None:
         start = ckpt.load(init)
         model.load_state_dict(start["model"])
@@ -315,13 +332,16 @@ def _train(params: Params, phase: Phase, device: torch.device, info, train_recor
                                  cache=t.cache_images)
     steps_per_epoch = max(1, len(train_set) // phase.batch_size) if len(train_set) > phase.batch_size else 1
     drop_last = len(train_set) > phase.batch_size
-    optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay)
+    optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay, fused=device.type == "cuda")
     warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio,
                              t.lr_milestones, t.lr_gamma))
     scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
-    val_loader = eval_loader(val_records, params.model.imgsz, phase.batch_size, t.num_workers)
+    # Built once per phase: loader workers (and their image caches) live across epochs.
+    loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
+    val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz), phase.batch_size,
+                                t.num_workers, info, device)
     gts = ground_truth(val_records)
     weights = LossWeights.from_train_params(t)
     # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
@@ -331,7 +351,7 @@ def _train(params: Params, phase: Phase, device: torch.device, info, train_recor
               flush=True)
 
     parts = resume.Trainables(model, ema, optimizer, scheduler, scaler)
-    env = resume.environment(device, accel.amp_dtype(t, device))
+    env = resume.environment(device, amp_dtype)
     history, best, done, stopped = [], {"epoch": 0, "val_map50": -1.0}, 0, None
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
     fresh = {**_state(parts, 0, [], dict(best), params, fp, phase, env), **best_states}
@@ -358,18 +378,14 @@ def _train(params: Params, phase: Phase, device: torch.device, info, train_recor
         torch.manual_seed(params.seed * 100_003 + global_epoch)
         epoch_start = time.time()
         # This rank's slice of each global batch (the whole batch when world is 1).
-        loader = ddp.train_loader(train_set, phase.batch_size, global_epoch, t.num_workers, drop_last, info)
-        tr = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
-                             f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}", weights,
-                             amp_dtype=accel.amp_dtype(t, device), channels_last=nhwc,
-                             ema_source=model)
-        tr = ddp.reduce_epoch_stats(tr, info)
-        val_loss, val_map = None, 0.0
-        if info.main:  # validation on rank 0 only; the others wait in the broadcast
-            val_loss, dets = evaluate(ema.module, val_loader, device, params.model.imgsz, params.map.confidence,
-                                      params.predict.nms_iou, params.predict.max_det, weights=weights)
-            val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if val_records else 0.0
-        val_loss, val_map = ddp.broadcast((val_loss, val_map), info)
+        ddp.set_epoch(loader, global_epoch)
+        desc = f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}"
+        sums, n_img, seconds = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
+                                               desc, weights, amp_dtype=amp_dtype, channels_last=nhwc,
+                                               ema_source=model)
+        tr = ddp.reduce_epoch_stats(sums, n_img, seconds, info)
+        check_epoch_stats(tr, desc, optimizer.param_groups[0]["lr"], scaler.is_enabled(), len(loader) * info.world)
+        val_loss, val_map = _validate(ema.module, val_loader, device, params, gts, weights, info)
         history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
                         "val_loss": val_loss["loss"], "val_map50": val_map,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - epoch_start,
@@ -405,7 +421,8 @@ def _train(params: Params, phase: Phase, device: torch.device, info, train_recor
     else:  # no epoch trained or resumed (zero epochs, or a stopped run resumed from prev.pt)
         final = {**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states}
     final.update(params=as_dict(params), fingerprint=fp)  # also when no epoch was left to train
-    os.utime(run_dir)  # mark as recently used for pruning
+    if info.main:
+        os.utime(run_dir)  # mark as recently used for pruning
     return final
 
 

@@ -25,7 +25,7 @@ from detpipe import checkpoint as ckpt  # noqa: E402
 from detpipe import distributed as ddp  # noqa: E402
 from detpipe.runlock import RunBusyError  # noqa: E402
 from detpipe.annotations import read_lines  # noqa: E402
-from detpipe.params import print_error  # noqa: E402
+from detpipe.params import ParamsError, print_error  # noqa: E402
 from detpipe.splits import empty_split_problem  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.training import export_weights, phase_of, train_phase  # noqa: E402
@@ -80,9 +80,8 @@ def main() -> int:
     if params.train.nproc > 1 and not ddp.launched():
         ddp.relaunch(params.train.nproc, sys.argv)  # the same command line, under torchrun
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    if not main_rank:  # DDP: rank 0 reports; the others stay quiet (errors still reach stderr)
-        sys.stdout = open(os.devnull, "w")
-        os.environ["TQDM_DISABLE"] = "1"
+    if not main_rank:  # DDP: rank 0 reports; the others stay quiet (errors still reach stderr; the
+        sys.stdout = open(os.devnull, "w")  # engine draws no progress bar on them)
     # The run's identity: the split files, the images' content, the starting weights.
     extra = [args.train_images, args.val_images, args.pretrained]
     inputs = [args.train, args.val] + [f for f in extra if f] + ([args.init] if args.init else [])
@@ -94,6 +93,9 @@ def main() -> int:
             print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "
                   "rerun the same command to resume from there.", file=sys.stderr, flush=True)
         return 130
+    except (ParamsError, FloatingPointError) as exc:  # a setting this machine cannot run, a diverged loss
+        # DDP: every rank stops alike; one message
+        return print_error(exc) if main_rank else 1
     except torch.OutOfMemoryError:
         phase = phase_of(params, args.phase)
         key = "freeze_batch_size" if args.phase == "frozen" else "unfreeze_batch_size"

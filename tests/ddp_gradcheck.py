@@ -1,22 +1,31 @@
-"""Run under torchrun with 2 processes: one DDP step's gradient vs the full-batch gradient.
+"""Run under torchrun with 2 processes: one DDP step's gradient vs the full-batch gradient, and
+sharded validation vs one process.
 
-Prints `ddp_vs_full <relative L2>` on rank 0. BatchNorm runs on its running statistics (eval
-mode), so the only thing DDP could change is how the global batch is split, sharded and
-normalised: the loss divides by the targets of the whole global batch (all-reduced), so the
-averaged gradient equals the single-process gradient of the global batch up to float rounding.
+Prints on rank 0:
+- `ddp_vs_full <relative L2>`: BatchNorm runs on its running statistics (eval mode), so the only
+  thing DDP could change is how the global batch is split, sharded and normalised: the loss
+  divides by the targets of the whole global batch (all-reduced), so the averaged gradient equals
+  the single-process gradient of the global batch up to float rounding.
+- `val_loss_sums <max abs diff>` and `val_dets_equal <0|1>`: every rank evaluates its share of
+  the val batches and the shares are gathered; one process evaluating the same batches alone
+  must get the same loss totals and the same detections.
 """
 import copy
 import sys
 
+import numpy as np
 import torch
 
 from detpipe import distributed as ddp
 from detpipe.annotations import read_lines
 from detpipe.data import Augment, DetectionDataset
+from detpipe.engine import evaluate_batches
 from detpipe.loss import LossWeights, detection_loss
 from detpipe.model import build_model
 from detpipe.params import load_params
 from detpipe.training import model_config
+
+CPU = torch.device("cpu")
 
 
 def grad(model, images, targets, weights) -> torch.Tensor:
@@ -25,26 +34,51 @@ def grad(model, images, targets, weights) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
+def sharded_validation(model, val: DetectionDataset, p, weights, info):
+    """(loss totals, detections in dataset order) of `val`, evaluated as train_phase does under `info`."""
+    loader = ddp.val_loader(val, p.train.freeze_batch_size, 0, info, CPU)
+    sums, dets = evaluate_batches(model, loader, CPU, p.model.imgsz, p.map.confidence, p.predict.nms_iou,
+                                  p.predict.max_det, weights=weights)
+    return ddp.gather_evaluation(sums, dets, info)
+
+
 def main(params_path: str, train_path: str) -> None:
     torch.set_num_threads(1)
     info = ddp.init("cpu")
     p = load_params(params_path)
     t = p.train
-    data = DetectionDataset(read_lines(train_path), p.model.imgsz, p.seed, Augment.from_train_params(t))
+    records = read_lines(train_path)
+    data = DetectionDataset(records, p.model.imgsz, p.seed, Augment.from_train_params(t))
+    val = DetectionDataset(records, p.model.imgsz)
     weights = LossWeights.from_train_params(t)
     torch.manual_seed(p.seed)
     model = build_model(model_config(p), "none")
     model.backbone.freeze(True)
     start = copy.deepcopy(model)
-    net = ddp.wrap_model(model, torch.device("cpu"), info, False)
+    net = ddp.wrap_model(model, CPU, info, False)
     net.eval()
-    images, targets, _, _ = next(iter(ddp.train_loader(data, t.freeze_batch_size, 1, 0, True, info)))
+    loader = ddp.train_loader(data, t.freeze_batch_size, 0, True, info, CPU)
+    ddp.set_epoch(loader, 1)
+    images, targets, _, _ = next(iter(loader))
     g = grad(net, images, targets, weights)
-    ddp.cleanup()  # the reference below is a plain single-process step
+    val_sums, val_dets = sharded_validation(start, val, p, weights, info)
+    ddp.cleanup()  # the references below are plain single-process runs
     if info.main:
-        full_images, full_targets, _, _ = next(iter(ddp.train_loader(data, t.freeze_batch_size, 1, 0, True, ddp.DistInfo())))
+        single = ddp.DistInfo()
+        full_loader = ddp.train_loader(data, t.freeze_batch_size, 0, True, single, CPU)
+        ddp.set_epoch(full_loader, 1)
+        full_images, full_targets, _, _ = next(iter(full_loader))
         full = grad(copy.deepcopy(start).eval(), full_images, full_targets, weights)
         print(f"ddp_vs_full {float((g - full).norm() / full.norm())}")
+        # One process evaluating the batches the ranks evaluated (batches of the per-rank size).
+        ref_loader = ddp.val_loader(val, t.freeze_batch_size // info.world, 0, single, CPU)
+        ref_sums, ref = evaluate_batches(start, ref_loader, CPU, p.model.imgsz, p.map.confidence,
+                                         p.predict.nms_iou, p.predict.max_det, weights=weights)
+        ref_dets = [ref[i] for i in sorted(ref)]
+        print(f"val_loss_sums {float((val_sums - ref_sums).abs().max())}")
+        same = len(ref_dets) == len(val_dets) == len(val) and all(
+            all(np.array_equal(a[k], b[k]) for k in ("boxes", "scores", "labels")) for a, b in zip(ref_dets, val_dets))
+        print(f"val_dets_equal {int(same)}")
 
 
 if __name__ == "__main__":

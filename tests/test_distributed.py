@@ -35,9 +35,12 @@ EPOCHS = 3
 # (test_ddp_step_equals_the_global_batch_step). What remains is BatchNorm in training mode: each
 # rank normalises with its own half batch (SyncBatchNorm needs CUDA), and with 2 images per rank
 # that moves the weights: after 3 epochs ||w_2proc - w_1proc|| / ||w_1proc - w_init|| measured
-# 0.74, the val losses (rank 0, whole val set) agree to 8e-4 relative and the train losses to 2.6%.
-# Tolerances, with headroom: weights ratio < 1.0, val loss 2e-3 relative, train loss 10%.
-WEIGHTS_TOL, VAL_LOSS_TOL, TRAIN_LOSS_TOL = 1.0, 2e-3, 0.10
+# 0.91 and the train losses agree to 2.3%. Validation is sharded: each rank evaluates batches of its
+# per-rank size (2 images, against 4 in one process), and the loss normalises by each batch's
+# targets, so the val losses differ by 5.1e-3 relative with the same weights' detections
+# (test_sharded_validation_equals_one_process shows the sharding itself changes nothing).
+# Tolerances, with headroom: weights ratio < 1.0, val loss 1e-2 relative, train loss 10%.
+WEIGHTS_TOL, VAL_LOSS_TOL, TRAIN_LOSS_TOL = 1.0, 1e-2, 0.10
 
 
 def _data(tmp: Path, tiny_records) -> tuple[Path, Path]:
@@ -109,14 +112,27 @@ def test_two_processes_match_one_within_tolerance(runs):
     assert len((tmp / "n2" / "frozen.tsv").read_text().splitlines()) == EPOCHS + 1
 
 
-def test_ddp_step_equals_the_global_batch_step(runs):
+@pytest.fixture(scope="module")
+def gradcheck(runs) -> dict[str, float]:
+    """tests/ddp_gradcheck.py's figures (one torchrun of 2 processes)."""
     tmp, train, _, _ = runs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO / "tests" / "ddp_gradcheck.py"), str(tmp / "params_2.yaml"), str(train)]
     out = _run(cmd, tmp)
-    got = dict(line.split() for line in out.splitlines() if line.startswith("ddp_vs_full"))
-    print(f"first step: DDP vs single-process global-batch gradient (rel L2) {float(got['ddp_vs_full']):.2e}")
-    assert float(got["ddp_vs_full"]) < 1e-5
+    return {k: float(v) for k, v in (line.split() for line in out.splitlines()
+                                     if line.startswith(("ddp_vs_full", "val_")))}
+
+
+def test_ddp_step_equals_the_global_batch_step(gradcheck):
+    print(f"first step: DDP vs single-process global-batch gradient (rel L2) {gradcheck['ddp_vs_full']:.2e}")
+    assert gradcheck["ddp_vs_full"] < 1e-5
+
+
+def test_sharded_validation_equals_one_process(gradcheck):
+    # Each rank evaluated its share of the val batches; gathered, they are one process's result.
+    assert gradcheck["val_dets_equal"] == 1.0
+    assert gradcheck["val_loss_sums"] < 1e-9
+
 
 def _children(pid: int) -> list[int]:
     kids = []

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
     p.add_argument("--batch", default="1,8,32", help="batch sizes, comma-separated (default 1,8,32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="PyTorch weights: autocast the forward pass to this dtype (CUDA; default float32)")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold for NMS and drawing (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first (default 2)")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         sizes = [int(b) for b in args.batch.split(",") if b.strip()]
-        predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz)
+        predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype)
         images = ([f.rgb for f in open_source(args.source)][:64] if args.source else sample_images(8))
     except (ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.source}: no readable images", file=sys.stderr)
         return 2
     backend = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch"
-    print(f"{args.weights} ({backend}) on {predictor.device}, imgsz {predictor.imgsz}, "
+    print(f"{args.weights} ({backend}) on {predictor.backend.where}, imgsz {predictor.imgsz}, "
           f"{torch.get_num_threads()} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
           f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}")
     print(HEADER)
