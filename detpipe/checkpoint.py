@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 
 class CheckpointError(RuntimeError):
@@ -91,17 +90,3 @@ def clean_temp_files(folder: str | Path) -> int:
     for f in stale:
         f.unlink(missing_ok=True)
     return len(stale)
-
-
-def load_matching_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Copy every tensor of a checkpoint whose name and shape match; report loaded and skipped."""
-    state = load(path)
-    if isinstance(state, dict) and isinstance(state.get("ema") or state.get("model"), dict):
-        state = state.get("ema") or state["model"]
-    own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(state) - set(loaded))
-    model.load_state_dict(loaded, strict=False)
-    print(f"pretrained {path}: loaded {len(loaded)}/{len(own)} tensors, skipped {len(skipped)}"
-          + (f" (e.g. {', '.join(skipped[:5])})" if skipped else ""))
-    return sorted(loaded), skipped
