@@ -164,3 +164,21 @@ def test_frozen_phase_from_imported_weights_keeps_the_backbone(tiny_records, tmp
     for k, v in state["model"].items():
         if k.startswith("backbone."):
             assert torch.equal(v, imported[k]), k  # frozen: weights and BatchNorm statistics unchanged
+
+
+def test_yolo_layouts_export_to_onnx_with_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from detpipe.inference import sample_images
+    from detpipe.onnx_export import export_onnx, parity
+    torch.manual_seed(0)
+    config = ModelConfig(4, "yolo11", 0, "n", "yolo11")  # attention and depthwise convs included
+    model = Detector(config).eval()
+    for branch in model.head.cls:  # scores on both sides of the threshold
+        torch.nn.init.normal_(branch[-1].weight, std=0.3)
+        torch.nn.init.zeros_(branch[-1].bias)
+    state = model.state_dict()
+    ckpt.save_atomic({"model": state, "ema": state, "model_config": config.to_dict(),
+                      "class_names": ["a", "b", "c", "d"], "imgsz": 64}, tmp_path / "m.pt")
+    r = parity(tmp_path / "m.pt", export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx", dynamic=True),
+               sample_images(2), conf=0.3)
+    assert r["cls"] < 1e-3 and r["boxes"] < 1e-2 and r["torch_detections"] == r["onnx_detections"] > 0, r
