@@ -80,6 +80,8 @@ def main() -> int:
         print(accel.oom_message(f"train_{args.phase}", phase.batch_size, params.train.nproc, key,
                                 params.train.amp), file=sys.stderr, flush=True)
         return 1
+    except ckpt.CheckpointError as exc:  # e.g. a pretrained file refused (hash, pickle, another backbone)
+        return print_error(exc)
     ddp.cleanup()
     if not main_rank:  # rank 0 alone writes the declared outputs
         return 0

@@ -253,3 +253,30 @@ def test_a_checkpoint_of_another_backbone_is_refused_and_another_neck_keeps_the_
     same_name_and_shape = [k for k in dst_state if k.startswith("neck.") and dst_state[k].dim() == 4
                            and k in src_state and src_state[k].shape == dst_state[k].shape]
     assert same_name_and_shape and not any(torch.equal(dst_state[k], src_state[k]) for k in same_name_and_shape)
+
+
+def test_the_train_stage_refuses_a_planted_file_in_one_line(torch_home, tiny_records, tmp_path):
+    """As the user meets it: `dvc repro` runs the train stage, which finds a payload in the cache."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from detpipe.annotations import write_lines
+    from tests.conftest import REPO, tiny_params
+    marker = tmp_path / "pwned"
+    _plant({"conv1.weight": _payload(marker)}, "shufflenet_v2_x0_5", "imagenet")
+    raw = tiny_params("unused")
+    raw["model"]["pretrained"] = "imagenet"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    write_lines(tmp_path / "t.txt", tiny_records[:8])
+    write_lines(tmp_path / "v.txt", tiny_records[8:12])
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--phase", "frozen", "--params",
+                           "params.yaml", "--train", "t.txt", "--val", "v.txt", "--out", "o.pt", "--metrics", "m.tsv",
+                           "--ckpt-dir", "ckpt"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TORCH_HOME": os.environ["TORCH_HOME"]})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "shufflenetv2_x0.5-f707e7126e.pth: refused" in lines[0]
+    assert not marker.exists() and not (tmp_path / "o.pt").exists()
