@@ -85,6 +85,8 @@ def _head_prefix(model: Detector) -> str:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The Ultralytics state dict in `path`, keys as DetectionModel names them (model.0.conv.weight)."""
+    if not Path(path).is_file():
+        raise ConversionError(f"{path}: file not found")
     try:
         state = ckpt.load(path)
     except ckpt.CheckpointError as exc:

@@ -100,8 +100,9 @@ def test_a_yolo_wrapper_state_dict_and_half_precision_are_accepted(tmp_path):
 
 
 def _run_cli(capsys, *argv) -> tuple[int, str]:
+    """Exit status and stderr of the command."""
     code = cli.main([str(a) for a in argv])
-    return code, capsys.readouterr().out
+    return code, capsys.readouterr().err
 
 
 def test_a_pickled_ultralytics_checkpoint_is_refused_with_the_way_to_save_a_state_dict(tmp_path, capsys):
@@ -126,6 +127,8 @@ def test_what_cannot_be_imported_is_a_one_line_error(tmp_path, capsys):
     assert code == 1 and "no detpipe layout fits it" in out and len(out.strip().splitlines()) == 1
     code, out = _run_cli(capsys, _write([1, 2], tmp_path / "list.pt"))
     assert code == 1 and "not a state dict of tensors" in out
+    code, out = _run_cli(capsys, tmp_path / "missing.pt")
+    assert code == 1 and out == f"error: {tmp_path / 'missing.pt'}: file not found\n"
     with pytest.raises(ConversionError):
         convert({"model.22.cv3.0.2.weight": torch.zeros(80, 64, 1, 1)})
 

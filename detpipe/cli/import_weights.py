@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="detpipe checkpoint to write (default: SOURCE's name + -detpipe.pt beside it)")
     args = p.parse_args(argv)
     from ..checkpoint import CheckpointError
+    from ..params import print_error
     from ..pretrained import file_sha256
     from ..yolo_import import class_branch_width, convert, read_state_dict, save
     source = Path(args.source)
@@ -33,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conv = convert(read_state_dict(source), str(source))
     except CheckpointError as exc:
-        print(f"error: {exc}")
-        return 1
+        return print_error(exc)
     c = conv.config
     parts = Counter(k.split(".")[0] for k in conv.state)
     print(f"{source}: Ultralytics {c.backbone} scale {c.scale}, {c.num_classes} classes, "
