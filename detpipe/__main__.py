@@ -13,6 +13,7 @@ COMMANDS = {
     "fps": ("detpipe.cli.fps", "time a model: ms per image per part, images/s at batch 1, 8, 32"),
     "export": ("detpipe.cli.export", "export a model to ONNX and check it against PyTorch"),
     "summary": ("detpipe.cli.summary", "parameters and GFLOPs of the model at its input size"),
+    "import-weights": ("detpipe.cli.import_weights", "convert a YOLOv8/YOLO11 state dict from Ultralytics for model.pretrained"),
 }
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from . import atomic
 
@@ -130,17 +129,3 @@ def set_aside(path: str | Path) -> Path:
         bad = path.with_name(f"{path.name}.bad-{stamp}-{n}")
     os.replace(path, bad)
     return bad
-
-
-def load_matching_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Copy every tensor of a checkpoint whose name and shape match; report loaded and skipped."""
-    state = load(path)
-    if isinstance(state, dict) and isinstance(state.get("ema") or state.get("model"), dict):
-        state = state.get("ema") or state["model"]
-    own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(state) - set(loaded))
-    model.load_state_dict(loaded, strict=False)
-    print(f"pretrained {path}: loaded {len(loaded)}/{len(own)} tensors, skipped {len(skipped)}"
-          + (f" (e.g. {', '.join(skipped[:5])})" if skipped else ""))
-    return sorted(loaded), skipped

@@ -1,8 +1,9 @@
 """A YOLO-family one-stage detector: backbone + PAN neck + decoupled anchor-free head.
 
-The backbone is YOLOv8's CSPDarknet (scaled n/s/m/l) or a torchvision classifier; it is one
-freezable unit. The head predicts, for every anchor point of strides 8, 16 and 32, class logits
-and left/top/right/bottom distances (as in YOLOv8, without DFL).
+The backbone is YOLOv8's CSPDarknet (scaled n/s/m/l), its Ultralytics-exact variants `yolov8` and
+`yolo11`, or a torchvision classifier; it is one freezable unit. The neck is detpipe's PAN or
+Ultralytics' YOLOv8/YOLO11 neck. The head predicts, for every anchor point of strides 8, 16 and 32,
+class logits and left/top/right/bottom distances (as in YOLOv8, without DFL).
 """
 from __future__ import annotations
 
@@ -18,12 +19,21 @@ import torchvision
 from torch import Tensor, nn
 
 from .boxes import distances_to_boxes
-from .layers import C2f, conv_bn, cspdarknet
+from .layers import C2f, c3k2, conv_bn, cspdarknet, scaled_channels, ultralytics_batchnorm, yolo11_backbone
 
 STRIDES = (8, 16, 32)
-# Width and depth multipliers of YOLOv8's n/s/m/l models: they scale CSPDarknet's channels and
-# block repeats, and the neck (width of 256 x width channels, depth of 3 x depth blocks).
-SCALES = {"n": (0.25, 0.33), "s": (0.5, 0.33), "m": (0.75, 0.67), "l": (1.0, 1.0)}
+# Ultralytics' (width, depth, max_channels) per scale, from yolov8.yaml and yolo11.yaml: they scale
+# the channels (capped), the block repeats and the neck. detpipe's own cspdarknet and the PAN neck
+# (256 x width channels, 3 x depth blocks) take YOLOv8's width and depth, without the cap.
+YOLO_SCALES = {
+    "yolov8": {"n": (0.25, 0.33, 1024), "s": (0.5, 0.33, 1024), "m": (0.75, 0.67, 768), "l": (1.0, 1.0, 512)},
+    "yolo11": {"n": (0.25, 0.5, 1024), "s": (0.5, 0.5, 1024), "m": (1.0, 0.5, 512), "l": (1.0, 1.0, 512)},
+}
+SCALES = {k: v[:2] for k, v in YOLO_SCALES["yolov8"].items()}
+# Ultralytics' layouts: the backbone (and neck) with its BatchNorm settings and 0-1 inputs, so weights
+# converted by `detpipe import-weights` compute what they computed in Ultralytics.
+YOLO_FAMILIES = tuple(YOLO_SCALES)
+NECKS = ("pan",) + YOLO_FAMILIES
 # ImageNet statistics: torchvision backbones (and their pretrained weights) expect them.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -41,12 +51,18 @@ class ModelConfig:
 
     num_classes: int
     backbone: str = "cspdarknet"
-    neck_channels: int = 0   # 0: 256 x the scale's width (n 64, s 128, m 192, l 256)
+    neck_channels: int = 0   # PAN: 0 = 256 x the scale's width (n 64, s 128, m 192, l 256)
     scale: str = "n"         # n | s | m | l
+    neck: str = "pan"        # pan (detpipe's) | yolov8 | yolo11 (Ultralytics' neck and head widths)
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"model.scale: {self.scale!r} is not one of {', '.join(SCALES)}")
+        if self.neck not in NECKS:
+            raise ValueError(f"model.neck: {self.neck!r} is not one of {', '.join(NECKS)}")
+        if self.neck != "pan" and self.neck_channels:
+            raise ValueError(f"model.neck_channels applies to neck: pan only; neck: {self.neck} takes its "
+                             "widths from model.scale, so set neck_channels: 0")
 
     @property
     def width(self) -> float:
@@ -58,22 +74,27 @@ class ModelConfig:
 
     @property
     def neck_width(self) -> int:
+        """The PAN neck's channels (and the head's); the YOLO necks have one width per level."""
         return self.neck_channels or int(256 * self.width)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _stages(name: str, pretrained: bool, width: float = 0.25, depth: float = 0.33
-            ) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-    """Split the backbone into stem and the stages ending at strides 8, 16, 32."""
+def _stages(name: str, scale: str = "n") -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """Split the backbone into stem and the stages ending at strides 8, 16, 32 (random weights:
+    build_model loads pretrained ones after construction, through detpipe.pretrained)."""
     if name == "cspdarknet":
-        if pretrained:
-            raise ValueError("model.pretrained: imagenet needs a torchvision backbone (e.g. resnet18); "
-                             "cspdarknet has no ImageNet weights — use none or a detpipe checkpoint path")
-        return cspdarknet(width, depth)
-    weights = "DEFAULT" if pretrained else None
-    net = torchvision.models.get_model(name, weights=weights)
+        return cspdarknet(*SCALES[scale])
+    if name == "yolov8":
+        return cspdarknet(*YOLO_SCALES[name][scale])
+    if name == "yolo11":
+        return yolo11_backbone(*YOLO_SCALES[name][scale], c3k=scale in ("m", "l"))
+    return torchvision_stages(torchvision.models.get_model(name, weights=None), name)
+
+
+def torchvision_stages(net: nn.Module, name: str) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """The stem and the stride 8, 16, 32 stages of a torchvision classifier `net` (its own modules)."""
     if name.startswith(_RESNETS):
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         return stem, net.layer2, net.layer3, net.layer4
@@ -86,18 +107,13 @@ def _stages(name: str, pretrained: bool, width: float = 0.25, depth: float = 0.3
         feats = net.features
         a, b, c = _stride_cuts(feats)
         return feats[:a], feats[a:b], feats[b:c], feats[c:]
-    raise ValueError(f"model.backbone: {name!r} is not supported; use cspdarknet or a resnet*, shufflenet_v2_*, "
-                     "regnet_*, mobilenet_v2/v3_* or efficientnet_* model of torchvision")
+    raise ValueError(f"model.backbone: {name!r} is not supported; use cspdarknet, yolov8, yolo11 or a resnet*, "
+                     "shufflenet_v2_*, regnet_*, mobilenet_v2/v3_* or efficientnet_* model of torchvision")
 
 
 def backbone_names() -> tuple[str, ...]:
     """Every model.backbone _stages builds (params.yaml is validated against this)."""
-    return ("cspdarknet",) + _torchvision_backbones()
-
-
-def imagenet_backbones() -> tuple[str, ...]:
-    """The backbones `model.pretrained: imagenet` can start from: those torchvision ships weights for."""
-    return tuple(n for n in _torchvision_backbones() if len(torchvision.models.get_model_weights(n)))
+    return ("cspdarknet",) + YOLO_FAMILIES + _torchvision_backbones()
 
 
 def _torchvision_backbones() -> tuple[str, ...]:
@@ -134,9 +150,9 @@ def _stride_cuts(features: nn.Sequential) -> list[int]:
 class Backbone(nn.Module):
     """Backbone returning C3, C4, C5 (strides 8, 16, 32)."""
 
-    def __init__(self, name: str, pretrained: bool = False, width: float = 0.25, depth: float = 0.33) -> None:
+    def __init__(self, name: str, scale: str = "n") -> None:
         super().__init__()
-        self.stem, self.c3, self.c4, self.c5 = _stages(name, pretrained, width, depth)
+        self.stem, self.c3, self.c4, self.c5 = _stages(name, scale)
         self.frozen = False
         with _probing(self):
             outs = self.forward(torch.zeros(1, 3, 64, 64))
@@ -179,15 +195,69 @@ class PAN(nn.Module):
         return [p3, n4, n5]
 
 
-class Head(nn.Module):
-    """Decoupled head per level: class logits and ltrb distances (in strides, via softplus)."""
+def _upsample(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
-    def __init__(self, c: int, num_classes: int, num_levels: int = 3) -> None:
+
+class YoloNeck(nn.Module):
+    """Ultralytics' YOLOv8 / YOLO11 neck (yolov8.yaml, yolo11.yaml): upsample and concatenate top-down,
+    stride-2 conv and concatenate bottom-up, a C2f (YOLOv8) or C3k2 (YOLO11) block after each
+    concatenation; the widths are 256, 512 and 1024 scaled and capped as Ultralytics does."""
+
+    def __init__(self, in_channels: list[int], family: str, scale: str) -> None:
         super().__init__()
-        self.cls = nn.ModuleList(nn.Sequential(conv_bn(c, c), conv_bn(c, c), nn.Conv2d(c, num_classes, 1))
-                                 for _ in range(num_levels))
-        self.reg = nn.ModuleList(nn.Sequential(conv_bn(c, c), conv_bn(c, c), nn.Conv2d(c, 4, 1))
-                                 for _ in range(num_levels))
+        width, depth, cap = YOLO_SCALES[family][scale]
+        w3, w4, w5 = scaled_channels(width, cap)[2:]
+        c3, c4, c5 = in_channels
+        if family == "yolov8":
+            def block(c_in: int, c_out: int, last: bool) -> nn.Module:
+                return C2f(c_in, c_out, max(1, round(3 * depth)), shortcut=False)
+        else:
+            def block(c_in: int, c_out: int, last: bool) -> nn.Module:
+                return c3k2(c_in, c_out, max(1, round(2 * depth)), c3k=last or scale in ("m", "l"))
+        self.top_down = nn.ModuleList([block(c5 + c4, w4, False), block(w4 + c3, w3, False)])
+        self.down = nn.ModuleList([conv_bn(w3, w3, 3, 2), conv_bn(w4, w4, 3, 2)])
+        self.bottom_up = nn.ModuleList([block(w3 + w4, w4, False), block(w4 + c5, w5, True)])
+        self.channels = [w3, w4, w5]
+
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        c3, c4, c5 = feats
+        p4 = self.top_down[0](torch.cat([_upsample(c5, c4), c4], 1))
+        p3 = self.top_down[1](torch.cat([_upsample(p4, c3), c3], 1))
+        n4 = self.bottom_up[0](torch.cat([self.down[0](p3), p4], 1))
+        n5 = self.bottom_up[1](torch.cat([self.down[1](n4), c5], 1))
+        return [p3, n4, n5]
+
+
+def yolo_head_widths(c3: int, num_classes: int) -> tuple[int, int]:
+    """Ultralytics' Detect widths from the P3 width: class branch max(c3, min(classes, 100)), box
+    branch max(16, c3 / 4, 64)."""
+    return max(c3, min(num_classes, 100)), max(16, c3 // 4, 64)
+
+
+def _cls_convs(c: int, width: int, depthwise: bool) -> list[nn.Module]:
+    """The class branch's two hidden layers: 3x3 convs, or (YOLO11) depthwise 3x3 + 1x1 pairs."""
+    if depthwise:
+        return [nn.Sequential(conv_bn(c, c, 3, groups=c), conv_bn(c, width, 1)),
+                nn.Sequential(conv_bn(width, width, 3, groups=width), conv_bn(width, width, 1))]
+    return [conv_bn(c, width), conv_bn(width, width)]
+
+
+class Head(nn.Module):
+    """Decoupled head per level: class logits and ltrb distances (in strides, via softplus).
+
+    in_channels: one per level; cls_width, reg_width: the branches' hidden widths (the PAN neck's
+    width, or YOLOv8's max(c3, min(classes, 100)) and max(16, c3 / 4, 64)); depthwise: YOLO11's
+    class branch.
+    """
+
+    def __init__(self, in_channels: list[int], num_classes: int, cls_width: int, reg_width: int,
+                 depthwise: bool = False) -> None:
+        super().__init__()
+        self.cls = nn.ModuleList(nn.Sequential(*_cls_convs(c, cls_width, depthwise), nn.Conv2d(cls_width, num_classes, 1))
+                                 for c in in_channels)
+        self.reg = nn.ModuleList(nn.Sequential(conv_bn(c, reg_width), conv_bn(reg_width, reg_width),
+                                               nn.Conv2d(reg_width, 4, 1)) for c in in_channels)
         for branch in self.cls:  # a 1% prior keeps the many background points from swamping early training
             nn.init.constant_(branch[-1].bias, -math.log(99.0))
         for branch in self.reg:  # start near boxes 2-3 strides wide
@@ -215,17 +285,31 @@ class Detector(nn.Module):
     "cls" logits Tensor[B, A, C], "boxes" xyxy Tensor[B, A, 4] in input pixels,
     "points" Tensor[A, 2], "strides" Tensor[A, 1]."""
 
-    def __init__(self, config: ModelConfig, pretrained: bool = False) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = Backbone(config.backbone, pretrained, config.width, config.depth)
-        self.neck = PAN(self.backbone.channels, config.neck_width, max(1, round(3 * config.depth)))
-        self.head = Head(config.neck_width, config.num_classes)
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        self.backbone = Backbone(config.backbone, config.scale)
+        if config.backbone in YOLO_FAMILIES:
+            ultralytics_batchnorm(self.backbone)
+        nc = config.num_classes
+        if config.neck == "pan":
+            c = config.neck_width
+            self.neck = PAN(self.backbone.channels, c, max(1, round(3 * config.depth)))
+            self.head = Head([c] * 3, nc, c, c)
+        else:
+            self.neck = ultralytics_batchnorm(YoloNeck(self.backbone.channels, config.neck, config.scale))
+            self.head = ultralytics_batchnorm(Head(self.neck.channels, nc, *yolo_head_widths(self.neck.channels[0], nc),
+                                                   depthwise=config.neck == "yolo11"))
+        mean, std = input_stats(config.backbone)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """0-255 images -> the backbone's input scale."""
+        return (images.float() - self.mean) / self.std
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        x = (images.float() - self.mean) / self.std
+        x = self.normalize(images)
         if self.backbone.frozen:
             with torch.no_grad():  # a frozen backbone needs no graph: the frozen phase runs faster
                 feats = self.backbone(x)
@@ -238,12 +322,21 @@ class Detector(nn.Module):
         return {"cls": cls, "boxes": boxes, "points": points, "strides": strides}
 
 
+def input_stats(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of 0-1 pixel values that the backbone's inputs are normalised with:
+    none for Ultralytics' layouts (they see x / 255, as in Ultralytics), ImageNet's otherwise."""
+    if backbone in YOLO_FAMILIES:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return _MEAN, _STD
+
+
 def build_model(config: ModelConfig, pretrained: str = "none") -> Detector:
-    """Build the detector; `pretrained` is none, imagenet (torchvision weights) or a checkpoint path."""
-    model = Detector(config, pretrained=(pretrained == "imagenet"))
-    if pretrained not in ("none", "imagenet", ""):
-        from .checkpoint import load_matching_weights
-        load_matching_weights(model, pretrained)
+    """Build the detector; `pretrained` is none, imagenet or coco (torchvision's weights, checked and
+    loaded with weights_only=True) or the path of a detpipe checkpoint (loads the matching tensors)."""
+    model = Detector(config)
+    if pretrained not in ("none", ""):
+        from .pretrained import load_pretrained
+        load_pretrained(model, pretrained)
     return model
 
 
@@ -277,6 +370,12 @@ def model_summary(model: nn.Module, imgsz: int) -> dict[str, float]:
 
 def describe(config: ModelConfig, summary: dict[str, float]) -> str:
     """One line such as `cspdarknet-n + PAN 64: 1.94 M parameters, 1.61 GFLOPs at 320x320`."""
-    name = f"{config.backbone}-{config.scale}" if config.backbone == "cspdarknet" else config.backbone
-    return (f"{name} + PAN {config.neck_width}: {summary['parameters'] / 1e6:.2f} M parameters, "
+    scaled = config.backbone == "cspdarknet" or config.backbone in YOLO_FAMILIES
+    name = f"{config.backbone}-{config.scale}" if scaled else config.backbone
+    if config.neck == "pan":
+        neck = f"PAN {config.neck_width}"
+    else:
+        widths = scaled_channels(*YOLO_SCALES[config.neck][config.scale][::2])[2:]
+        neck = f"{config.neck} neck {'/'.join(map(str, widths))}"
+    return (f"{name} + {neck}: {summary['parameters'] / 1e6:.2f} M parameters, "
             f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}x{summary['imgsz']}")

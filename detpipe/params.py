@@ -28,6 +28,7 @@ class ParamsError(ValueError):
 # consumes them accepts every entry). A new dataset reader adds its name to DataSource.
 DataSource = Literal["voc", "coco"]
 Scale = Literal["n", "s", "m", "l"]                      # model.SCALES
+Neck = Literal["pan", "yolov8", "yolo11"]                # model.NECKS
 Optimizer = Literal["adamw", "sgd"]                      # engine.build_optimizer
 LrSchedule = Literal["cosine", "linear", "step", "constant"]  # engine.lr_lambda
 AmpDtype = Literal["float16", "bfloat16"]                # accel.AMP_DTYPES
@@ -111,8 +112,9 @@ class SplitParams(Section):
 class ModelParams(Section):
     backbone: str = "cspdarknet"        # cspdarknet (YOLOv8's, scaled by `scale`) or a torchvision classifier
     scale: Scale = "n"                  # YOLOv8's width/depth multipliers
-    neck_channels: Count = 0            # 0 = 256 x the scale's width
-    pretrained: str = "none"            # none | imagenet | path of a detpipe checkpoint
+    neck: Neck = "pan"                  # pan | yolov8 | yolo11 (Ultralytics' neck and head widths)
+    neck_channels: Count = 0            # pan: 0 = 256 x the scale's width
+    pretrained: str = "none"            # none | imagenet | coco | path of a detpipe checkpoint
     imgsz: Annotated[int, Field(gt=0, multiple_of=32)] = 320  # the head's largest stride is 32
 
     @field_validator("backbone")
@@ -122,21 +124,27 @@ class ModelParams(Section):
         names = backbone_names()
         if name not in names:
             near = difflib.get_close_matches(name, names, n=3)
-            raise _bad("cspdarknet or a torchvision " + ", ".join(f"{f}*" for f in TORCHVISION_FAMILIES)
+            raise _bad("cspdarknet, yolov8, yolo11 or a torchvision " + ", ".join(f"{f}*" for f in TORCHVISION_FAMILIES)
                        + " classifier" + (f" (closest: {', '.join(near)})" if near else ""))
         return name
 
     @model_validator(mode="after")
     def _pretrained_fits(self) -> "ModelParams":
-        from .model import imagenet_backbones
-        p = self.pretrained
-        if p == "imagenet" and self.backbone not in imagenet_backbones():
-            raise _bad(f"none or the path of a detpipe checkpoint with backbone {self.backbone}, which has no "
-                       "ImageNet weights (for them pick a torchvision backbone, e.g. backbone: resnet18)",
+        from .model import YOLO_FAMILIES
+        from .pretrained import COCO_DETECTORS, PUBLISHED_KINDS, pretrained_choices
+        p, choices = self.pretrained, pretrained_choices(self.backbone)
+        if p in PUBLISHED_KINDS and p not in choices:
+            label, example = {"imagenet": ("ImageNet", "resnet18"), "coco": ("COCO", " or ".join(COCO_DETECTORS))}[p]
+            own = " (Ultralytics weights: python -m detpipe import-weights)" if self.backbone in YOLO_FAMILIES else ""
+            raise _bad(f"{', '.join(choices)} or the path of a detpipe checkpoint with backbone {self.backbone}, which "
+                       f"has no {label} weights{own} (for them pick a torchvision backbone, e.g. backbone: {example})",
                        key="pretrained", value=p)
-        if p not in ("none", "", "imagenet") and not Path(p).is_file():
-            raise _bad("none, imagenet (torchvision backbones) or the path of an existing detpipe checkpoint; "
+        if p not in ("none", "", *PUBLISHED_KINDS) and not Path(p).is_file():
+            raise _bad("none, imagenet, coco (torchvision backbones) or the path of an existing detpipe checkpoint; "
                        f"there is no file {p}", key="pretrained", value=p)
+        if self.neck != "pan" and self.neck_channels:
+            raise _bad(f"0: neck {self.neck} takes its widths from model.scale", key="neck_channels",
+                       value=self.neck_channels)
         return self
 
 

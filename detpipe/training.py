@@ -73,7 +73,7 @@ def phase_of(params: Params, name: str) -> Phase:
 
 def model_config(params: Params) -> ModelConfig:
     return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels,
-                       params.model.scale)
+                       params.model.scale, params.model.neck)
 
 
 def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with_epochs: bool = True) -> str:

@@ -102,8 +102,8 @@ def main() -> int:
         print(accel.oom_message(f"train_{args.phase}", phase.batch_size, params.train.nproc, key,
                                 params.train.amp), file=sys.stderr, flush=True)
         return 1
-    except (RunBusyError, atomic.WriteError, ckpt.CheckpointError) as exc:  # busy run, disk full, bad init file
-        return print_error(exc)
+    except (RunBusyError, atomic.WriteError, ckpt.CheckpointError) as exc:  # busy run, disk full, a refused
+        return print_error(exc)  # init or pretrained file (hash, pickle, another backbone)
     ddp.cleanup()
     if not main_rank:  # rank 0 alone writes the declared outputs
         return 0

@@ -5,6 +5,7 @@ from detpipe import checkpoint as ckpt
 from detpipe.loss import assign, detection_loss, LossWeights
 from detpipe.accel import channels_last
 from detpipe.model import ModelConfig, build_model, describe, fuse_conv_bn, model_summary
+from detpipe.pretrained import PretrainedError
 
 CFG = ModelConfig(num_classes=3, backbone="shufflenet_v2_x0_5", neck_channels=16)
 
@@ -109,8 +110,8 @@ def test_cspdarknet_scales_grow_and_give_the_same_outputs_layout():
 def test_scale_and_pretrained_errors_are_clear():
     with pytest.raises(ValueError, match="model.scale: 'x' is not one of n, s, m, l"):
         ModelConfig(num_classes=2, scale="x")
-    with pytest.raises(ValueError, match="cspdarknet has no ImageNet weights"):
-        build_model(ModelConfig(num_classes=2), pretrained="imagenet")
+    with pytest.raises(PretrainedError, match="torchvision has no imagenet weights for yolov8; .* import-weights"):
+        build_model(ModelConfig(num_classes=2, backbone="yolov8"), pretrained="imagenet")
 
 
 @pytest.mark.parametrize("backbone", ["cspdarknet", "shufflenet_v2_x0_5"])

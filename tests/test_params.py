@@ -16,8 +16,9 @@ import torchvision
 import yaml
 
 from detpipe import accel, engine, model
-from detpipe.params import (AmpDtype, DataParams, LrSchedule, Optimizer, Params, ParamsError, Scale, TrainParams,
+from detpipe.params import (AmpDtype, DataParams, LrSchedule, Neck, Optimizer, Params, ParamsError, Scale, TrainParams,
                             from_dict, load_params, read_classes_file, to_dict)
+from detpipe.pretrained import pretrained_choices
 from tests.conftest import REPO
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -31,12 +32,17 @@ BAD = [
     ("train.mosaic", 7, "train.mosaic is 7; allowed: a number from 0 to 1"),
     ("model.scale", "xl", "model.scale is 'xl'; allowed: one of n, s, m, l"),
     ("train.optimizer", "adam", "train.optimizer is 'adam'; allowed: one of adamw, sgd"),
-    ("model.backbone", "resnet999", "model.backbone is 'resnet999'; allowed: cspdarknet or a torchvision resnet*"),
+    ("model.backbone", "resnet999", "model.backbone is 'resnet999'; allowed: cspdarknet, yolov8, yolo11 or a "
+                                    "torchvision resnet*"),
     ("lr", "abc", "lr is 'abc'; allowed: a number > 0"),
     ("model.pretrained", "imagenet", "model.pretrained is 'imagenet'; allowed: none or the path of a detpipe "
                                      "checkpoint with backbone cspdarknet, which has no ImageNet weights"),
-    ("model.pretrained", "missing.pt", "model.pretrained is 'missing.pt'; allowed: none, imagenet (torchvision "
+    ("model.pretrained", "missing.pt", "model.pretrained is 'missing.pt'; allowed: none, imagenet, coco (torchvision "
                                        "backbones) or the path of an existing detpipe checkpoint"),
+    ("model.pretrained", "coco", "model.pretrained is 'coco'; allowed: none or the path of a detpipe checkpoint with "
+                                 "backbone cspdarknet, which has no COCO weights (for them pick a torchvision backbone, "
+                                 "e.g. backbone: resnet50 or mobilenet_v3_large)"),
+    ("model.neck", "yolov5", "model.neck is 'yolov5'; allowed: one of pan, yolov8, yolo11"),
     ("model.imgsz", 300, "model.imgsz is 300; allowed: a whole number > 0 that is a multiple of 32"),
     ("split.val", 0, "split.val is 0; allowed: a number > 0 and <= 1"),
     ("split.val", 0.5, "split.train + split.val + split.test is 1.35; allowed: fractions that sum to 1"),
@@ -195,6 +201,7 @@ def test_every_params_yaml_key_has_a_comment():
 def test_choices_are_the_ones_the_code_accepts():
     assert set(get_args(AmpDtype)) == set(accel.AMP_DTYPES)
     assert set(get_args(Scale)) == set(model.SCALES)
+    assert get_args(Neck) == model.NECKS
     net = torch.nn.Linear(2, 2)
     for name in get_args(Optimizer):
         engine.build_optimizer(net, name, 0.01, 0.9, 0.0)
@@ -214,7 +221,16 @@ def test_backbones_are_exactly_the_ones_the_model_builds():
         model.Backbone(other[0])
     with pytest.raises(ParamsError, match=f"model.backbone is '{other[0]}'"):
         from_dict(Params, {"model": {"backbone": other[0]}})
-    assert "cspdarknet" in names and "cspdarknet" not in model.imagenet_backbones()
+    assert "cspdarknet" in names and pretrained_choices("cspdarknet") == ("none",)
+    for name in model.YOLO_FAMILIES:
+        assert name in names and len(model.Backbone(name).channels) == 3
+    from_dict(Params, {"model": {"backbone": "resnet50", "pretrained": "coco"}})
+
+
+def test_the_yolo_necks_take_no_neck_channels():
+    assert from_dict(Params, {"model": {"neck": "yolo11", "backbone": "yolo11"}}).model.neck == "yolo11"
+    with pytest.raises(ParamsError, match="model.neck_channels is 32; allowed: 0: neck yolov8 takes its widths"):
+        from_dict(Params, {"model": {"neck": "yolov8", "neck_channels": 32}})
 
 
 def test_pretrained_path_must_exist(tmp_path):
