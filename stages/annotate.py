@@ -1,4 +1,4 @@
-"""Stage annotate: VOC XML (or COCO JSON) + images -> one annotation line per kept image.
+"""Stage annotate: VOC XML (or COCO JSON, or YOLO txt) + images -> one annotation line per kept image.
 
 Every image and object that comes in is either written or counted as skipped with its reason in
 the report; problems that would make training meaningless stop the stage with a message that
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detpipe.annotations import write_lines  # noqa: E402
 from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line  # noqa: E402
 from detpipe.params import load_params_or_exit  # noqa: E402
+from detpipe.warning_groups import format_warnings  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.report, report)
     if result.errors:
         print(f"annotate: {format_errors(result.errors)}\nannotate: nothing written to {args.out}; "
-              f"full list in {args.report}", file=sys.stderr)
+              f"full list in {args.report}", file=sys.stderr, flush=True)
+    for line in format_warnings(report):
+        print(f"annotate: {line}")
+    if result.errors:
         return 1
     write_lines(args.out, result.records)
     print(f"annotate: {summary_line(report)} -> {args.out} ({report['seconds']:.1f} s)")
