@@ -94,6 +94,23 @@ def test_crafted_class_names_never_leave_out(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_crafted_onnx_metadata_never_leaves_out(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from detpipe.onnx_export import export_onnx
+    names = ["../../escaped", "/abs_escaped", "nul", "a/b"]
+    onnx_path = export_onnx(crafted_weights(tmp_path / "evil.pt", names), tmp_path / "evil.onnx")
+    image(tmp_path / "in" / "p.jpg", 0)
+    out = tmp_path / "work" / "out"
+    before = files_under(tmp_path)
+    assert predict_cli.main([str(tmp_path / "in"), "--weights", str(onnx_path), "--out", str(out), "--save-crop",
+                             "--conf", "0.3"]) == 0
+    written = files_under(tmp_path) - before
+    assert written and all(out.resolve() in p.resolve().parents for p in written)
+    assert {p.parent.name for p in (out / "crops").rglob("*.jpg")} == set(unique_safe_names(names))
+    capsys.readouterr()
+
+
 def test_colliding_inputs_get_distinct_outputs(weights, tmp_path, capsys):
     src = tmp_path / "in"
     paths = {"one.jpg": image(src / "one.jpg", 1), "one.png": image(src / "one.png", 2),
