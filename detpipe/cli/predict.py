@@ -168,6 +168,7 @@ class Writer:
         self.video = None
         self.video_path = out / video_name(source)
         self.video_note: str | None = None
+        self.codec: str | None = None
         self.totals: Counter = Counter()
         self.frames = 0
 
