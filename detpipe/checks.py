@@ -14,6 +14,7 @@ import numpy as np
 
 from detpipe.images import IMAGE_EXTENSIONS, ImageCheckError, ImageInfo, exif_transform_boxes, inspect_image
 from detpipe.voc import RawItem, RawObject
+from detpipe.yolo_source import to_pixels
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,10 @@ def clean_box(obj: RawObject, info: ImageInfo, source: str) -> tuple[tuple | Non
 
 
 def orient_objects(raw: RawItem, info: ImageInfo) -> tuple[list[RawObject], list[Issue]]:
-    """Bring boxes into the displayed frame (see detpipe.images) and compare the declared size."""
+    """Bring boxes into the displayed frame (see detpipe.images) and compare the declared size.
+    Normalised (YOLO) boxes are fractions of the displayed image: scaled, never rotated."""
+    if raw.normalised:
+        return [to_pixels(o, info.width, info.height) for o in raw.objects], []
     shown, stored = (info.width, info.height), (info.stored_width, info.stored_height)
     issues, objects = [], list(raw.objects)
     if raw.size is not None and raw.size not in (shown, stored):

@@ -1,4 +1,4 @@
-"""Walk a VOC or COCO dataset, check every file, and build Records plus an honest report.
+"""Walk a VOC, COCO or YOLO dataset, check every file, and build Records plus an honest report.
 
 The report's books balance: images in = kept + skipped-with-reason, and objects in = kept +
 skipped-with-reason. Problems that make training meaningless (unknown class names, missing
@@ -22,6 +22,10 @@ from detpipe.checks import ImageIndex, Issue, ItemResult, check_item
 from detpipe.coco_source import CocoError, coco_items
 from detpipe.params import DataParams
 from detpipe.voc import RawItem, XmlError, parse_voc
+from detpipe.warning_groups import CLASS_NEVER_SEEN, nearest_name
+from detpipe.yolo_source import (INDEX_PREFIX, LabelError, YoloError, YoloPair, find_pairs, label_path,
+                                 missing_image_message, read_names)
+from detpipe.yolo_source import item as yolo_item
 
 BOX_PROBLEMS = ("bad_box", "degenerate_box", "outside_image")
 MAX_LISTED = 10
@@ -55,8 +59,8 @@ def display(path: str | Path, base: Path | None = None) -> str:
 _STATE: dict = {}
 
 
-def _init_worker(folder: Path, index: ImageIndex, verify: bool, base: Path) -> None:
-    _STATE.update(folder=folder, index=index, verify=verify, base=base)
+def _init_worker(folder: Path, index: ImageIndex, verify: bool, base: Path, extra: dict | None = None) -> None:
+    _STATE.update(folder=folder, index=index, verify=verify, base=base, **(extra or {}))
 
 
 def _voc_worker(xml_path: str) -> ItemResult:
@@ -75,6 +79,26 @@ def _voc_worker(xml_path: str) -> ItemResult:
 def _raw_worker(raw: RawItem) -> ItemResult:
     stem = Path(raw.filename).stem if raw.filename else ""
     return check_item(raw, _STATE["folder"], _STATE["index"], stem, _STATE["verify"])
+
+
+def _yolo_worker(pair: YoloPair) -> ItemResult:
+    """Read one YOLO label file and check it with its image (runs in a worker process or inline)."""
+    root, shown = _STATE["folder"], _STATE["yolo_root"]
+    try:
+        raw = yolo_item(pair, root, _STATE["names"], shown)
+    except LabelError as exc:
+        source = f"{shown}/{pair.label}"
+        return ItemResult(source, image=str(root / pair.image) if pair.image else None,
+                          error=Issue(source, exc.kind, str(exc)))
+    if pair.image is None:
+        return ItemResult(raw.source, objects_in=len(raw.objects),
+                          error=Issue(raw.source, "missing_image", missing_image_message(pair.label, shown)))
+    result = check_item(raw, root, _STATE["index"], Path(pair.image).stem, _STATE["verify"])
+    if pair.label is None and result.error is None:
+        result.warnings.append(Issue(raw.source, "no_label_file", f"{raw.source}: no label file "
+                                     f"{shown}/{label_path(pair.image)}; used as a background image (no objects), "
+                                     "as Ultralytics does. Fix: add its labels, or an empty file to say it is background."))
+    return result
 
 
 def run_items(func: Callable, items: Sequence, state: tuple, workers: int = 0) -> list[ItemResult]:
@@ -109,6 +133,7 @@ class Tally:
     warnings: list[Issue] = field(default_factory=list)
     errors: list[Issue] = field(default_factory=list)
     unknown: dict[str, list[str]] = field(default_factory=dict)
+    ignored: Counter = field(default_factory=Counter)
     used: dict[str, str] = field(default_factory=dict)
 
     def skip(self, result: ItemResult, issue: Issue, error: bool = False) -> None:
@@ -133,6 +158,7 @@ def _labels(t: Tally, r: ItemResult) -> tuple[list[int], list[int]]:
             labels.append(lookup[stripped])
         elif stripped in t.ignore:
             t.objects_skipped["ignored_class"] += 1
+            t.ignored[stripped] += 1
         else:
             t.unknown.setdefault(stripped, []).append(r.source)
             t.objects_skipped["unknown_class"] += 1
@@ -180,9 +206,18 @@ def _record(t: Tally, r: ItemResult, keep: list[int], labels: list[int], base: P
                   np.array([r.difficult[k] for k in keep], dtype=bool))
 
 
-def _near_miss(name: str, classes: Sequence[str]) -> str | None:
-    squash = lambda s: "".join(s.split()).lower()  # noqa: E731
-    return next((c for c in classes if squash(c) == squash(name)), None)
+def _hint(name: str, classes: Sequence[str]) -> str:
+    """What an unknown label name probably is: a YOLO index past the names, or a typo."""
+    if name.startswith(INDEX_PREFIX):
+        return (f"\n      a YOLO class index past the {len(classes)} names (0..{len(classes) - 1}): add the "
+                "missing names (data.classes, or the dataset's data.yaml / classes.txt) or fix the label lines")
+    near = nearest_name(name, classes)
+    if near is None:
+        return ""
+    if "".join(near.split()).lower() == "".join(name.split()).lower():
+        return (f"\n      differs from configured {near!r} only in case/whitespace (names are "
+                "case-sensitive)")
+    return f"\n      did you mean {near!r}? (a typo in the labels or in data.classes)"
 
 
 def unknown_class_error(unknown: dict[str, list[str]], classes: Sequence[str]) -> Issue:
@@ -192,11 +227,8 @@ def unknown_class_error(unknown: dict[str, list[str]], classes: Sequence[str]) -
     for name, files in sorted(unknown.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         uniq = list(dict.fromkeys(files))
         more = f" … and {len(uniq) - MAX_LISTED} more" if len(uniq) > MAX_LISTED else ""
-        near = _near_miss(name, classes)
-        hint = (f"\n      differs from configured {near!r} only in case/whitespace (names are "
-                "case-sensitive)") if near else ""
         lines.append(f"  {name!r}: {len(files)} object(s) in {len(uniq)} file(s): "
-                     f"{', '.join(uniq[:MAX_LISTED])}{more}{hint}")
+                     f"{', '.join(uniq[:MAX_LISTED])}{more}{_hint(name, classes)}")
     lines.append("  Fix: add each name to data.classes in params.yaml, list it in data.ignore_classes "
                  "to drop those objects knowingly, or correct the annotation files.")
     return Issue("(dataset)", "unknown_class", "\n".join(lines))
@@ -225,11 +257,15 @@ def _dataset_checks(t: Tally) -> None:
     """Dataset-wide outcomes: unknown names, empty classes, nothing to train on."""
     if t.unknown:
         t.errors.append(unknown_class_error(t.unknown, t.classes))
+    seen = {**{n: len(f) for n, f in t.unknown.items()}, **t.ignored}  # label names that were not kept
     for name in t.classes:
         if not t.class_objects[name]:
-            t.warnings.append(Issue("(dataset)", "class_without_objects", f"class {name!r} has no kept "
-                                    "objects; the model cannot learn it. Fix: label some or remove it "
-                                    "from data.classes."))
+            near = nearest_name(name, seen)
+            hint = (f" The labels use {near!r} ({seen[near]} object(s), not kept): did you mean {near!r}?"
+                    if near else "")
+            t.warnings.append(Issue("(dataset)", CLASS_NEVER_SEEN, f"class {name!r} has no kept "
+                                    f"objects; the model cannot learn it.{hint} Fix: label some, correct the "
+                                    "name, or remove it from data.classes."))
     if not sum(t.class_objects.values()):
         t.errors.append(Issue("(dataset)", "no_objects", f"the dataset has no usable objects "
                               f"({t.images_in} images, {t.objects_in} objects in, skipped: "
@@ -261,9 +297,10 @@ def build_report(t: Tally, records: list[Record], source: dict) -> dict:
 
 
 def _finish(data: DataParams, results: list[ItemResult], index: ImageIndex, folder: Path, base: Path,
-            source: dict, extra_errors: Sequence[Issue] = ()) -> DatasetResult:
+            source: dict, extra_errors: Sequence[Issue] = (), extra_warnings: Sequence[Issue] = ()) -> DatasetResult:
     t = Tally(tuple(data.classes), tuple(data.ignore_classes), data.skip_bad_files)
     t.errors += list(extra_errors)
+    t.warnings += list(extra_warnings)
     records = [rec for rec in (fold(t, r, base) for r in results) if rec is not None]
     _orphans(t, index, folder, base)
     _dataset_checks(t)
@@ -289,11 +326,9 @@ def check_voc(data: DataParams, base: Path | None = None, workers: int | None = 
     results = run_items(_voc_worker, xmls, (folder, index, data.verify_images, base),
                         data.workers if workers is None else workers)
     source = {"type": "voc", "annotations": display(ann_dir, base), "images": display(folder, base)}
-    result = _finish(data, results, index, folder, base, source)
-    for p in files:
-        if p.suffix.lower() != ".xml":
-            result.report["warnings"].append(vars(Issue(display(p, base), "not_xml", "not an .xml file; ignored.")))
-    return result
+    not_xml = [Issue(display(p, base), "not_xml", f"{display(p, base)}: not an .xml file; ignored.")
+               for p in files if p.suffix.lower() != ".xml"]
+    return _finish(data, results, index, folder, base, source, extra_warnings=not_xml)
 
 
 def check_coco(data: DataParams, base: Path | None = None, workers: int | None = None) -> DatasetResult:
@@ -314,9 +349,33 @@ def check_coco(data: DataParams, base: Path | None = None, workers: int | None =
     return _finish(data, results, index, folder, base, source, errors)
 
 
+def check_yolo(data: DataParams, base: Path | None = None, workers: int | None = None) -> DatasetResult:
+    """Check a YOLO txt dataset below data.root (images/... + labels/..., see detpipe.yolo_source)."""
+    base = base or Path.cwd()
+    root = _folder(Path(data.root), "dataset", "set data.root to the folder holding images/ and labels/.")
+    shown = display(root, base)
+    try:
+        pairs, outside = find_pairs(root)
+        names, names_from = read_names(root, tuple(data.classes))
+    except YoloError as exc:
+        raise DataError(str(exc)) from None
+    index = ImageIndex({}, {})  # YOLO pairs images and labels by path, never by a fallback
+    extra = {"names": names, "yolo_root": shown}
+    results = run_items(_yolo_worker, pairs, (root, index, data.verify_images, base, extra),
+                        data.workers if workers is None else workers)
+    ignored = [Issue(f"{shown}/{rel}", "outside_images_folder", f"{shown}/{rel}: not below an images/ folder, so "
+                     "not part of the YOLO dataset; ignored.") for rel in outside]
+    source = {"type": "yolo", "root": shown, "class_names_from": display(names_from, base)
+              if names_from != "data.classes" else names_from}
+    return _finish(data, results, index, root, base, source, extra_warnings=ignored)
+
+
+CHECKERS = {"voc": check_voc, "coco": check_coco, "yolo": check_yolo}  # one per params.DataSource
+
+
 def check_dataset(data: DataParams, base: Path | None = None, workers: int | None = None) -> DatasetResult:
-    """Check the dataset params describe (data.source voc or coco)."""
-    return (check_coco if data.source == "coco" else check_voc)(data, base, workers)
+    """Check the dataset params describe (data.source voc, coco or yolo)."""
+    return CHECKERS[data.source](data, base, workers)
 
 
 def format_errors(errors: Sequence[Issue], limit: int = MAX_LISTED) -> str:

@@ -315,16 +315,22 @@ def _compare_final(da: dict[str, np.ndarray], db: dict[str, np.ndarray], result:
 
 def time_parts(predictor: Predictor, images: Sequence[np.ndarray], batch_size: int, runs: int = 5,
                warmup: int = 2, draw: bool = True) -> dict[str, float]:
-    """Milliseconds per image for preprocess, forward, decode + NMS and drawing, over `runs`
-    timed batches after `warmup` untimed ones (GPU work synchronised before each clock read).
+    """Milliseconds per image for preprocess, forward, decode + NMS and drawing: the median over
+    `runs` timed batches after `warmup` untimed ones (GPU work synchronised before each clock
+    read). The median, not the mean: a late page fault, allocation or a neighbour's burst
+    would otherwise move the figure from run to run.
 
-    `images` are cycled to fill each batch. Returns the per-part ms per image, their sum
-    ("total"), images/s without and with drawing, and detections per image.
+    `images` are cycled to fill each batch. Returns the per-part median ms per image, "total"
+    (the median of each batch's total, so not exactly the parts' sum), "fastest" and "slowest"
+    (the timed batches' extreme totals), images/s without and with drawing (from the medians of
+    each batch's sums) and detections per image.
     """
     from .plots_predictions import draw_detections
 
+    if runs < 1:
+        raise ValueError(f"time_parts needs at least one timed run, got runs={runs}")
     sync = predictor.backend.sync
-    parts = {"preprocess": 0.0, "forward": 0.0, "nms": 0.0, "draw": 0.0}
+    parts: dict[str, list[float]] = {"preprocess": [], "forward": [], "nms": [], "draw": []}
     n_img = n_det = 0
     for it in range(warmup + runs):
         start = (it * batch_size) % len(images)
@@ -347,14 +353,16 @@ def time_parts(predictor: Predictor, images: Sequence[np.ndarray], batch_size: i
         t4 = time.perf_counter()
         if it >= warmup:
             for key, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
-                parts[key] += b - a
+                parts[key].append(1000 * (b - a) / batch_size)
             n_img += batch_size
             n_det += sum(len(d["scores"]) for d in dets)
-    ms = {k: 1000 * v / max(1, n_img) for k, v in parts.items()}
-    infer = ms["preprocess"] + ms["forward"] + ms["nms"]
-    return {**ms, "total": infer + ms["draw"], "images_per_s": 1000 / max(infer, 1e-9),
-            "images_per_s_with_drawing": 1000 / max(infer + ms["draw"], 1e-9),
-            "detections_per_image": n_det / max(1, n_img)}
+    per_run = np.array(list(parts.values()))  # [part, run], ms per image
+    infer, totals = per_run[:3].sum(0), per_run.sum(0)
+    return {**{k: float(np.median(v)) for k, v in parts.items()}, "total": float(np.median(totals)),
+            "fastest": float(totals.min()), "slowest": float(totals.max()),
+            "images_per_s": 1000 / max(float(np.median(infer)), 1e-9),
+            "images_per_s_with_drawing": 1000 / max(float(np.median(totals)), 1e-9),
+            "detections_per_image": n_det / n_img}
 
 
 def sample_images(n: int = 8, seed: int = 0) -> list[np.ndarray]:

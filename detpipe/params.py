@@ -26,7 +26,7 @@ class ParamsError(ValueError):
 
 # The choices of the enumerated settings: each list lives here once (tests check the code that
 # consumes them accepts every entry). A new dataset reader adds its name to DataSource.
-DataSource = Literal["voc", "coco"]
+DataSource = Literal["voc", "coco", "yolo"]            # dataset_check.CHECKERS
 Scale = Literal["n", "s", "m", "l"]                      # model.SCALES
 Neck = Literal["pan", "yolov8", "yolo11"]                # model.NECKS
 Optimizer = Literal["adamw", "sgd"]                      # engine.build_optimizer
@@ -76,7 +76,7 @@ class Section(BaseModel):
 class DataParams(Section):
     root: str = "data/VOCdevkit/VOC2007"
     classes: Names = ()                 # no default: the dataset's own names (or classes_file)
-    source: DataSource = "voc"
+    source: DataSource = "voc"          # voc | coco | yolo
     classes_file: str = ""              # one class name per line; used when classes is empty
     ignore_classes: Names = ()          # names present in the labels but deliberately dropped (counted)
     coco_json: str = ""                 # source: coco — the instances JSON

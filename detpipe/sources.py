@@ -1,9 +1,12 @@
-"""What `python -m detpipe predict SOURCE` reads: an image, a folder (recursively), a glob, a video
-file or a camera index, as a stream of RGB frames.
+"""What `detpipe predict SOURCE` reads: an image, a folder (recursively), a glob, a list file, a
+video file or a camera index, as a stream of RGB frames.
 
 Folders and globs take every file with an image extension (any case) and count the rest as
-skipped; a file that cannot be decoded is reported and skipped, never fatal. Video files and
-cameras are read with OpenCV (opencv-python-headless), which also writes the annotated video.
+skipped; they follow symlinked folders but visit each real file once (detpipe.walk). A list file
+(`.txt`) names one image per line: detpipe's annotation lines (`data/splits/test.txt`, whose boxes
+are then the ground truth) or plain paths, as Ultralytics' `source=list.txt`. A file that cannot
+be decoded is reported and skipped, never fatal. Video files and cameras are read with OpenCV
+(opencv-python-headless), which also writes the annotated video.
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from typing import Iterator
 
 import numpy as np
 
+from .annotations import Record, parse_line
 from .images import IMAGE_EXTENSIONS, load_rgb
+from .walk import glob_files, split_glob, walk_files
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 OPENCV_HINT = ("video files and cameras need OpenCV: pip install opencv-python-headless "
@@ -41,7 +46,7 @@ class Source:
     """An iterable of Frames; `skipped` (non-image files) and `unreadable` (path, reason) fill as
     it goes, `total` is the expected number of frames (None for a camera)."""
 
-    kind: str                      # image | folder | glob | video | camera
+    kind: str                      # image | folder | glob | list | video | camera
     spec: str
     files: list[Path] = field(default_factory=list)
     base: Path | None = None
@@ -50,6 +55,7 @@ class Source:
     total: int | None = None
     fps: float = 30.0
     max_frames: int = 0
+    truth: dict[Path, Record] | None = None   # list files with boxes: the ground truth per file
     _capture: object = None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -128,25 +134,53 @@ def open_source(spec: str, exclude: str | Path | None = None, max_frames: int = 
     if spec.isdigit() and not path.exists():
         return _capture_source("camera", spec, int(spec), max_frames)
     if path.is_dir():
-        files, skipped = _split([p for p in path.rglob("*") if p.is_file()], exclude)
+        files, skipped = _split(walk_files(path), exclude)
         return Source("folder", spec, files, path, skipped, total=len(files))
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             return _capture_source("video", spec, str(path), max_frames)
+        if path.suffix.lower() == ".txt":
+            return list_source(path, exclude)
         return Source("image", spec, [path], path.parent, total=1)
     if glob.has_magic(spec):
-        matches = [Path(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
-        files, skipped = _split(matches, exclude)
-        return Source("glob", spec, files, _glob_base(spec), skipped, total=len(files))
+        files, skipped = _split(glob_files(spec), exclude)
+        return Source("glob", spec, files, split_glob(spec)[0], skipped, total=len(files))
     raise SourceError(f"{spec}: no such file, folder or glob match (a camera is given by its index, e.g. 0)")
 
 
-def _glob_base(spec: str) -> Path:
-    """The folder before the first wildcard: results keep the matched files' paths below it."""
-    parts = Path(spec).parts
-    fixed = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
+def _list_entries(path: Path) -> list[tuple[int, Record]]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read the list file ({exc})") from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                entries.append((number, parse_line(line.strip())))
+            except ValueError as exc:
+                raise SourceError(f"{path}:{number}: {exc}") from None
+    return entries
+
+
+def list_source(path: Path, exclude: Path | None = None) -> Source:
+    """A `.txt` naming one image per line (annotation lines or bare paths), each path relative to
+    the working directory or else to the list's folder, as Ultralytics reads one. When any line
+    carries boxes, the lines are the ground truth of their images (`truth`), e.g. detpipe's split
+    files. An image listed twice is read once."""
+    found: dict[Path, Record] = {}
+    seen: set[str] = set()
+    missing: list[tuple[Path, str]] = []
+    for number, record in _list_entries(path):
+        image = next((c for c in (Path(record.path), path.parent / record.path) if c.is_file()), None)
+        if image is None:
+            missing.append((Path(record.path), f"{path}:{number}: no such file"))
+        elif os.path.realpath(image) not in seen:
+            seen.add(os.path.realpath(image))
+            found[Path(os.path.abspath(image))] = record
+    images, skipped = _split(list(found), exclude)
+    kept = set(images)
+    files = [f for f in found if f in kept]  # in the list's order
+    base = Path(os.path.commonpath([f.parent for f in files])) if files else path.parent.absolute()
+    truth = {f: found[f] for f in files} if any(len(r) for r in found.values()) else None
+    return Source("list", str(path), files, base, skipped, missing, total=len(files) + len(missing), truth=truth)

@@ -39,12 +39,13 @@ class RawObject:
 
 @dataclass(frozen=True)
 class RawItem:
-    """One image's annotation from any source (VOC XML, COCO JSON), before any checking."""
+    """One image's annotation from any source (VOC XML, COCO JSON, YOLO txt), before any checking."""
 
     source: str                        # the annotation file (named in every message)
     filename: str | None               # the image file name as written, or None
     size: tuple[int, int] | None       # declared (width, height), or None
     objects: tuple[RawObject, ...]
+    normalised: bool = False           # boxes are 0..1 of the displayed image (YOLO txt), not pixels
 
 
 def _parser() -> etree.XMLParser:

@@ -1,4 +1,4 @@
-"""Stage annotate: VOC XML (or COCO JSON) + images -> one annotation line per kept image.
+"""Stage annotate: VOC XML (or COCO JSON, or YOLO txt) + images -> one annotation line per kept image.
 
 Every image and object that comes in is either written or counted as skipped with its reason in
 the report; problems that would make training meaningless stop the stage with a message that
@@ -18,6 +18,7 @@ from detpipe.annotations import write_lines  # noqa: E402
 from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line  # noqa: E402
 from detpipe.manifest import hash_files, write_manifest  # noqa: E402
 from detpipe.params import ParamsError  # noqa: E402
+from detpipe.warning_groups import format_warnings  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 
 PARAMS = ("data",)
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.report, report)
     if result.errors:
         print(f"annotate: {format_errors(result.errors)}\nannotate: nothing written to {args.out}; "
-              f"full list in {args.report}", file=sys.stderr)
+              f"full list in {args.report}", file=sys.stderr, flush=True)
+    for line in format_warnings(report):
+        print(f"annotate: {line}")
+    if result.errors:
         return 1
     write_lines(args.out, result.records)
     write_manifest(args.images, hash_files([r.path for r in result.records], workers=params.data.workers))

@@ -26,6 +26,7 @@ from detpipe.manifest import ManifestError, check_images, read_manifest  # noqa:
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.plots_predictions import draw_detections, draw_prediction_grid  # noqa: E402
 from detpipe.predict import above, sample_indices, write_detections_csv  # noqa: E402
+from detpipe.safe_names import safe_name  # noqa: E402
 from detpipe.training import load_detector  # noqa: E402
 
 PARAMS = ("data.classes", "predict", "map.confidence", "map.min_overlap", "train.device", "train.num_workers")
@@ -78,7 +79,7 @@ def main() -> int:
         rgb = load_rgb(records[i].path)
         d = above(dets[i], p.confidence)
         draw_detections(rgb, d["boxes"], d["labels"], d["scores"], names).save(
-            out_dir / f"{i:04d}_{Path(records[i].path).stem}.jpg", quality=90)
+            out_dir / f"{i:04d}_{safe_name(Path(records[i].path).stem)}.jpg", quality=90)
         gt = (records[i].boxes[~records[i].difficult], records[i].labels[~records[i].difficult])
         tiles.append((rgb, gt, (d["boxes"], d["labels"], d["scores"])))
     draw_prediction_grid(tiles, names, out_dir / "grid.jpg", iou=params.map.min_overlap,

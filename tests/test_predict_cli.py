@@ -21,7 +21,7 @@ from detpipe.cli import fps as fps_cli
 from detpipe.cli import predict as predict_cli
 from detpipe.engine import eval_loader, evaluate
 from detpipe.images import load_rgb
-from detpipe.inference import Predictor, time_parts
+from detpipe.inference import Predictor, count_by_class, format_counts, time_parts
 from detpipe.metrics import voc_map
 from detpipe.model import Detector, ModelConfig
 from detpipe.sources import open_source
@@ -82,10 +82,12 @@ def test_folder_recursive_with_gray_rgba_and_bad_files(weights, tmp_path, capsys
     before = {p: p.read_bytes() for p in (tmp_path / "in").rglob("*") if p.is_file()}
     out = tmp_path / "out"
     assert run_cli(tmp_path / "in", "--weights", weights, "--out", out, "--conf", "0.5", "--save-txt",
-                   "--save-crop", "--batch", "2") == 0
+                   "--save-crop", "--batch", "2", "--max-det", "300") == 0
     captured = capsys.readouterr()
-    for name in ("a.jpg: ", "b.png: ", "sub/c.PNG: "):
-        assert name in captured.out
+    drawn = Predictor(weights, "cpu", conf=0.5, max_det=300)
+    for name, key in (("a.jpg", "rgb"), ("b.png", "gray"), ("sub/c.PNG", "rgba")):
+        counts = count_by_class(drawn([load_rgb(files[key])])[0], CLASSES)
+        assert f"{name}: {format_counts(counts)}\n" in captured.out  # counted (and drawn) at --conf
     assert "skipped 1 non-image files" in captured.out and "skipped 1 unreadable files" in captured.out
     assert "broken.jpg" in captured.err
     for key, rel in (("rgb", "a.jpg"), ("gray", "b.png"), ("rgba", "sub/c.PNG")):
@@ -93,12 +95,13 @@ def test_folder_recursive_with_gray_rgba_and_bad_files(weights, tmp_path, capsys
         assert drawn.size == Image.open(files[key]).size and drawn.mode == "RGB"
     labels = sorted(p.name for p in (out / "labels").iterdir())
     assert labels == ["a.txt", "b.txt", "sub__c.txt"]
-    # the txt boxes are what the library gives for the same images, in original pixels
-    predictor = Predictor(weights, "cpu", conf=0.5)
+    # the txt boxes are what the library gives for the same images down to --txt-conf (0.001, as
+    # the map stage), in original pixels
+    predictor = Predictor(weights, "cpu", conf=0.001, max_det=300)
     for key, txt in (("rgb", "a.txt"), ("gray", "b.txt"), ("rgba", "sub__c.txt")):
         det = predictor([load_rgb(files[key])])[0]
         rows = read_txt(out / "labels" / txt)
-        assert len(rows) == len(det["scores"]) > 0
+        assert len(rows) == len(det["scores"]) > 0 and min(r[1] for r in rows) < 0.5
         np.testing.assert_allclose([r[2:] for r in rows], det["boxes"], atol=0.006)
         np.testing.assert_allclose([r[1] for r in rows], det["scores"], atol=1e-6)
         assert [r[0] for r in rows] == [CLASSES[i] for i in det["labels"]]
@@ -129,7 +132,7 @@ def test_single_image_and_glob(weights, tmp_path, capsys):
     assert (tmp_path / "one" / "a.jpg").exists() and (tmp_path / "one" / "labels" / "a.txt").exists()
     assert run_cli(str(tmp_path / "in" / "**" / "*.*"), "--weights", weights, "--out", tmp_path / "g") == 0
     assert {p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*") if p.is_file()} == \
-        {"a.jpg", "b.png", "sub/c.PNG"}
+        {"a.jpg", "b.png", "sub/c.PNG", "predict.json"}
     assert "skipped 1 non-image files" in capsys.readouterr().out
     assert open_source(str(tmp_path / "in" / "*.png")).files == [files["gray"]]
 
@@ -191,8 +194,8 @@ def test_video_file(weights, tmp_path, capsys):
     frames = read_video(out / "clip.mp4")
     assert len(frames) == 6 and frames[0].shape == (64, 96, 3)
     assert sorted(p.name for p in (out / "labels").iterdir()) == [f"clip_{i:06d}.txt" for i in range(6)]
-    # batched CLI boxes == one-by-one library boxes on the decoded frames
-    predictor = Predictor(weights, "cpu", conf=0.5)
+    # batched CLI boxes == one-by-one library boxes on the decoded frames (txt: down to 0.001)
+    predictor = Predictor(weights, "cpu", conf=0.001)
     for i, rgb in enumerate(read_video(video)):
         det = predictor([rgb])[0]
         rows = read_txt(out / "labels" / f"clip_{i:06d}.txt")

@@ -153,6 +153,6 @@ def test_classes_file(tmp_path):
     (tmp_path / "classes.txt").write_text("# shapes\ncircle\nsquare\n\n", encoding="utf-8")
     (tmp_path / "p.yaml").write_text(f"data:\n  classes_file: {tmp_path / 'classes.txt'}\n")
     assert load_params(tmp_path / "p.yaml").data.classes == ("circle", "square")
-    (tmp_path / "q.yaml").write_text("data:\n  source: yolo\n  classes: [a]\n")
-    with pytest.raises(ParamsError, match="voc, coco"):
+    (tmp_path / "q.yaml").write_text("data:\n  source: labelme\n  classes: [a]\n")
+    with pytest.raises(ParamsError, match="voc, coco, yolo"):
         load_params(tmp_path / "q.yaml")

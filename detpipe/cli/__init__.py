@@ -1,1 +1,1 @@
-"""Command-line entry points of `python -m detpipe`."""
+"""Command-line entry points of `detpipe` (also `python -m detpipe`)."""

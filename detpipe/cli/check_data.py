@@ -1,22 +1,25 @@
-"""`python -m detpipe check-data`: validate a dataset exactly as the annotate stage does, without
-running the pipeline. Exit status 1 when there are errors, 0 otherwise (warnings are printed)."""
+"""`detpipe check-data`: validate a dataset exactly as the annotate stage does, without running the
+pipeline. Exit status 1 when there are errors, 0 otherwise. Errors come first, then the warnings
+grouped by kind (a class that never appears first), each kind with its count and first files."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import get_args
 
+from detpipe.cli.common import prog
 from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line
 from detpipe.params import DataParams, DataSource, ParamsError, load_params, print_error, read_classes_file
+from detpipe.warning_groups import format_warnings
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m detpipe check-data", description=__doc__)
+    p = argparse.ArgumentParser(prog=prog("check-data"), description=__doc__)
     p.add_argument("--params", help="params.yaml to take data.* from")
-    p.add_argument("--root", help="dataset folder (Annotations/ + JPEGImages/); overrides data.root")
+    p.add_argument("--root", help="dataset folder (VOC: Annotations/ + JPEGImages/; YOLO: images/ + labels/); "
+                   "overrides data.root")
     p.add_argument("--classes", help="comma-separated class names; overrides data.classes")
     p.add_argument("--classes-file", help="file of class names, one per line")
     p.add_argument("--source", choices=get_args(DataSource), help="overrides data.source")
@@ -24,7 +27,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--images", help="image folder; overrides data.images")
     p.add_argument("--workers", type=int, help="processes (0 = automatic)")
     p.add_argument("--report", help="also write the full JSON report here")
-    p.add_argument("--show", type=int, default=20, help="warnings to print (default 20)")
+    p.add_argument("--show", type=int, default=3, help="files listed per warning kind (default 3)")
     return p.parse_args(argv)
 
 
@@ -60,14 +63,10 @@ def main(argv: list[str]) -> int:
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    for w in report["warnings"][: args.show]:
-        print(f"warning [{w['kind']}] {w['message']}")
-    if len(report["warnings"]) > args.show:
-        counts = Counter(w["kind"] for w in report["warnings"])
-        print(f"… {len(report['warnings']) - args.show} more warnings; by kind: {dict(counts)}")
-    print(f"check-data: {summary_line(report)}")
     if result.errors:
-        print(format_errors(result.errors), file=sys.stderr)
+        print(format_errors(result.errors), file=sys.stderr, flush=True)
+    print("\n".join(format_warnings(report, args.show) + [f"check-data: {summary_line(report)}"]))
+    if result.errors:
         return 1
     print("check-data: OK — the dataset can be trained on.")
     return 0

@@ -1,8 +1,8 @@
-"""`python -m detpipe export --weights models/best.pt --format onnx [--dynamic]`: a deployable model.
+"""`detpipe export [--weights models/best.pt] --format onnx [--dynamic]`: a deployable model.
 
-Writes models/best.onnx (or --out), checks it with onnx.checker and runs it with onnxruntime
+Exports --weights (default models/best.pt) to models/best.onnx (or --out), checks it with onnx.checker and runs it with onnxruntime
 beside PyTorch on sample images, printing the largest differences. NMS is not in the graph: the
-model outputs class logits and xyxy boxes in input pixels for every anchor, and `python -m detpipe
+model outputs class logits and xyxy boxes in input pixels for every anchor, and `detpipe
 predict/fps --weights model.onnx` decode them with the same Python NMS as the PyTorch model.
 Without --dynamic the input is fixed at [1, 3, S, S]; with it, batch and image size are free.
 Needs the optional packages onnx and onnxruntime.
@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 from ..sources import SourceError, open_source
+from .common import CliError, add_weights_arg, prog, resolve_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m detpipe export", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog("export"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="a detpipe checkpoint (models/best.pt)")
+    add_weights_arg(p, "a detpipe checkpoint (.pt)")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
     p.add_argument("--out", help="output file (default: the weights path with .onnx)")
     p.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
@@ -33,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args.weights = resolve_weights(args.weights)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from ..inference import sample_images
     from ..onnx_export import export_onnx, parity, require_onnx
     require_onnx()
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ok:
         print(f"error: the ONNX model differs from PyTorch by more than {args.tolerance}", file=sys.stderr)
         return 1
-    print(f"parity: ok (tolerance {args.tolerance}); use it with: python -m detpipe predict SOURCE --weights {path}")
+    print(f"parity: ok (tolerance {args.tolerance}); use it with: detpipe predict SOURCE --weights {path}")
     return 0
 
 

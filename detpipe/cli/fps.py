@@ -1,7 +1,7 @@
-"""`python -m detpipe fps --weights models/best.pt`: how fast the model is, and where the time goes.
+"""`detpipe fps`: how fast the model (--weights, default models/best.pt) is, and where the time goes.
 
 After warm-up batches (not timed: the first calls allocate memory and pick kernels), times runs
-of each batch size and prints milliseconds per image for each part — preprocessing (letterbox,
+of each batch size and prints the median milliseconds per image over those runs for each part — preprocessing (letterbox,
 stack, copy to the device), model forward, decoding + NMS (mapped back to image pixels), drawing
 the boxes — and images/s without and with drawing. GPU work is synchronised before every clock
 read. Images are 8 synthetic 640x480 pictures unless --source gives real ones. --weights also
@@ -15,12 +15,13 @@ import sys
 import torch
 
 from ..sources import SourceError, open_source
+from .common import CliError, add_weights_arg, prog, resolve_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m detpipe fps", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog("fps"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="models/best.pt or an exported .onnx")
+    add_weights_arg(p)
     p.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
     p.add_argument("--batch", default="1,8,32", help="batch sizes, comma-separated (default 1,8,32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -37,11 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def format_row(label: str, r: dict) -> str:
     return (f"{label:<10} {r['preprocess']:>10.2f} {r['forward']:>9.2f} {r['nms']:>11.2f} {r['draw']:>8.2f} "
-            f"{r['total']:>8.2f} {r['images_per_s']:>9.1f} {r['images_per_s_with_drawing']:>12.1f}")
+            f"{r['total']:>8.2f} {r['images_per_s']:>9.1f} {r['images_per_s_with_drawing']:>12.1f} "
+            f"{r['fastest']:>8.2f}-{r['slowest']:.2f}")
 
 
 HEADER = (f"{'batch':<10} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} {'drawing':>8} {'total':>8} "
-          f"{'images/s':>9} {'w/ drawing':>12}\n" + "(ms per image)")
+          f"{'images/s':>9} {'w/ drawing':>12} {'total range':>14}\n"
+          "(ms per image: median over the timed batches after the warm-up; range: fastest-slowest batch)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        args.weights = resolve_weights(args.weights)
         sizes = [int(b) for b in args.batch.split(",") if b.strip()]
         predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype)
         images = ([f.rgb for f in open_source(args.source)][:64] if args.source else sample_images(8))
-    except (ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
+    except (CliError, ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not images:
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch"
     print(f"{args.weights} ({backend}) on {predictor.backend.where}, imgsz {predictor.imgsz}, "
           f"{torch.get_num_threads()} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
-          f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}")
+          f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}, {args.warmup} warm-up batches")
     print(HEADER)
     for b in sizes:
         if predictor.batch_limit and b != predictor.batch_limit:

@@ -1,28 +1,48 @@
-"""`python -m detpipe summary`: parameters and GFLOPs of the model params.yaml describes (or of a
-weights file), at the input size, per part (backbone, neck, head) and in total."""
+"""`detpipe summary`: parameters and GFLOPs of a model at its input size, per part (backbone, neck,
+head) and in total. The model is --weights, else models/best.pt when it exists, else the one
+params.yaml describes (--params forces that)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from .common import DEFAULT_WEIGHTS, CliError, prog, resolve_weights
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m detpipe summary", description=__doc__)
-    p.add_argument("--params", default="params.yaml", help="params file whose `model` section to build")
-    p.add_argument("--weights", help="a detpipe weights file (models/best.pt) instead of params.yaml")
+    p = argparse.ArgumentParser(prog=prog("summary"), description=__doc__)
+    p.add_argument("--params", help="params file whose `model` section to build (default params.yaml, "
+                   f"when --weights is not given and {DEFAULT_WEIGHTS} does not exist)")
+    p.add_argument("--weights", help=f"a detpipe weights file (default {DEFAULT_WEIGHTS} when it exists)")
     p.add_argument("--imgsz", type=int, help="input size (default: model.imgsz or the trained size)")
     args = p.parse_args(argv)
+    use_weights = args.weights is not None or (args.params is None and DEFAULT_WEIGHTS.is_file())
+    try:
+        weights = resolve_weights(args.weights) if use_weights else None
+        params_file = args.params or "params.yaml"
+        if weights is None and not Path(params_file).is_file():
+            raise CliError(f"--params {params_file}: no such file, and no --weights or {DEFAULT_WEIGHTS}; "
+                           "run from the project folder or pass --params/--weights")
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from ..model import build_model, describe, model_summary
-    if args.weights:
-        from ..training import load_detector
-        model, state = load_detector(args.weights)
+    from ..params import load_params_or_exit
+    from ..training import load_detector, model_config
+    if weights:
+        try:
+            model, state = load_detector(weights)
+        except RuntimeError as exc:  # CheckpointError: not a detpipe weights file
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         imgsz = args.imgsz or int(state["imgsz"])
     else:
-        from ..params import load_params_or_exit
-        from ..training import model_config
-        params = load_params_or_exit(args.params)
+        params = load_params_or_exit(params_file)
         model, imgsz = build_model(model_config(params)), args.imgsz or params.model.imgsz
     if imgsz % 32:
         p.error(f"--imgsz must be a multiple of 32, got {imgsz}")
+    print(f"{weights or params_file}:")
     print(describe(model.config, model_summary(model, imgsz)))
     for part in ("backbone", "neck", "head"):
         n = sum(q.numel() for q in getattr(model, part).parameters())
