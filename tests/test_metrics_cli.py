@@ -29,7 +29,7 @@ def write_txt_case(tmp: Path) -> tuple[Path, Path]:
 def test_txt_dirs_reports_and_table(tmp_path, capsys):
     gt, det = write_txt_case(tmp_path)
     out = tmp_path / "out"
-    assert main(["--gt", str(gt), "--det", str(det), "--out", str(out), "--confidence", "0.5"]) == 0
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(out), "--confidence", "0.5", "--plots"]) == 0
     printed = capsys.readouterr().out
     assert "cat" in printed and "mean" in printed and "AP50" in printed
     m = json.loads((out / "metrics.json").read_text())
@@ -37,7 +37,7 @@ def test_txt_dirs_reports_and_table(tmp_path, capsys):
     assert m["voc"]["per_class"] == {"cat": 0.5, "dog": 1.0}
     assert m["map50"] == 0.75 and m["min_overlap"] == 0.5
     assert m["at_confidence"]["precision"] == 1.0 and m["at_confidence"]["recall"] == pytest.approx(2 / 3, abs=1e-6)
-    for name in ("pr/cat.csv", "pr/cat.png", "pr/dog.png", "prf_confidence.png", "prf_confidence.csv",
+    for name in ("pr/cat.csv", "pr/dog.csv", "pr/pr_curves.png", "prf_confidence.png", "prf_confidence.csv",
                  "confusion_matrix.png", "confusion_matrix.csv", "info.json"):
         assert (out / name).stat().st_size > 0, name
     header = (out / "pr" / "cat.csv").read_text().splitlines()[0]
@@ -45,6 +45,9 @@ def test_txt_dirs_reports_and_table(tmp_path, capsys):
     info = json.loads((out / "info.json").read_text())
     assert info["counts"]["images"] == 2 and info["seconds"] >= 0 and "map50" in info["conventions"]
     assert "seconds" not in m
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(tmp_path / "np")]) == 0
+    assert not list((tmp_path / "np").rglob("*.png")), "figures are drawn on demand only (--plots)"
+    assert (tmp_path / "np" / "pr" / "cat.csv").read_bytes() == (out / "pr" / "cat.csv").read_bytes()
 
 
 def test_voc07_and_min_overlap_flags(tmp_path):

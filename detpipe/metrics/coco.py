@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._pairs import group_pairs
-from .voc import _concat_dets, _concat_gts, check_inputs
+from .flat import EvalData, from_lists
 
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -55,13 +55,16 @@ def coco_eval(gts: list[dict], dets: list[dict], num_classes: int) -> CocoResult
     Boxes go to COCO's convention as [x1, y1, x2 - x1, y2 - y1] with area w * h, exactly what
     `detpipe.metrics.io.to_coco_json` exports for pycocotools.
     """
-    check_inputs(gts, dets, num_classes)
-    g_box, g_lab, g_img, g_diff = _concat_gts(gts)
-    d_box, d_lab, d_img, d_score = _concat_dets(dets)
-    g_xywh = np.c_[g_box[:, :2], g_box[:, 2:] - g_box[:, :2]]
-    d_xywh = np.c_[d_box[:, :2], d_box[:, 2:] - d_box[:, :2]]
-    return coco_eval_arrays(g_img, g_lab, g_xywh, g_xywh[:, 2] * g_xywh[:, 3], g_diff,
-                            d_img, d_lab, d_xywh, d_score, len(gts), num_classes)
+    return coco_eval_flat(from_lists(gts, dets), num_classes)
+
+
+def coco_eval_flat(data: EvalData, num_classes: int) -> CocoResult:
+    """`coco_eval` on flat arrays (see `flat.EvalData`)."""
+    data.check(num_classes)
+    g_xywh = np.c_[data.g_box[:, :2], data.g_box[:, 2:] - data.g_box[:, :2]]
+    d_xywh = np.c_[data.d_box[:, :2], data.d_box[:, 2:] - data.d_box[:, :2]]
+    return coco_eval_arrays(data.g_img, data.g_lab, g_xywh, g_xywh[:, 2] * g_xywh[:, 3], data.g_diff,
+                            data.d_img, data.d_lab, d_xywh, data.d_score, data.num_images, num_classes)
 
 
 def coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
