@@ -53,6 +53,23 @@ def read_inputs(args) -> tuple[EvalData, list[str], dict | None, list[str]]:
     return data, names, coco_data, warnings + thresholded_warning(data.d_score)
 
 
+def keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed blocks of up to 32 MB for reuse instead of unmapping them.
+
+    An evaluation allocates thousands of temporaries of a few MB; by default each comes from
+    fresh pages whose faults cost ~10x the arithmetic done on them (a 320k-element division:
+    2.1 ms fresh, 0.2 ms reused), about 0.15 s of a 5,000-image evaluate. Short-lived process,
+    so the memory kept is returned at exit. No-op without glibc (macOS, Windows, musl)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: glibc's maximum
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: do not hand the heap top back eagerly
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --gt DIR and --det DIR, or --coco-gt FILE and --coco-det FILE")
     if not 0.0 <= args.min_overlap <= 1.0:
         parser.error(f"--min-overlap must be within 0..1, got {args.min_overlap}")
+    keep_freed_memory()
     try:
         data, names, coco_data, warnings = read_inputs(args)
     except InputError as exc:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PAIR_BUDGET = 2_000_000  # pairs per chunk: ~50 MB of temporaries, whatever the data size
+PAIR_BUDGET = 1 << 16  # pairs per chunk: temporaries of a few MB stay in cache and are reused
 
 
 def group_pairs(det_keys: np.ndarray, gt_keys_sorted: np.ndarray,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._pairs import group_pairs
+from ._sort import lexsort
 from .flat import EvalData, from_lists
 from .voc import voc_iou_plus1
 
@@ -72,7 +73,7 @@ def confusion_matrix_flat(data: EvalData, num_classes: int, confidence: float,
 
     p_det, p_gt, ov = _overlapping(d_img, d_box, g_img, g_box, iou)
     # the loop's order: image, descending IoU, then object, then detection
-    order = np.lexsort((p_det, p_gt, -ov, d_img[p_det]))
+    order = lexsort((p_det, p_gt, -ov, d_img[p_det]))
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     won = _greedy(p_det, p_gt, rank, len(d_lab), len(g_lab))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._pairs import first_per_segment, group_pairs
+from ._sort import lexsort
 from .flat import EvalData, from_lists
 
 
@@ -113,19 +114,19 @@ def voc_map_flat(data: EvalData, num_classes: int, min_overlap: float = 0.5,
     g_key = data.g_img * num_classes + g_lab
     g_order = np.argsort(g_key, kind="stable")
     g_box, g_key, g_diff, g_lab = g_box[g_order], g_key[g_order], g_diff[g_order], g_lab[g_order]
+    # best objects in input (image-major) order: boxes are read in place, only results move
+    ovmax, arg = best_gt(d_box, d_img * num_classes + d_lab, g_box, g_key)
     # class, then descending score; lexsort is stable so ties keep image then input order
-    d_order = np.lexsort((-d_score, d_lab))
-    d_box, d_lab, d_score = d_box[d_order], d_lab[d_order], d_score[d_order]
-    d_key = d_img[d_order] * num_classes + d_lab
-
-    ovmax, arg = best_gt(d_box, d_key, g_box, g_key)
+    d_order = lexsort((-d_score, d_lab))
+    d_lab, d_score, ovmax, arg = d_lab[d_order], d_score[d_order], ovmax[d_order], arg[d_order]
     hit = ovmax >= min_overlap
     difficult_hit = hit & g_diff[np.maximum(arg, 0)]
     claim = hit & ~difficult_hit
-    tp = np.zeros(len(d_key), dtype=bool)
+    tp = np.zeros(len(d_lab), dtype=bool)
     claim_idx = np.flatnonzero(claim)
-    _, first = np.unique(arg[claim_idx], return_index=True)  # first claimant in score order wins
-    tp[claim_idx[first]] = True
+    first = np.full(len(g_lab), len(d_lab))  # first claimant in score order wins
+    np.minimum.at(first, arg[claim_idx], claim_idx)
+    tp[first[first < len(d_lab)]] = True
     keep = ~difficult_hit
 
     n_gt = np.bincount(g_lab[~g_diff], minlength=num_classes)[:num_classes]
