@@ -183,12 +183,18 @@ def coco_eval_arrays(g_img, g_cat, g_xywh, g_area, g_crowd, d_img, d_cat, d_xywh
     # within an image and class equal scores are ranked in input order
     acc = lexsort((d_img, -d_score, d_cat))
     bounds = np.searchsorted(d_cat[acc], np.arange(K + 1))
+    rows = cand_row[acc]
+    is_cand = rows >= 0
+    cand_bounds = np.r_[0, np.cumsum(is_cand)][bounds]
+    outcome = outcome[:, :, rows[is_cand]]  # candidates in accumulate order: a slice per class
+    in_rng, rank = in_rng[acc], rank[acc]
     precision = -np.ones((T, R, K, len(AREA_RNG)))
     recall = -np.ones((T, K, len(AREA_RNG), M))
     for k in range(K):
         if npig[k].any():
-            idx = acc[bounds[k]:bounds[k + 1]]
-            precision[:, :, k], recall[:, k] = _accumulate(outcome, cand_row[idx], in_rng[idx], rank[idx], npig[k])
+            sl = slice(bounds[k], bounds[k + 1])
+            precision[:, :, k], recall[:, k] = _accumulate(
+                outcome[:, :, cand_bounds[k]:cand_bounds[k + 1]], is_cand[sl], in_rng[sl], rank[sl], npig[k])
     stats = _summarize(precision, recall)
     with np.errstate(invalid="ignore"):
         has = npig[:, 0] > 0
@@ -197,24 +203,24 @@ def coco_eval_arrays(g_img, g_cat, g_xywh, g_area, g_crowd, d_img, d_cat, d_xywh
     return CocoResult(stats, per_class, per_class50, precision, recall)
 
 
-def _accumulate(outcome, rows, in_rng, rank, npig) -> tuple[np.ndarray, np.ndarray]:
+def _accumulate(out, is_cand, in_rng, rank, npig) -> tuple[np.ndarray, np.ndarray]:
     """Precision [T, R, A] and recall [T, A, M] of one class, its detections in accumulate order.
 
-    rows: their row in `outcome` ([A, T, candidates]; -1: not a candidate, so unmatched),
-    in_rng [n, A], rank [n], npig [A] (counted ground truth per area range)."""
+    out [A, T, candidates]: matching outcome of its candidate detections; is_cand [n] marks them
+    among all its detections (the others are unmatched); in_rng [n, A], rank [n], npig [A]
+    (counted ground truth per area range)."""
     A, T, R = len(AREA_RNG), len(IOU_THRS), len(REC_THRS)
-    cpos = np.flatnonzero(rows >= 0)
-    out = outcome[:, :, rows[cpos]]  # [A, T, n]
+    cpos = np.flatnonzero(is_cand)
     # false positives up to each candidate: non-candidates in range, unmatched candidates in range
-    other_fp = np.cumsum(in_rng & (rows < 0)[:, None], axis=0, dtype=np.int32)[cpos].T
+    other_fp = np.cumsum(in_rng & ~is_cand[:, None], axis=0, dtype=np.int32)[cpos].T
     tp = out == 1
     n_tp = np.cumsum(tp, axis=2, dtype=np.int32).astype(np.float64)
     n_fp = np.cumsum((out == 0) & in_rng[cpos].T[:, None, :], axis=2, dtype=np.int32)
     n_fp += other_fp[:, None, :]
     # pycocotools' precision at every detection; the envelope at the first detection reaching
     # a recall level equals the envelope over true positives only, so the rest are zeroed
-    pr = np.zeros(out.shape)
-    np.divide(n_tp, n_fp + n_tp + np.spacing(1), out=pr, where=tp)
+    pr = n_tp / (n_fp + n_tp + np.spacing(1))
+    pr *= tp  # 5x faster than np.divide(..., where=tp)
     env = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
     precision = np.zeros((T, R, A))
     recall = np.zeros((T, A, len(MAX_DETS)))

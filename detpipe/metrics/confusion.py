@@ -31,9 +31,13 @@ def confusion_matrix(gts: list[dict], dets: list[dict], num_classes: int, confid
 
 
 def _overlapping(d_img, d_box, g_img, g_box, iou):
-    """(det, gt, IoU) of the same image with IoU >= iou, det-major, gts in input order."""
+    """(det, gt, IoU) of the same image with IoU >= iou (>= 0: boxes that do not overlap have
+    IoU -1), det-major, gts in input order."""
     dd, gg, ov = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     for det, gt in group_pairs(d_img, g_img):
+        # most pairs of an image do not even overlap in x: drop them before the full IoU
+        near = np.minimum(d_box[det, 2], g_box[gt, 2]) - np.maximum(d_box[det, 0], g_box[gt, 0]) + 1 > 0
+        det, gt = det[near], gt[near]
         o = voc_iou_plus1(g_box[gt], d_box[det])
         keep = o >= iou
         dd.append(det[keep]); gg.append(gt[keep]); ov.append(o[keep])

@@ -124,12 +124,12 @@ def _scan(a: np.ndarray) -> _Lines:
     cuts = np.unique(np.r_[cuts, len(a)])
     count, first, last = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)], [np.zeros((0, 2), np.int64)]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        space = _SPACE[a[lo:hi]]
-        word = ~space
-        start = np.flatnonzero(word[1:] & space[:-1]) + 1 + lo
+        word = ~_SPACE[a[lo:hi]]
+        w = word.view(np.int8)
+        edges = np.flatnonzero(w[1:] != w[:-1]) + (lo + 1)  # token starts and ends, alternating
         if word[0]:
-            start = np.r_[lo, start]
-        end = np.flatnonzero(word[:-1] & space[1:]) + 1 + lo
+            edges = np.r_[lo, edges]
+        start, end = edges[0::2], edges[1::2]  # the chunk ends with \n: every token ends in it
         ends = nl[np.searchsorted(nl, lo):np.searchsorted(nl, hi)]
         c = np.diff(np.searchsorted(start, ends), prepend=0)
         if len(start) == 0:
