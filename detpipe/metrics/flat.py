@@ -40,9 +40,10 @@ class EvalData:
         return self
 
 
-def _column(items: list[dict], key: str, dtype, n: list[int], default=None) -> np.ndarray:
-    cols = [np.asarray(it.get(key, default(k)) if default else it[key], dtype=dtype).reshape(-1)
-            for it, k in zip(items, n)]
+def _column(items: list[dict], key: str, dtype, sizes: list[int], optional: bool = False) -> np.ndarray:
+    """items[i][key] for every item, concatenated (zeros where an optional key is absent)."""
+    cols = [np.asarray(it[key], dtype).reshape(-1) if key in it or not optional else np.zeros(n, dtype)
+            for it, n in zip(items, sizes)]
     return np.concatenate(cols) if cols else np.zeros(0, dtype)
 
 
@@ -64,22 +65,11 @@ def from_lists(gts: list[dict], dets: list[dict]) -> EvalData:
                     raise ValueError(f"{name}[{i}]: {n} boxes but {np.size(item[k])} {k}")
     ng, nd = sizes["gts"], sizes["dets"]
     boxes = [np.asarray(it["boxes"], np.float64).reshape(-1, 4) for it in gts + dets]
-    data = EvalData(
+    return EvalData(
         num_images=len(gts),
         g_img=np.repeat(np.arange(len(gts)), ng), g_box=np.concatenate(boxes[:len(gts)] or [np.zeros((0, 4))]),
         g_lab=_column(gts, "labels", np.int64, ng),
-        g_diff=_column(gts, "difficult", bool, ng, default=lambda n: np.zeros(n, bool)),
+        g_diff=_column(gts, "difficult", bool, ng, optional=True),
         d_img=np.repeat(np.arange(len(dets)), nd), d_box=np.concatenate(boxes[len(gts):] or [np.zeros((0, 4))]),
         d_lab=_column(dets, "labels", np.int64, nd), d_score=_column(dets, "scores", np.float64, nd))
-    return data
 
-
-def to_lists(data: EvalData) -> tuple[list[dict], list[dict]]:
-    """Per-image dicts (views into the flat arrays) for code that wants the list API."""
-    gb = np.searchsorted(data.g_img, np.arange(data.num_images + 1))
-    db = np.searchsorted(data.d_img, np.arange(data.num_images + 1))
-    gts = [{"boxes": data.g_box[a:b], "labels": data.g_lab[a:b], "difficult": data.g_diff[a:b]}
-           for a, b in zip(gb[:-1], gb[1:])]
-    dets = [{"boxes": data.d_box[a:b], "labels": data.d_lab[a:b], "scores": data.d_score[a:b]}
-            for a, b in zip(db[:-1], db[1:])]
-    return gts, dets

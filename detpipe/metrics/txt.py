@@ -15,8 +15,8 @@ check the fast path against it.
 from __future__ import annotations
 
 import codecs
-import os
 import io as _io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,16 +142,16 @@ def _scan(a: np.ndarray) -> _Lines:
     return _Lines(nl, np.concatenate(count), np.concatenate(first), np.concatenate(last))
 
 
-def _names(a: np.ndarray, tokens: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+def _names(a: np.ndarray, tokens: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """Distinct byte strings a[start:end] ([start, end) rows of tokens) in order of first
-    appearance and each one's index.
+    appearance, each row's index into them, and the row where each first appears.
 
     Each string becomes zero-padded uint64 words folded into one key; np.unique on the keys is
     ~10x faster than on byte strings, and every row is checked against its key's first row, so
     a key collision only costs the slow path."""
     start, end = tokens[:, 0], tokens[:, 1]
     if len(start) == 0:
-        return [], np.zeros(0, np.int64)
+        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
     length = end - start
     words = -(-int(length.max()) // 8)
     if words > 8:  # names over 64 bytes: rare, let Python hash them
@@ -172,14 +172,15 @@ def _names(a: np.ndarray, tokens: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     order = np.argsort(first)  # first-appearance order, independent of byte values
     remap = np.empty(len(order), np.int64)
     remap[order] = np.arange(len(order))
-    return [a[start[first[i]]:end[first[i]]].tobytes() for i in order], remap[inv]
+    return [a[start[first[i]]:end[first[i]]].tobytes() for i in order], remap[inv], first[order]
 
 
-def _names_py(a: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+def _names_py(a: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     index: dict[bytes, int] = {}
     blob = a.tobytes()
-    ids = [index.setdefault(blob[s:e], len(index)) for s, e in zip(start.tolist(), end.tolist())]
-    return list(index), np.array(ids, np.int64)
+    ids = np.array([index.setdefault(blob[s:e], len(index)) for s, e in zip(start.tolist(), end.tolist())],
+                   np.int64)
+    return list(index), ids, np.unique(ids, return_index=True)[1]
 
 
 def read_txt_files(paths: list[str | Path], kind: str) -> TxtRows:
@@ -205,11 +206,12 @@ def read_txt_files(paths: list[str | Path], kind: str) -> TxtRows:
         reg, odd = reg[:0], np.flatnonzero(lines.count > 0)
         values, names, cls, flags = np.zeros((0, n)), [], np.zeros(0, np.int64), np.zeros(0, bool)
     else:
-        names_b, cls = _names(a, lines.first[reg])
-        names = [_decode(b, where(int(reg[np.argmax(cls == i)])), "class name") for i, b in enumerate(names_b)]
+        names_b, cls, first_row = _names(a, lines.first[reg])
+        names = [_decode(b, where(int(reg[r])), "class name") for b, r in zip(names_b, first_row)]
         flags = flag_line[reg]
         last = lines.last[reg[flags]]
-        flags[flags] = ~((last[:, 1] - last[:, 0] == 1) & (a[last[:, 0]] == ord("0")))  # '0': not difficult
+        zero = (last[:, 1] - last[:, 0] == 1) & (a[last[:, 0]] == ord("0"))  # flag 0: not difficult
+        flags[np.flatnonzero(flags)[zero]] = False
     if len(odd):
         reg, values, cls, flags, names = _merge(reg, values, cls, flags, names,
                                                 _slow_lines(blob, lines.nl, odd, kind, where))
