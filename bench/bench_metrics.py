@@ -184,12 +184,12 @@ def main() -> int:
     for what, t in rows:
         print(f"{what:<64} {t:8.3f}")
     # the target (issue #18) is on the txt folders; the other columns are for information
-    print(f"\n{'reference load+eval / ours':<18} {'txt, whole process':>19} {'target':>7} {'':<6} "
-          f"{'with --plots':>12} {'COCO JSON':>10} {'compute only':>13}")
+    print(f"\n{'reference load+eval / ours':<28}{'txt, whole process':>20}{'target':>8}  {'':<7}"
+          f"{'with --plots':>13}{'COCO JSON':>11}{'compute only':>14}")
     for name, t_ref in refs.items():
         verdict = "ok" if t_ref / t_txt >= TARGETS[name] else "MISSED"
-        print(f"{name:<18} {t_ref / t_txt:18.1f}x {TARGETS[name]:>6.0f}x {verdict:<6} {t_ref / t_plots:11.1f}x "
-              f"{t_ref / t_json:9.1f}x {t_ref / (t_voc + t_coco):12.1f}x")
+        print(f"{name:<28}{t_ref / t_txt:19.1f}x{TARGETS[name]:7.0f}x  {verdict:<7}"
+              f"{t_ref / t_plots:12.1f}x{t_ref / t_json:10.1f}x{t_ref / (t_voc + t_coco):13.1f}x")
     return 0
 
 
