@@ -91,6 +91,18 @@ def timed(fn, repeat: int = 1):
     return best, out
 
 
+# Runs the command and prints its wall time and peak RSS. A child's ru_maxrss starts from its
+# parent's peak (Linux keeps it across fork and exec), so the command must be forked from this
+# small launcher, not from the bench process that holds the whole case in memory.
+LAUNCHER = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t
+print(json.dumps([wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, done.returncode, done.stderr]))
+"""
+
+
 def run_cli(args: list[str], repeat: int) -> tuple[float, float, dict]:
     """Best wall time of `python -m detpipe evaluate ARGS --out <fresh dir>`, its peak RSS (MB)
     and its metrics."""
@@ -98,15 +110,13 @@ def run_cli(args: list[str], repeat: int) -> tuple[float, float, dict]:
     best, rss, metrics = float("inf"), 0.0, {}
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as out:
-            t = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "detpipe", "evaluate", *args, "--out", out],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            best = min(best, time.perf_counter() - t)
-            rss = max(rss, usage.ru_maxrss / 1024)
-            if status:
-                raise SystemExit(f"evaluate failed:\n{proc.stderr.read().decode()}")
-            proc.stderr.close()
+            cmd = [sys.executable, "-m", "detpipe", "evaluate", *args, "--out", out]
+            launched = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True,
+                                      text=True, env=env, check=True)
+            wall, peak, code, err = json.loads(launched.stdout)
+            if code:
+                raise SystemExit(f"evaluate failed:\n{err}")
+            best, rss = min(best, wall), max(rss, peak)
             metrics = json.loads((Path(out) / "metrics.json").read_text())
     return best, rss, metrics
 
