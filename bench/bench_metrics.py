@@ -1,12 +1,19 @@
-"""Benchmark: detpipe's VOC + COCO evaluation against pycocotools and faster-coco-eval.
+"""Benchmark: `python -m detpipe evaluate` as a user waits for it, against pycocotools and
+faster-coco-eval, all measured in this one run on the same boxes.
 
-    .venv/bin/python bench/bench_metrics.py            # 5,000 images x 20 classes, ~10 GT, ~100 dets
-    .venv/bin/python bench/bench_metrics.py --small    # 500 images, for a quick check
+    python bench/bench_metrics.py            # 5,000 images x 20 classes, ~10 GT, ~100 dets each
+    python bench/bench_metrics.py --small    # 500 images, for a quick check
 
-All three run in the same process on the same boxes (ours from per-image arrays, the references
-from in-memory COCO dicts, index building and loadRes included), and the COCO stats are checked
-equal. Prints wall times, ratios and memory (tracemalloc peak of our run; process max RSS).
-faster-coco-eval is optional: `pip install faster-coco-eval` into the bench environment.
+The case is written to a temporary folder twice: Cartucho txt folders (one file per image, as
+`predict --save-txt` writes them) and COCO JSON files. Then:
+- ours, whole process: `python -m detpipe evaluate` in a fresh subprocess (interpreter start,
+  imports, parsing, VOC + COCO, CSVs and figures), on the txt folders and on the JSON files;
+- ours, compute only: `voc_map` + `coco_eval` in this process on in-memory arrays;
+- the references, in this process (so their interpreter start is NOT counted against them):
+  load = COCO(gt.json) + loadRes(det.json), eval = evaluate + accumulate + summarize.
+The COCO stats of every tool are checked equal to ours. Targets (issue #18): our whole process
+<= 1/20 of pycocotools' load + eval and <= 1/3 of faster-coco-eval's. faster-coco-eval is
+optional (`pip install faster-coco-eval`); without it that line says it was skipped.
 """
 from __future__ import annotations
 
@@ -14,17 +21,22 @@ import argparse
 import contextlib
 import gc
 import io
-import resource
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from detpipe.metrics import coco_eval, voc_map  # noqa: E402
 from detpipe.metrics.io import to_coco_json  # noqa: E402
+
+TARGETS = {"pycocotools": 20.0, "faster_coco_eval": 3.0}  # reference load+eval / our whole process
 
 
 def make_case(n_images: int, n_classes: int, n_gt: int, n_det: int, seed: int = 0):
@@ -53,6 +65,22 @@ def make_case(n_images: int, n_classes: int, n_gt: int, n_det: int, seed: int = 
     return gts, dets
 
 
+def write_case(folder: Path, gts: list[dict], dets: list[dict], names: list[str]) -> None:
+    """gt/ and det/ txt folders (det lines in predict --save-txt's format) and gt.json, det.json."""
+    (folder / "gt").mkdir(parents=True)
+    (folder / "det").mkdir()
+    for i, (g, d) in enumerate(zip(gts, dets)):
+        (folder / "gt" / f"img{i:06d}.txt").write_text("".join(
+            f"{names[c]} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}{' difficult' if f else ''}\n"
+            for b, c, f in zip(g["boxes"], g["labels"], g["difficult"])))
+        (folder / "det" / f"img{i:06d}.txt").write_text("".join(
+            f"{names[c]} {s:.6f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
+            for b, c, s in zip(d["boxes"], d["labels"], d["scores"])))
+    gt_json, res_json = to_coco_json(gts, dets, names)
+    (folder / "gt.json").write_text(json.dumps(gt_json))
+    (folder / "det.json").write_text(json.dumps(res_json))
+
+
 def timed(fn, repeat: int = 1):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -63,71 +91,115 @@ def timed(fn, repeat: int = 1):
     return best, out
 
 
-def run_pycocotools(gt, res, module: str):
-    quiet = contextlib.redirect_stdout(io.StringIO())
-    with quiet:
+# Runs the command and prints its wall time and peak RSS. A child's ru_maxrss starts from its
+# parent's peak (Linux keeps it across fork and exec), so the command must be forked from this
+# small launcher, not from the bench process that holds the whole case in memory.
+LAUNCHER = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t
+print(json.dumps([wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, done.returncode, done.stderr]))
+"""
+
+
+def run_cli(args: list[str], repeat: int) -> tuple[float, float, dict]:
+    """Best wall time of `python -m detpipe evaluate ARGS --out <fresh dir>`, its peak RSS (MB)
+    and its metrics."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    best, rss, metrics = float("inf"), 0.0, {}
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as out:
+            cmd = [sys.executable, "-m", "detpipe", "evaluate", *args, "--out", out]
+            launched = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True,
+                                      text=True, env=env, check=True)
+            wall, peak, code, err = json.loads(launched.stdout)
+            if code:
+                raise SystemExit(f"evaluate failed:\n{err}")
+            best, rss = min(best, wall), max(rss, peak)
+            metrics = json.loads((Path(out) / "metrics.json").read_text())
+    return best, rss, metrics
+
+
+def run_reference(gt_path: Path, det_path: Path, module: str) -> tuple[float, float, np.ndarray]:
+    """(load seconds, eval seconds, the 12 stats) of pycocotools or faster-coco-eval from files."""
+    with contextlib.redirect_stdout(io.StringIO()):
         if module == "pycocotools":
             from pycocotools.coco import COCO
             from pycocotools.cocoeval import COCOeval
         else:
             from faster_coco_eval import COCO
             from faster_coco_eval import COCOeval_faster as COCOeval
-        c = COCO()
-        c.dataset = gt
-        c.createIndex()
-        d = c.loadRes(res)
-        e = COCOeval(c, d, "bbox")
+        gc.collect()
+        t0 = time.perf_counter()
+        gt = COCO(str(gt_path))
+        det = gt.loadRes(str(det_path))
+        t1 = time.perf_counter()
+        e = COCOeval(gt, det, "bbox")
         e.evaluate()
         e.accumulate()
         e.summarize()
-    return np.asarray(e.stats[:12], dtype=np.float64)
-
-
-def maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, np.asarray(e.stats[:12], dtype=np.float64)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="500 images instead of 5,000")
     ap.add_argument("--images", type=int)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of ours (best is kept)")
     ap.add_argument("--no-pycocotools", action="store_true", help="skip the slow reference")
     args = ap.parse_args()
     n_images = args.images or (500 if args.small else 5000)
     C = 20
+    names = [f"class{k:02d}" for k in range(C)]  # sorted order = index order, as txt mode sorts
     gts, dets = make_case(n_images, C, 10, 100)
     n_gt = sum(len(g["labels"]) for g in gts)
     n_det = sum(len(d["scores"]) for d in dets)
     print(f"case: {n_images} images, {C} classes, {n_gt} ground truths, {n_det} detections")
-    rss0 = maxrss_mb()
 
-    t_voc, voc = timed(lambda: voc_map(gts, dets, C), repeat=3)
-    t_coco, ours = timed(lambda: coco_eval(gts, dets, C), repeat=3)
-    tracemalloc.start()
-    coco_eval(gts, dets, C)
-    voc_map(gts, dets, C)
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    print(f"ours   VOC mAP50        {t_voc:8.3f} s   (mAP50 {voc.map:.4f})")
-    print(f"ours   COCO 12 stats    {t_coco:8.3f} s   (AP {ours.stats[0]:.4f})")
-    print(f"ours   peak traced memory {peak:.1f} MB (inputs excluded); max RSS so far {maxrss_mb():.0f} MB "
-          f"(+{maxrss_mb() - rss0:.0f} MB over the generated case)")
-
-    gt_json, res_json = to_coco_json(gts, dets, [f"c{k}" for k in range(C)])
-    results = {}
-    refs = [] if args.no_pycocotools else ["pycocotools"]
-    try:
-        import faster_coco_eval  # noqa: F401
-        refs.append("faster_coco_eval")
-    except ImportError:
-        print("faster-coco-eval: not installed (pip install faster-coco-eval) -- skipped")
-    for name in refs:
-        t, stats = timed(lambda: run_pycocotools(gt_json, res_json, name))
-        results[name] = t
-        diff = float(np.max(np.abs(stats - ours.stats)))
-        print(f"{name:<16} COCO 12 stats {t:8.3f} s   max |stat - ours| = {diff:.2e}   "
-              f"ours is {t / t_coco:6.1f}x faster (COCO), {t / (t_coco + t_voc):6.1f}x (VOC+COCO)")
-    print(f"max RSS at end {maxrss_mb():.0f} MB")
+    t_voc, voc = timed(lambda: voc_map(gts, dets, C), repeat=args.repeat)
+    t_coco, ours = timed(lambda: coco_eval(gts, dets, C), repeat=args.repeat)
+    rows = [("ours: VOC mAP50, compute only", t_voc), ("ours: COCO 12 stats, compute only", t_coco)]
+    with tempfile.TemporaryDirectory() as tmp:
+        case = Path(tmp)
+        write_case(case, gts, dets, names)
+        txt_args = ["--gt", str(case / "gt"), "--det", str(case / "det")]
+        t_txt, rss_txt, m_txt = run_cli(txt_args, args.repeat)
+        t_plots, _, _ = run_cli(txt_args + ["--plots"], args.repeat)
+        t_json, rss_json, m_json = run_cli(["--coco-gt", str(case / "gt.json"), "--coco-det",
+                                            str(case / "det.json")], args.repeat)
+        rows += [(f"ours: `detpipe evaluate` txt folders, whole process ({rss_txt:.0f} MB)", t_txt),
+                 ("ours: the same with --plots (3 figures)", t_plots),
+                 (f"ours: `detpipe evaluate` COCO JSON, whole process ({rss_json:.0f} MB)", t_json)]
+        for m, what in ((m_txt, "txt"), (m_json, "json")):
+            diff = max(abs(m["map50"] - voc.map), abs(m["map50_95"] - ours.stats[0]))
+            if diff > 1e-6:
+                raise SystemExit(f"evaluate ({what}) differs from the in-memory result by {diff:.2e}")
+        refs = {}
+        for name in ([] if args.no_pycocotools else ["pycocotools"]) + ["faster_coco_eval"]:
+            try:
+                __import__(name)
+            except ImportError:
+                print(f"{name}: not installed (pip install {name.replace('_', '-')}) -- skipped")
+                continue
+            t_load, t_eval, stats = run_reference(case / "gt.json", case / "det.json", name)
+            refs[name] = t_load + t_eval
+            rows.append((f"{name}: load {t_load:.2f} s + eval {t_eval:.2f} s", t_load + t_eval))
+            diff = float(np.max(np.abs(stats - ours.stats)))
+            print(f"{name}: max |stat - ours| = {diff:.2e}")
+            if diff > 1e-6:
+                raise SystemExit(f"{name}'s COCO stats differ from ours by {diff:.2e}")
+    print(f"\n{'what (wall seconds; peak RSS of the process)':<64} {'seconds':>8}")
+    for what, t in rows:
+        print(f"{what:<64} {t:8.3f}")
+    # the target (issue #18) is on the txt folders; the other columns are for information
+    print(f"\n{'reference load+eval / ours':<28}{'txt, whole process':>20}{'target':>8}  {'':<7}"
+          f"{'with --plots':>13}{'COCO JSON':>11}{'compute only':>14}")
+    for name, t_ref in refs.items():
+        verdict = "ok" if t_ref / t_txt >= TARGETS[name] else "MISSED"
+        print(f"{name:<28}{t_ref / t_txt:19.1f}x{TARGETS[name]:7.0f}x  {verdict:<7}"
+              f"{t_ref / t_plots:12.1f}x{t_ref / t_json:10.1f}x{t_ref / (t_voc + t_coco):13.1f}x")
     return 0
 
 

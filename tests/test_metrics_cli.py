@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def write_txt_case(tmp: Path) -> tuple[Path, Path]:
 def test_txt_dirs_reports_and_table(tmp_path, capsys):
     gt, det = write_txt_case(tmp_path)
     out = tmp_path / "out"
-    assert main(["--gt", str(gt), "--det", str(det), "--out", str(out), "--confidence", "0.5"]) == 0
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(out), "--confidence", "0.5", "--plots"]) == 0
     printed = capsys.readouterr().out
     assert "cat" in printed and "mean" in printed and "AP50" in printed
     m = json.loads((out / "metrics.json").read_text())
@@ -37,7 +38,7 @@ def test_txt_dirs_reports_and_table(tmp_path, capsys):
     assert m["voc"]["per_class"] == {"cat": 0.5, "dog": 1.0}
     assert m["map50"] == 0.75 and m["min_overlap"] == 0.5
     assert m["at_confidence"]["precision"] == 1.0 and m["at_confidence"]["recall"] == pytest.approx(2 / 3, abs=1e-6)
-    for name in ("pr/cat.csv", "pr/cat.png", "pr/dog.png", "prf_confidence.png", "prf_confidence.csv",
+    for name in ("pr/cat.csv", "pr/dog.csv", "pr/pr_curves.png", "prf_confidence.png", "prf_confidence.csv",
                  "confusion_matrix.png", "confusion_matrix.csv", "info.json"):
         assert (out / name).stat().st_size > 0, name
     header = (out / "pr" / "cat.csv").read_text().splitlines()[0]
@@ -45,6 +46,9 @@ def test_txt_dirs_reports_and_table(tmp_path, capsys):
     info = json.loads((out / "info.json").read_text())
     assert info["counts"]["images"] == 2 and info["seconds"] >= 0 and "map50" in info["conventions"]
     assert "seconds" not in m
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(tmp_path / "np")]) == 0
+    assert not list((tmp_path / "np").rglob("*.png")), "figures are drawn on demand only (--plots)"
+    assert (tmp_path / "np" / "pr" / "cat.csv").read_bytes() == (out / "pr" / "cat.csv").read_bytes()
 
 
 def test_voc07_and_min_overlap_flags(tmp_path):
@@ -137,3 +141,118 @@ def test_map_stage(tmp_path):
     csv_path.write_text("image,class,score,x1,y1,x2,y2\ndata/img2.jpg,hexagon,0.9,0,0,10,10\n")
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0 and "unknown class 'hexagon'" in done.stderr
+
+
+def test_thresholded_detections_warn_with_the_lowest_score_and_the_fix(tmp_path, capsys):
+    gt, det = write_txt_case(tmp_path)
+    (det / "a.txt").write_text("cat 0.9 0 0 10 10\ndog 0.8 20 20 40 40\ndog 0.7 50 50 60 60\n")
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: detections look thresholded: the lowest of 3 scores is 0.7" in err
+    assert "predict --save-txt --conf 0.001" in err
+    info = json.loads((tmp_path / "o" / "info.json").read_text())
+    assert any("thresholded" in w for w in info["warnings"])
+    (det / "a.txt").write_text("cat 0.9 0 0 10 10\ndog 0.002 20 20 40 40\n")
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(tmp_path / "o")]) == 0
+    assert "thresholded" not in capsys.readouterr().err
+
+
+def test_map_confidence_constant_follows_params():
+    from detpipe.metrics.validate import MAP_CONFIDENCE
+    from detpipe.params import MapParams
+    assert MAP_CONFIDENCE == MapParams().confidence
+
+
+def test_case_mismatch_is_warned_not_silently_dropped(tmp_path, capsys):
+    """Issue #16: `Cat` detections against `cat` ground truth gave mAP 0.5 without a word."""
+    gt, det = tmp_path / "gt", tmp_path / "det"
+    gt.mkdir(), det.mkdir()
+    (gt / "a.txt").write_text("\ufeffcat 0 0 10 10\ndog 20 20 40 40\n", encoding="utf-8")  # BOM too
+    (det / "a.txt").write_text("Cat 0.9 0 0 10 10\ndog 0.8 20 20 40 40\ndog 0.001 0 0 5 5\n")
+    assert main(["--gt", str(gt), "--det", str(det), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr()
+    assert "did you mean 'cat'?" in out.err and "'\\ufeffcat'" not in out.out + out.err
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["voc"]["per_class"] == {"cat": 0.0, "dog": 1.0}
+
+
+def _coco_files(tmp_path, gt_anns, results, bom=False):
+    gt = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 1, "name": "cat"}],
+          "annotations": gt_anns}
+    enc = "utf-8-sig" if bom else "utf-8"
+    (tmp_path / "gt.json").write_text(json.dumps(gt), encoding=enc)
+    (tmp_path / "det.json").write_text(json.dumps(results), encoding=enc)
+    return ["--coco-gt", str(tmp_path / "gt.json"), "--coco-det", str(tmp_path / "det.json"),
+            "--out", str(tmp_path / "o")]
+
+
+GOOD_GT = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}]
+
+
+@pytest.mark.parametrize("gt_anns, results, message", [
+    (GOOD_GT, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": float("nan")}],
+     "det.json: entry [0]: score nan is not finite"),
+    (GOOD_GT, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.5},
+               {"image_id": 1, "category_id": 1, "bbox": [0, 0, -3, 10], "score": 0.5}],
+     "det.json: entry [1]: box [0, 0, -3, 10] has a negative width or height"),
+    (GOOD_GT, [{"image_id": 1, "category_id": 1, "bbox": [0, float("inf"), 1, 1], "score": 0.5}],
+     "det.json: entry [0]: y inf is not finite"),
+    (GOOD_GT, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}], "det.json: entry [0]: needs a numeric score"),
+    (GOOD_GT, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 1}], "det.json: entry [0]: bbox must be"),
+    ([{**GOOD_GT[0], "bbox": [0, 0, float("nan"), 10]}], [], "gt.json: annotations[0]: w nan is not finite"),
+    ([{**GOOD_GT[0], "bbox": [0, 0, 10, -1]}], [], "gt.json: annotations[0]: box [0, 0, 10, -1] has a negative"),
+])
+def test_coco_inputs_get_the_txt_checks(tmp_path, capsys, gt_anns, results, message):
+    assert main(_coco_files(tmp_path, gt_anns, results)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_coco_unknown_category_is_counted_and_bom_accepted(tmp_path, capsys):
+    results = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+               {"image_id": 2, "category_id": 7, "bbox": [0, 0, 10, 10], "score": 0.8},
+               {"image_id": 2, "category_id": 7, "bbox": [5, 0, 10, 10], "score": 0.001}]
+    assert main(_coco_files(tmp_path, GOOD_GT, results, bom=True)) == 0
+    err = capsys.readouterr().err
+    assert "det.json: 2 result(s) with category_id 7, which is not among the ground truth's categories (1)" in err
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["map50"] == 1.0
+
+
+def _run_and_list_modules(args: list[str], cwd: Path) -> tuple[int, set[str]]:
+    """Run `python -m detpipe ARGS` in a fresh interpreter; the top-level modules it imported."""
+    code = ("import runpy, sys, json\n"
+            f"sys.argv = ['detpipe'] + {args!r}\n"
+            "try:\n    runpy.run_module('detpipe', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    code = e.code or 0\nelse:\n    code = 0\n"
+            "print('\\nMODULES', json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    line = [x for x in done.stdout.splitlines() if x.startswith("MODULES ")]
+    assert line, done.stderr
+    rc, modules = json.loads(line[-1][len("MODULES "):])
+    return rc, set(modules)
+
+
+def heavy_modules() -> set[str]:
+    """Top-level modules of every requirement (requirements.txt) except numpy: derived, so a new
+    dependency is covered the day it is added."""
+    from importlib.metadata import packages_distributions
+    norm = lambda s: s.lower().replace("_", "-")  # noqa: E731
+    reqs = {norm(re.split(r"[<>=\[; ]", line.strip())[0]) for line in
+            (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    mods = {m for m, dists in packages_distributions().items() if any(norm(d) in reqs for d in dists)}
+    assert {"torch", "matplotlib", "pandas", "cv2"} <= mods  # the derivation found the usual suspects
+    return mods - {"numpy"}
+
+
+def test_evaluate_imports_no_torch_and_stays_lazy(tmp_path):
+    """The evaluate path imports numpy and the standard library only; --plots adds matplotlib
+    (and what matplotlib itself imports), never torch."""
+    gt, det = write_txt_case(tmp_path)
+    rc, modules = _run_and_list_modules(["evaluate", "--gt", str(gt), "--det", str(det), "--out", "o"], tmp_path)
+    assert rc == 0 and "detpipe" in modules
+    assert not modules & heavy_modules(), sorted(modules & heavy_modules())
+    rc, modules = _run_and_list_modules(["evaluate", "--gt", str(gt), "--det", str(det), "--out", "p",
+                                         "--plots"], tmp_path)
+    assert rc == 0 and "matplotlib" in modules and not {"torch", "torchvision", "cv2", "pandas"} & modules
+    assert (tmp_path / "p" / "pr" / "pr_curves.png").is_file()

@@ -11,7 +11,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detpipe.metrics import STAT_NAMES, coco_eval
 from detpipe.metrics.coco import coco_eval_arrays
-from detpipe.metrics.io import coco_to_lists, to_coco_json
+from detpipe.metrics.io import coco_to_flat, to_coco_json
 
 
 def pycoco(gts, dets, n_cls):
@@ -130,6 +130,8 @@ def test_arrays_entry_unsorted_images_and_lists_roundtrip():
         e = COCOeval(c, c.loadRes(res), "bbox")
         e.evaluate(); e.accumulate(); e.summarize()
     np.testing.assert_allclose(ours.stats, e.stats, atol=1e-9)
-    lg, ld = coco_to_lists(data)
-    assert sum(len(x["labels"]) for x in lg) == len(gt_json["annotations"])
-    assert sum(len(x["scores"]) for x in ld) == len(res)
+    flat = coco_to_flat(data)
+    assert len(flat.g_lab) == len(gt_json["annotations"]) and len(flat.d_score) == len(res)
+    assert (np.diff(flat.d_img) >= 0).all() and (np.diff(flat.g_img) >= 0).all()  # image-major
+    # within an image the results keep their file order
+    np.testing.assert_array_equal(flat.d_score[flat.d_img == 0], [r["score"] for r in res if r["image_id"] == 1])

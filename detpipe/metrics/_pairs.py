@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PAIR_BUDGET = 2_000_000  # pairs per chunk: ~50 MB of temporaries, whatever the data size
+PAIR_BUDGET = 1 << 16  # pairs per chunk: temporaries of a few MB stay in cache and are reused
 
 
 def group_pairs(det_keys: np.ndarray, gt_keys_sorted: np.ndarray,
@@ -19,8 +19,7 @@ def group_pairs(det_keys: np.ndarray, gt_keys_sorted: np.ndarray,
     `gt_keys_sorted` must be ascending; within a det the gts come in ascending index order,
     which preserves the ground-truth input order when the sort producing it was stable.
     """
-    lo = np.searchsorted(gt_keys_sorted, det_keys, "left")
-    count = np.searchsorted(gt_keys_sorted, det_keys, "right") - lo
+    lo, count = _ranges(det_keys, gt_keys_sorted)
     csum = np.cumsum(count)
     start, n = 0, len(det_keys)
     while start < n:
@@ -34,6 +33,18 @@ def group_pairs(det_keys: np.ndarray, gt_keys_sorted: np.ndarray,
             gt = np.repeat(lo[start:end] - first, c) + np.arange(total)
             yield det, gt
         start = end
+
+
+def _ranges(keys: np.ndarray, sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each key's run in `sorted_keys` (length 0 where absent)."""
+    span = int(max(keys.max(initial=-1), sorted_keys.max(initial=-1))) + 1
+    if keys.min(initial=0) >= 0 and sorted_keys.min(initial=0) >= 0 and span <= 8 * (len(keys) + len(sorted_keys)):
+        # dense keys (image * classes + class): a lookup table beats binary search ~5x
+        count = np.bincount(sorted_keys, minlength=span)
+        start = np.cumsum(count) - count
+        return start[keys], count[keys]
+    lo = np.searchsorted(sorted_keys, keys, "left")
+    return lo, np.searchsorted(sorted_keys, keys, "right") - lo
 
 
 def first_per_segment(mask: np.ndarray, seg: np.ndarray) -> np.ndarray:

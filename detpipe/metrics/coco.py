@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._pairs import group_pairs
-from .voc import _concat_dets, _concat_gts, check_inputs
+from ._sort import lexsort
+from .flat import EvalData, from_lists
 
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETS = (1, 10, 100)
 AREA_RNG = ((0.0, 1e5 ** 2), (0.0, 32.0 ** 2), (32.0 ** 2, 96.0 ** 2), (96.0 ** 2, 1e5 ** 2))
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-_BIG = np.int64(1) << 40  # matching priority: non-ignored ground truth first, then IoU rank
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,16 @@ def coco_eval(gts: list[dict], dets: list[dict], num_classes: int) -> CocoResult
     Boxes go to COCO's convention as [x1, y1, x2 - x1, y2 - y1] with area w * h, exactly what
     `detpipe.metrics.io.to_coco_json` exports for pycocotools.
     """
-    check_inputs(gts, dets, num_classes)
-    g_box, g_lab, g_img, g_diff = _concat_gts(gts)
-    d_box, d_lab, d_img, d_score = _concat_dets(dets)
-    g_xywh = np.c_[g_box[:, :2], g_box[:, 2:] - g_box[:, :2]]
-    d_xywh = np.c_[d_box[:, :2], d_box[:, 2:] - d_box[:, :2]]
-    return coco_eval_arrays(g_img, g_lab, g_xywh, g_xywh[:, 2] * g_xywh[:, 3], g_diff,
-                            d_img, d_lab, d_xywh, d_score, len(gts), num_classes)
+    return coco_eval_flat(from_lists(gts, dets), num_classes)
+
+
+def coco_eval_flat(data: EvalData, num_classes: int) -> CocoResult:
+    """`coco_eval` on flat arrays (see `flat.EvalData`)."""
+    data.check(num_classes)
+    g_xywh = np.c_[data.g_box[:, :2], data.g_box[:, 2:] - data.g_box[:, :2]]
+    d_xywh = np.c_[data.d_box[:, :2], data.d_box[:, 2:] - data.d_box[:, :2]]
+    return coco_eval_arrays(data.g_img, data.g_lab, g_xywh, g_xywh[:, 2] * g_xywh[:, 3], data.g_diff,
+                            data.d_img, data.d_lab, d_xywh, data.d_score, data.num_images, num_classes)
 
 
 def coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
@@ -91,28 +94,31 @@ def _match(p_det, p_gt, p_iou, rank, g_crowd, g_area, n_det):
     """Greedy matching of every candidate det for all area ranges and IoU thresholds.
 
     `p_det` indexes the candidate detections (rank = their rank within image and class).
-    Returns outcome [n_det, A, T] int8: 0 unmatched, 1 matched to a counted (non-ignored)
+    Returns outcome [A, T, n_det] int8: 0 unmatched, 1 matched to a counted (non-ignored)
     ground truth, 2 matched to an ignored one. Rounds go by rank within (image, class) so all
     groups advance together; a ground truth appears at most once per round.
     """
     thr = np.minimum(IOU_THRS, 1 - 1e-10)
     A, T = len(AREA_RNG), len(thr)
-    outcome = np.zeros((n_det, A, T), dtype=np.int8)
+    outcome = np.zeros((A, T, n_det), dtype=np.int8)
     if len(p_det) == 0:
         return outcome
     # static preference within a det: higher IoU, then later ground truth (pycocotools' `<`)
-    order = np.lexsort((p_gt, p_iou, p_det))
+    order = lexsort((p_gt, p_iou, p_det), distinct=True)  # a (det, gt) pair appears once
     pos = np.empty(len(order), np.int64)
     pos[order] = np.arange(len(order))
-    det_first = np.searchsorted(p_det, p_det, "left")  # p_det is sorted (det-major pairs)
-    pref = pos - det_first + 1
+    pref = pos - np.searchsorted(p_det, p_det, "left") + 1  # p_det is sorted (det-major pairs)
+    # key = counted * big + pref: a counted object beats any ignored one, then preference wins
+    dtype = np.int32 if int(pref.max()).bit_length() < 30 else np.int64
+    big = dtype(1) << dtype(int(pref.max()).bit_length())
+    pref = pref.astype(dtype)
     seen = np.zeros(len(g_crowd), dtype=bool)
     seen[p_gt] = True
     u_gt = np.flatnonzero(seen)
     g_inv = (np.cumsum(seen) - 1)[p_gt]
     crowd = g_crowd[u_gt]
     area = g_area[u_gt]
-    counted = np.stack([~crowd & (area >= lo) & (area <= hi) for lo, hi in AREA_RNG], axis=1)
+    base = np.stack([~crowd & (area >= lo) & (area <= hi) for lo, hi in AREA_RNG], axis=1).astype(dtype) * big
     taken = np.zeros((len(u_gt), A, T), dtype=bool)
     p_rank = rank[p_det]
     by_rank = np.argsort(p_rank, kind="stable")
@@ -124,12 +130,16 @@ def _match(p_det, p_gt, p_iou, rank, g_crowd, g_area, n_det):
         det, g = p_det[sel], g_inv[sel]
         ok = p_iou[sel, None] >= thr[None, :]
         avail = ok[:, None, :] & (crowd[g, None, None] | ~taken[g])
-        key = np.where(avail, counted[g][:, :, None] * _BIG + pref[sel, None, None], 0)
-        starts = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])
-        best = np.maximum.reduceat(key, starts, axis=0)
-        win = (key == np.repeat(best, np.diff(np.r_[starts, len(det)]), axis=0)) & (key > 0)
+        key = np.where(avail, base[g][:, :, None] + pref[sel, None, None], dtype(0))
+        if (det[1:] == det[:-1]).any():  # some det has several objects to choose from
+            starts = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])
+            best = np.maximum.reduceat(key, starts, axis=0)
+            win = (key == np.repeat(best, np.diff(np.r_[starts, len(det)]), axis=0)) & (key > 0)
+            det = det[starts]
+        else:  # one pair per det (the usual case): its own key is the best
+            best, win = key, key > 0
         taken[g] |= win
-        outcome[det[starts]] = np.where(best >= _BIG, 1, np.where(best > 0, 2, 0))
+        outcome[:, :, det] = ((best > 0).astype(np.int8) * 2 - (best >= big)).transpose(1, 2, 0)
     return outcome
 
 
@@ -137,22 +147,22 @@ def coco_eval_arrays(g_img, g_cat, g_xywh, g_area, g_crowd, d_img, d_cat, d_xywh
                      num_images: int, num_classes: int) -> CocoResult:
     """COCO evaluation on flat arrays (images 0..num_images-1 in evaluation order, classes
     0..num_classes-1; detections in input order, which breaks score ties as pycocotools does)."""
-    K, A, T, R, M = num_classes, len(AREA_RNG), len(IOU_THRS), len(REC_THRS), len(MAX_DETS)
+    K, T, R, M = num_classes, len(IOU_THRS), len(REC_THRS), len(MAX_DETS)
     g_img, g_cat = np.asarray(g_img, np.int64), np.asarray(g_cat, np.int64)
     d_img, d_cat = np.asarray(d_img, np.int64), np.asarray(d_cat, np.int64)
     g_crowd, g_area = np.asarray(g_crowd, bool), np.asarray(g_area, np.float64)
-    d_score = np.asarray(d_score, np.float64)
-    # detections by group, then score (stable), truncated to maxDets[-1] per image and class
+    d_score, d_xywh = np.asarray(d_score, np.float64), np.asarray(d_xywh, np.float64).reshape(-1, 4)
+    # rank of each detection within its image and class by score (ties: input order); beyond
+    # maxDets[-1] it is dropped. Rows stay in input order: only small results are permuted.
     d_key = d_img * K + d_cat
-    order = np.lexsort((-d_score, d_key))
-    d_key = d_key[order]
-    starts = np.flatnonzero(np.r_[True, d_key[1:] != d_key[:-1]]) if len(d_key) else np.zeros(0, np.int64)
-    rank = np.arange(len(d_key)) - np.repeat(starts, np.diff(np.r_[starts, len(d_key)]))
-    keep = order[rank < MAX_DETS[-1]]
-    rank = rank[rank < MAX_DETS[-1]]
-    d_key, d_cat, d_score = d_img[keep] * K + d_cat[keep], d_cat[keep], d_score[keep]
-    d_xywh = np.asarray(d_xywh, np.float64)[keep]
-    d_area = d_xywh[:, 2] * d_xywh[:, 3]
+    order = lexsort((-d_score, d_key))
+    sorted_key = d_key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(d_key) else order[:0]
+    rank = np.empty(len(d_key), np.int64)
+    rank[order] = np.arange(len(d_key)) - np.repeat(starts, np.diff(np.r_[starts, len(d_key)]))
+    if rank.max(initial=0) >= MAX_DETS[-1]:
+        kept = np.flatnonzero(rank < MAX_DETS[-1])
+        d_img, d_cat, d_score, d_xywh, d_key, rank = (x[kept] for x in (d_img, d_cat, d_score, d_xywh, d_key, rank))
 
     g_key = g_img * K + g_cat
     g_order = np.argsort(g_key, kind="stable")
@@ -165,49 +175,69 @@ def coco_eval_arrays(g_img, g_cat, g_xywh, g_area, g_crowd, d_img, d_cat, d_xywh
     cand_row = np.full(len(d_key), -1, dtype=np.int64)
     cand_row[cand] = np.arange(len(cand))
 
+    d_area = d_xywh[:, 2] * d_xywh[:, 3]
     in_rng = np.stack([(d_area >= lo) & (d_area <= hi) for lo, hi in AREA_RNG], axis=1)
     npig = np.stack([np.bincount(g_cat[~g_crowd & (g_area >= lo) & (g_area <= hi)], minlength=K)[:K]
                      for lo, hi in AREA_RNG], axis=1)  # [K, A]
-    # accumulate order: class, descending score, then image and rank (pycocotools' mergesort)
-    acc = np.lexsort((-d_score, d_cat))
+    # accumulate order: class, descending score, then image and rank (pycocotools' mergesort);
+    # within an image and class equal scores are ranked in input order
+    acc = lexsort((d_img, -d_score, d_cat))
     bounds = np.searchsorted(d_cat[acc], np.arange(K + 1))
-    precision = -np.ones((T, R, K, A))
-    recall = -np.ones((T, K, A, M))
+    rows = cand_row[acc]
+    is_cand = rows >= 0
+    cand_bounds = np.r_[0, np.cumsum(is_cand)][bounds]
+    outcome = outcome[:, :, rows[is_cand]]  # candidates in accumulate order: a slice per class
+    in_rng, rank = in_rng[acc], rank[acc]
+    precision = -np.ones((T, R, K, len(AREA_RNG)))
+    recall = -np.ones((T, K, len(AREA_RNG), M))
     for k in range(K):
-        if not npig[k].any():
-            continue
-        idx = acc[bounds[k]:bounds[k + 1]]
-        rows = cand_row[idx]
-        cpos = np.flatnonzero(rows >= 0)
-        out = outcome[rows[cpos]]  # [n, A, T]
-        # false positives up to each candidate: non-candidates in range, unmatched candidates in range
-        other_fp = np.cumsum(in_rng[idx] & (rows < 0)[:, None], axis=0)[cpos]
-        tp = out == 1
-        n_tp = np.cumsum(tp, axis=0).astype(np.float64)
-        n_fp = (np.cumsum((out == 0) & in_rng[idx[cpos]][:, :, None], axis=0)
-                + other_fp[:, :, None]).astype(np.float64)
-        rc = n_tp / np.maximum(npig[k], 1)[None, :, None]
-        # pycocotools' precision at every detection; the envelope at the first detection reaching
-        # a recall level equals the envelope over true positives only, so the rest are zeroed
-        pr = np.where(tp, n_tp / (n_fp + n_tp + np.spacing(1)), 0.0)
-        env = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
-        rank_c = rank[idx[cpos]]
-        for m, max_det in enumerate(MAX_DETS):
-            found = np.count_nonzero(tp & (rank_c < max_det)[:, None, None], axis=0)  # [A, T]
-            recall[:, k, :, m] = np.where(npig[k, :, None] > 0, found / np.maximum(npig[k], 1)[:, None], -1.0).T
-        for a in np.flatnonzero(npig[k]):
-            for t in range(T):
-                at = np.searchsorted(rc[:, a, t], REC_THRS, side="left")
-                q = np.zeros(R)
-                ok = at < len(cpos)
-                q[ok] = env[at[ok], a, t]
-                precision[t, :, k, a] = q
+        if npig[k].any():
+            sl = slice(bounds[k], bounds[k + 1])
+            precision[:, :, k], recall[:, k] = _accumulate(
+                outcome[:, :, cand_bounds[k]:cand_bounds[k + 1]], is_cand[sl], in_rng[sl], rank[sl], npig[k])
     stats = _summarize(precision, recall)
     with np.errstate(invalid="ignore"):
         has = npig[:, 0] > 0
         per_class = np.where(has, precision[:, :, :, 0].mean(axis=(0, 1)), np.nan)
         per_class50 = np.where(has, precision[0, :, :, 0].mean(axis=0), np.nan)
     return CocoResult(stats, per_class, per_class50, precision, recall)
+
+
+def _accumulate(out, is_cand, in_rng, rank, npig) -> tuple[np.ndarray, np.ndarray]:
+    """Precision [T, R, A] and recall [T, A, M] of one class, its detections in accumulate order.
+
+    out [A, T, candidates]: matching outcome of its candidate detections; is_cand [n] marks them
+    among all its detections (the others are unmatched); in_rng [n, A], rank [n], npig [A]
+    (counted ground truth per area range)."""
+    A, T, R = len(AREA_RNG), len(IOU_THRS), len(REC_THRS)
+    cpos = np.flatnonzero(is_cand)
+    # false positives up to each candidate: non-candidates in range, unmatched candidates in range
+    other_fp = np.cumsum(in_rng & ~is_cand[:, None], axis=0, dtype=np.int32)[cpos].T
+    tp = out == 1
+    n_tp = np.cumsum(tp, axis=2, dtype=np.int32).astype(np.float64)
+    n_fp = np.cumsum((out == 0) & in_rng[cpos].T[:, None, :], axis=2, dtype=np.int32)
+    n_fp += other_fp[:, None, :]
+    # pycocotools' precision at every detection; the envelope at the first detection reaching
+    # a recall level equals the envelope over true positives only, so the rest are zeroed
+    pr = n_tp / (n_fp + n_tp + np.spacing(1))
+    pr *= tp  # 5x faster than np.divide(..., where=tp)
+    env = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
+    precision = np.zeros((T, R, A))
+    recall = np.zeros((T, A, len(MAX_DETS)))
+    rank_c = rank[cpos]
+    for m, max_det in enumerate(MAX_DETS):
+        found = np.count_nonzero(tp & (rank_c < max_det), axis=2)  # [A, T]
+        recall[:, :, m] = np.where(npig[:, None] > 0, found / np.maximum(npig, 1)[:, None], -1.0).T
+    for a in range(A):
+        if npig[a] == 0:
+            precision[:, :, a] = -1.0
+            continue
+        rc = n_tp[a] / npig[a]
+        for t in range(T):
+            at = np.searchsorted(rc[t], REC_THRS, side="left")
+            ok = at < len(cpos)
+            precision[t, ok, a] = env[a, t, at[ok]]
+    return precision, recall
 
 
 def _mean_valid(s: np.ndarray) -> float:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .coco import coco_eval, coco_eval_arrays
-from .confusion import confusion_matrix
+from .coco import coco_eval_arrays, coco_eval_flat
+from .confusion import confusion_matrix_flat
+from .csvout import write_columns
 from .curves import best_f1, prf_at, prf_curve
-from .voc import voc_map
+from .flat import EvalData, from_lists
+from .voc import voc_map_flat
 
 CONVENTIONS = {
     "map50": "PASCAL VOC all-point interpolated AP at min_overlap (key name kept as map50 whatever "
@@ -47,20 +49,27 @@ def safe_name(name: str) -> str:
 def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], class_names: list[str],
                       min_overlap: float = 0.5, voc07: bool = False, confidence: float = 0.5,
                       coco_data: dict | None = None) -> dict:
+    """`write_reports` for per-image lists (see `voc_map`)."""
+    return write_reports(out_dir, from_lists(gts, dets), class_names, min_overlap, voc07, confidence,
+                         coco_data=coco_data)
+
+
+def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], min_overlap: float = 0.5,
+                  voc07: bool = False, confidence: float = 0.5, coco_data: dict | None = None,
+                  plots: bool = True, warnings: list[str] | None = None) -> dict:
     """Compute VOC and COCO metrics, curves and the confusion matrix; write them under out_dir.
 
-    Writes metrics.json, pr/<class>.csv + .png, prf_confidence.csv + .png,
-    confusion_matrix.csv + .png and info.json; returns the metrics.json content. `coco_data`
-    (from `io.read_coco_json`) makes the COCO side use the file's own boxes, areas and crowd flags.
+    Writes metrics.json, pr/<class>.csv, prf_confidence.csv, confusion_matrix.csv and info.json
+    (with `warnings`, when given), and with `plots` pr/pr_curves.png, prf_confidence.png and
+    confusion_matrix.png; returns the metrics.json content. `coco_data` (from
+    `io.read_coco_json`) makes the COCO side use the file's own boxes, areas and crowd flags.
     """
-    from ..plots_map import plot_confusion, plot_pr_curve, plot_prf_confidence
-
     start = time.perf_counter()
     out = Path(out_dir)
     (out / "pr").mkdir(parents=True, exist_ok=True)
     n_cls = len(class_names)
     t0 = time.perf_counter()
-    voc = voc_map(gts, dets, n_cls, min_overlap=min_overlap, use_07=voc07)
+    voc = voc_map_flat(data, n_cls, min_overlap=min_overlap, use_07=voc07)
     t_voc = time.perf_counter() - t0
     t0 = time.perf_counter()
     if coco_data is not None:
@@ -68,11 +77,11 @@ def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], cl
         coco = coco_eval_arrays(g["img"], g["cat"], g["xywh"], g["area"], g["crowd"], d["img"], d["cat"],
                                 d["xywh"], d["score"], coco_data["num_images"], n_cls)
     else:
-        coco = coco_eval(gts, dets, n_cls)
+        coco = coco_eval_flat(data, n_cls)
     t_coco = time.perf_counter() - t0
     at_conf = prf_at(voc, confidence)
     best = best_f1(voc)
-    matrix = confusion_matrix(gts, dets, n_cls, confidence, min_overlap)
+    matrix = confusion_matrix_flat(data, n_cls, confidence, min_overlap)
 
     metrics = {
         "map50": _num(voc.map), "min_overlap": float(min_overlap), "voc07": bool(voc07),
@@ -85,20 +94,10 @@ def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], cl
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
-    convention = f"VOC{'2007 11-point' if voc07 else ' all-point'}, IoU >= {min_overlap:g}, +1 px"
-    used = set()
-    for k, name in enumerate(class_names):
-        stem = safe_name(name)
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        with open(out / "pr" / f"{stem}.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["recall", "precision", "confidence"])
-            w.writerows(zip(np.round(voc.recall[k], 6), np.round(voc.precision[k], 6), np.round(voc.scores[k], 6)))
-        plot_pr_curve(out / "pr" / f"{stem}.png", name, k, voc.recall[k], voc.precision[k], voc.ap[k],
-                      min_overlap, convention)
-
+    stems = _stems(class_names)
+    for k, stem in enumerate(stems):
+        write_columns(out / "pr" / f"{stem}.csv", ["recall", "precision", "confidence"],
+                      [voc.recall[k], voc.precision[k], voc.scores[k]])
     grid = np.round(np.linspace(0, 1, 101), 2)
     curve = prf_curve(voc, grid)
     with open(out / "prf_confidence.csv", "w", newline="", encoding="utf-8") as fh:
@@ -108,33 +107,51 @@ def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], cl
             p, r, f = ((curve["all_" + m] for m in ("precision", "recall", "f1")) if k is None
                        else (curve[m][k] for m in ("precision", "recall", "f1")))
             w.writerows(zip(grid, [name] * len(grid), np.round(p, 6), np.round(r, 6), np.round(f, 6)))
-    plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf)
-
     with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["true\\predicted"] + list(class_names) + ["background"])
         for name, row in zip(list(class_names) + ["background"], matrix):
             w.writerow([name] + [int(v) for v in row])
-    plot_confusion(out / "confusion_matrix.png", matrix, class_names, confidence, min_overlap)
+    if plots:
+        from ..plots_map import plot_confusion, plot_pr_curves, plot_prf_confidence
 
+        convention = f"VOC{'2007 11-point' if voc07 else ' all-point'}, IoU >= {min_overlap:g}, +1 px"
+        plot_pr_curves(out / "pr" / "pr_curves.png", class_names, voc, convention)
+        plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf)
+        plot_confusion(out / "confusion_matrix.png", matrix, class_names, confidence, min_overlap)
+
+    per_image = np.bincount(data.d_img, minlength=data.num_images)
     info = {
         "conventions": CONVENTIONS,
         "counts": {
-            "images": len(gts),
-            "images_without_detections": int(sum(len(d["scores"]) == 0 for d in dets)),
+            "images": data.num_images,
+            "images_without_detections": int(np.sum(per_image == 0)),
             "ground_truth": {n: int(c) for n, c in zip(class_names, voc.n_gt)},
-            "difficult": int(sum(int(np.sum(g.get("difficult", []))) for g in gts)),
+            "difficult": int(np.sum(data.g_diff)),
             "detections": {n: int(c) for n, c in zip(class_names, voc.n_det)},
         },
         "per_class_ap50_coco": {n: _num(a) for n, a in zip(class_names, coco.per_class_ap50)},
         "at_confidence_per_class": {n: {m: _num(at_conf["per_class"][m][k]) for m in ("precision", "recall", "f1")}
                                     for k, n in enumerate(class_names)},
+        **({"warnings": list(warnings)} if warnings else {}),
         "seconds_voc": round(t_voc, 4),
         "seconds_coco": round(t_coco, 4),
         "seconds": round(time.perf_counter() - start, 3),
     }
     (out / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return metrics
+
+
+def _stems(class_names: list[str]) -> list[str]:
+    """Distinct file-name stems for the classes (safe_name, then '_' appended on collisions)."""
+    used, stems = set(), []
+    for name in class_names:
+        stem = safe_name(name)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def format_table(metrics: dict, class_names: list[str]) -> str:

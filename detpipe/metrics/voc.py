@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._pairs import first_per_segment, group_pairs
+from ._sort import lexsort
+from .flat import EvalData, from_lists
 
 
 @dataclass(frozen=True)
@@ -42,45 +44,6 @@ class VocResult:
     recall: list[np.ndarray]
     min_overlap: float
     use_07: bool
-
-
-def _concat_gts(gts: list[dict]) -> tuple[np.ndarray, ...]:
-    boxes = [np.asarray(g["boxes"], dtype=np.float64).reshape(-1, 4) for g in gts]
-    img = np.repeat(np.arange(len(gts)), [len(b) for b in boxes])
-    labels = np.concatenate([np.asarray(g["labels"], dtype=np.int64).reshape(-1) for g in gts]) \
-        if gts else np.zeros(0, np.int64)
-    diff = [np.asarray(g.get("difficult", np.zeros(len(b), bool)), dtype=bool).reshape(-1)
-            for g, b in zip(gts, boxes)]
-    return (np.concatenate(boxes) if gts else np.zeros((0, 4)), labels.astype(np.int64), img,
-            np.concatenate(diff) if gts else np.zeros(0, bool))
-
-
-def _concat_dets(dets: list[dict]) -> tuple[np.ndarray, ...]:
-    boxes = [np.asarray(d["boxes"], dtype=np.float64).reshape(-1, 4) for d in dets]
-    img = np.repeat(np.arange(len(dets)), [len(b) for b in boxes])
-    if not dets:
-        return np.zeros((0, 4)), np.zeros(0, np.int64), img, np.zeros(0)
-    labels = np.concatenate([np.asarray(d["labels"], dtype=np.int64).reshape(-1) for d in dets])
-    scores = np.concatenate([np.asarray(d["scores"], dtype=np.float64).reshape(-1) for d in dets])
-    return np.concatenate(boxes), labels, img, scores
-
-
-def check_inputs(gts: list[dict], dets: list[dict], num_classes: int) -> None:
-    """Raise ValueError naming the image and field when the per-image lists do not line up."""
-    if len(gts) != len(dets):
-        raise ValueError(f"{len(gts)} ground-truth images but {len(dets)} detection images")
-    for name, items, keys in (("gts", gts, ("labels", "difficult")), ("dets", dets, ("labels", "scores"))):
-        for i, item in enumerate(items):
-            n = np.size(item["boxes"]) // 4
-            for k in keys:
-                if k in item and np.size(item[k]) != n:
-                    raise ValueError(f"{name}[{i}]: {n} boxes but {np.size(item[k])} {k}")
-        labels = [np.asarray(it["labels"]).reshape(-1) for it in items]
-        flat = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-        bad = np.flatnonzero((flat < 0) | (flat >= num_classes))
-        if len(bad):
-            i = int(np.searchsorted(np.cumsum([len(x) for x in labels]), bad[0], side="right"))
-            raise ValueError(f"{name}[{i}]: class id {int(flat[bad[0]])} outside 0..{num_classes - 1}")
 
 
 def voc_iou_plus1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -139,25 +102,31 @@ def voc_map(gts: list[dict], dets: list[dict], num_classes: int, min_overlap: fl
     gts: {"boxes" [M,4] xyxy, "labels" [M], "difficult" [M] (optional)};
     dets: {"boxes" [K,4] xyxy, "labels" [K], "scores" [K]}.
     """
-    check_inputs(gts, dets, num_classes)
-    g_box, g_lab, g_img, g_diff = _concat_gts(gts)
-    d_box, d_lab, d_img, d_score = _concat_dets(dets)
-    g_key = g_img * num_classes + g_lab
+    return voc_map_flat(from_lists(gts, dets), num_classes, min_overlap, use_07)
+
+
+def voc_map_flat(data: EvalData, num_classes: int, min_overlap: float = 0.5,
+                 use_07: bool = False) -> VocResult:
+    """`voc_map` on flat arrays (image-major rows, see `flat.EvalData`)."""
+    data.check(num_classes)
+    g_box, g_lab, g_diff = data.g_box, data.g_lab, data.g_diff
+    d_box, d_lab, d_img, d_score = data.d_box, data.d_lab, data.d_img, data.d_score
+    g_key = data.g_img * num_classes + g_lab
     g_order = np.argsort(g_key, kind="stable")
     g_box, g_key, g_diff, g_lab = g_box[g_order], g_key[g_order], g_diff[g_order], g_lab[g_order]
+    # best objects in input (image-major) order: boxes are read in place, only results move
+    ovmax, arg = best_gt(d_box, d_img * num_classes + d_lab, g_box, g_key)
     # class, then descending score; lexsort is stable so ties keep image then input order
-    d_order = np.lexsort((-d_score, d_lab))
-    d_box, d_lab, d_score = d_box[d_order], d_lab[d_order], d_score[d_order]
-    d_key = d_img[d_order] * num_classes + d_lab
-
-    ovmax, arg = best_gt(d_box, d_key, g_box, g_key)
+    d_order = lexsort((-d_score, d_lab))
+    d_lab, d_score, ovmax, arg = d_lab[d_order], d_score[d_order], ovmax[d_order], arg[d_order]
     hit = ovmax >= min_overlap
     difficult_hit = hit & g_diff[np.maximum(arg, 0)]
     claim = hit & ~difficult_hit
-    tp = np.zeros(len(d_key), dtype=bool)
+    tp = np.zeros(len(d_lab), dtype=bool)
     claim_idx = np.flatnonzero(claim)
-    _, first = np.unique(arg[claim_idx], return_index=True)  # first claimant in score order wins
-    tp[claim_idx[first]] = True
+    first = np.full(len(g_lab), len(d_lab))  # first claimant in score order wins
+    np.minimum.at(first, arg[claim_idx], claim_idx)
+    tp[first[first < len(d_lab)]] = True
     keep = ~difficult_hit
 
     n_gt = np.bincount(g_lab[~g_diff], minlength=num_classes)[:num_classes]
