@@ -60,6 +60,15 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s picklable `obj` on every rank (serialised through a tensor on the group's device)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=group_device())
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every rank (on this rank's GPU under nccl, so NCCL does not guess one)."""
     if world_size() == 1:

@@ -15,7 +15,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -133,6 +133,11 @@ def main_first(info: DistInfo) -> Iterator[None]:
     yield
     if info.main:
         barrier(info)
+
+
+def broadcast(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's picklable `obj` on every rank (run-folder decisions, errors to raise alike)."""
+    return obj if info.world == 1 else collectives.broadcast_object(obj)
 
 
 def per_rank_batch(global_batch: int, world: int, what: str = "batch size") -> int:

@@ -29,7 +29,8 @@ from .model import Detector, ModelConfig, build_model, describe, model_summary
 from .manifest import file_sha256
 from .params import Params
 from .pipeline.closure import code_closure
-from .pipeline.view import as_dict
+from .pipeline.table import script_params
+from .pipeline.view import ParamsView, as_dict
 
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
                "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
@@ -89,7 +90,7 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     count (and what derives from it): the run's lineage, shared by runs that differ only in how many
     epochs they train.
     """
-    config = as_dict(params)
+    config = as_dict(_train_view(params))
     skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
     if not params.train.focal_loss:  # the focal settings compute nothing while it is off
         skip |= {"focal_gamma", "focal_alpha"}
@@ -118,6 +119,14 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     for name in code_closure(_SCRIPT, _ROOT):
         h.update(f"{name}:{file_sha256(_ROOT / name)}".encode())
     return h.hexdigest()[:16]
+
+
+def _train_view(params):
+    """The params a train stage reads (stages/train.py's PARAMS), also when handed a whole Params
+    (tests, benches), so the fingerprint is the same however train_phase is called."""
+    if isinstance(params, ParamsView) or _SCRIPT != "stages/train.py":
+        return params
+    return ParamsView(params, script_params(str(_ROOT / _SCRIPT)), "train")
 
 
 def _is_weights_file(path: str | Path) -> bool:

@@ -91,6 +91,12 @@ def nccl(monkeypatch):
         calls.append("all_gather_object")
         out[:] = [obj, obj]
 
+    def broadcast_object_list(box, src=0, device=None, **_):
+        # torch pickles the objects into a tensor on `device`: NCCL needs it on this rank's GPU
+        calls.append("broadcast_object_list")
+        if device is None or torch.device(device).type != "cuda":
+            raise RuntimeError("No backend type associated with device type cpu")
+
     def barrier(device_ids=None, **_):
         calls.append("barrier")
         assert device_ids == [0]
@@ -99,7 +105,7 @@ def nccl(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     for name, fn in {"is_initialized": lambda: True, "get_world_size": lambda *a: 2, "get_rank": lambda *a: 0,
                      "get_backend": lambda *a: "nccl", "all_reduce": all_reduce, "broadcast": broadcast,
-                     "all_gather_object": all_gather_object,
+                     "all_gather_object": all_gather_object, "broadcast_object_list": broadcast_object_list,
                      "barrier": barrier}.items():
         monkeypatch.setattr(dist, name, fn)
     return calls
@@ -127,6 +133,12 @@ def test_validation_gather_buffers_and_barriers_reach_nccl_on_the_gpu(nccl):
     with ddp.main_first(RANK0):
         pass
     assert nccl == ["all_reduce", "all_gather_object", "broadcast", "broadcast", "broadcast", "barrier", "barrier"]
+
+
+def test_run_folder_decisions_reach_nccl_on_the_gpu(nccl):
+    # Rank 0 tells the others whether the run folder is theirs to train in (or why not).
+    assert ddp.broadcast("busy", RANK0) == "busy"
+    assert nccl == ["broadcast_object_list"]
 
 
 def test_loss_normaliser_reaches_nccl_on_the_gpu(nccl):

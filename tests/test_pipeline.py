@@ -196,11 +196,20 @@ def _set(doc, dotted, value):
 
 
 def _other(key, value):
-    """A different valid value for a params leaf."""
-    choices = {"model.backbone": "resnet18", "model.scale": "s", "train.optimizer": "sgd",
-               "train.lr_schedule": "linear", "train.amp_dtype": "bfloat16", "train.device": "cpu"}
-    if key in choices:
-        return choices[key] if value != choices[key] else "cspdarknet"
+    """A different valid value for a params leaf: another choice of a Literal field (read from the
+    params models, so a new choice field is covered), else a nearby number, the other bool, ..."""
+    import typing
+    from detpipe import params as P
+    section, _, name = key.rpartition(".")
+    model = {"": P.Params, "data": P.DataParams, "split": P.SplitParams, "model": P.ModelParams,
+             "train": P.TrainParams, "predict": P.PredictParams, "map": P.MapParams}.get(section)
+    field = model.model_fields.get(name) if model is not None else None
+    if field is not None and typing.get_origin(field.annotation) is typing.Literal:
+        return next(c for c in typing.get_args(field.annotation) if c != value)
+    if key == "model.backbone":
+        return "resnet18" if value != "resnet18" else "cspdarknet"
+    if key == "train.device":
+        return "cpu" if value != "cpu" else "auto"
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -209,4 +218,4 @@ def _other(key, value):
         return value / 2 if value else 0.1
     if isinstance(value, list):
         return value + ["extra"] if all(isinstance(v, str) for v in value) else [v / 2 for v in value]
-    return value
+    raise AssertionError(f"no other value known for {key} = {value!r}: teach _other")
