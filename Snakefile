@@ -115,7 +115,7 @@ rule train_unfrozen:
         snake.shell("train_unfrozen")
 
 
-checkpoint predict:
+rule predict:
     input:
         unpack(snake.inputs_after("predict", config, checkpoints)),
     output:

@@ -62,7 +62,7 @@ class SlowFirstPredictor:
 
     def __init__(self) -> None:
         self.device, self.class_names, self.calls = "cpu", ["a"], 0
-        self.backend = SimpleNamespace(sync=lambda: None)
+        self.backend = SimpleNamespace(sync=lambda: None, device="cpu")
 
     def preprocess(self, images):
         return SimpleNamespace(to=lambda device: None), [None] * len(images)

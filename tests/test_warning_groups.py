@@ -90,7 +90,7 @@ def test_annotate_stage_prints_the_groups(tmp_path):
     params = (REPO / "params.yaml").read_text(encoding="utf-8").replace("data/VOCdevkit/VOC2007", "data/v")
     (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "annotate.py"), "--params", "params.yaml", "--out",
-                           "a.txt", "--report", "r.json"], cwd=tmp_path, capture_output=True, text=True)
+                           "a.txt", "--images", "a.sha256", "--report", "r.json"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert root.is_dir() and out[0] == "annotate: 27 warning(s) of 2 kind(s), most important first (all in the JSON report):"

@@ -187,7 +187,8 @@ def test_annotate_stage_and_check_data_read_yolo(tmp_path):
     params = params.replace("data/VOCdevkit/VOC2007", "ds").replace("source: voc ", "source: yolo")
     (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "annotate.py"), "--params", "params.yaml", "--out",
-                           "data/annotations.txt", "--report", "reports/annotate.json"], cwd=tmp_path,
+                           "data/annotations.txt", "--images", "data/images.sha256", "--report",
+                           "reports/annotate.json"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "warning [no_label_file]: ds/images/e.jpg: no label file" in proc.stdout

@@ -1,11 +1,11 @@
-"""`python -m detpipe import-weights SRC`: turn a YOLOv8 / YOLO11 state dict saved with Ultralytics into a
+"""`detpipe import-weights SRC`: turn a YOLOv8 / YOLO11 state dict saved with Ultralytics into a
 detpipe checkpoint for `model.pretrained`.
 
 Save the state dict in your own Ultralytics environment (detpipe never imports Ultralytics and
 never unpickles its .pt files):
 
     python -c "import torch; from ultralytics import YOLO; torch.save(YOLO('yolov8n.pt').model.float().state_dict(), 'yolov8n-state.pt')"
-    python -m detpipe import-weights yolov8n-state.pt --out models/yolov8n-detpipe.pt
+    detpipe import-weights yolov8n-state.pt --out models/yolov8n-detpipe.pt
 
 The backbone, the neck and the head's hidden layers are imported; the head's output layers start
 from scratch in training. The command prints what it imported and skipped, and the params to use.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m detpipe import-weights", description=__doc__,
+    p = argparse.ArgumentParser(prog="detpipe import-weights", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="state dict saved with torch.save(model.state_dict()) in Ultralytics")
     p.add_argument("--out", help="detpipe checkpoint to write (default: SOURCE's name + -detpipe.pt beside it)")

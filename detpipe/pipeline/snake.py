@@ -8,9 +8,9 @@ file inside does), and the params are the values of the keys the stage script de
 
 Within one run, Snakemake plans every rule downstream of a rule it reruns, before knowing whether
 that rule's outputs change. DVC instead looks again after each stage, so an unchanged result stops
-there. To do the same where a rerun often changes nothing — annotate and split (a code edit, a
-changed test image), pretrained (runs every time under DVC), predict (an inference code edit) —
-those rules are Snakemake checkpoints, and the rules after them take their inputs from a function
+there. To do the same where a rerun often changes nothing and much follows — annotate and split (a
+code edit, a changed test image), pretrained (runs every time under DVC) — those rules are
+Snakemake checkpoints, and the rules after them take their inputs from a function
 that first waits for them: after a checkpoint, Snakemake re-evaluates what is left, comparing the
 recorded content of the inputs. (A training phase that reruns writes new weights, so nothing is
 gained there.)
@@ -66,7 +66,7 @@ def inputs(name: str, config: dict, root: str | Path = ".") -> dict[str, list[st
     return {"code": code_closure(s.script, root), "data": data}
 
 
-CHECKPOINTS = ("annotate", "split", "pretrained", "predict")
+CHECKPOINTS = ("annotate", "split", "pretrained")
 
 
 def upstream(name: str) -> list[str]:
