@@ -10,7 +10,6 @@ file is refused before it is unpickled, and its unpickling could not run code an
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torchvision
 from torch import nn
 
 from . import checkpoint as ckpt
+from .manifest import file_sha256
 from .model import TORCHVISION_FAMILIES, YOLO_FAMILIES, Backbone, Detector, ModelConfig, torchvision_stages
 
 PUBLISHED_KINDS = ("imagenet", "coco")
@@ -96,14 +96,6 @@ def published(backbone: str, kind: str) -> Published:
         return Published(f"{type(w).__name__}.{w.name}", w.url)
     name, prefix, net_prefix, eps = COCO_DETECTORS[backbone]
     return Published(name, torchvision.models.get_weight(name).url, prefix, net_prefix, eps)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_sha256(path: Path, pub: Published) -> None:
