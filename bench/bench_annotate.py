@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.dataset_check import check_voc  # noqa: E402
+from detpipe.data.dataset_check import check_voc  # noqa: E402
 from detpipe.params import DataParams  # noqa: E402
 
 CLASSES = ("circle", "square", "triangle", "star")

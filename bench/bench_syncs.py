@@ -2,7 +2,7 @@
 
 Runs steps of detpipe's training loop (engine.train_one_epoch) on synthetic batches and counts,
 per step after a warm-up, the operations that make the host wait for a CUDA device
-(detpipe/hostsync.py: value reads, nonzero and boolean-mask indexing, device-to-host copies);
+(detpipe/train/hostsync.py: value reads, nonzero and boolean-mask indexing, device-to-host copies);
 on CUDA also with torch's own sync debug mode. The optimizer is built as training builds it on
 CUDA (fused), also on the CPU, since the CPU's unfused optimizer reads its step counters, which
 are host tensors on CUDA too.
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from detpipe import engine
-from detpipe.model import ModelConfig, build_model
+from detpipe.train import engine
+from detpipe.model.detector import ModelConfig, build_model
 
-HOSTSYNC = Path(__file__).resolve().parents[1] / "detpipe" / "hostsync.py"
+HOSTSYNC = Path(__file__).resolve().parents[1] / "detpipe" / "train" / "hostsync.py"
 
 
 def _counter_class():

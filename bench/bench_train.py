@@ -17,14 +17,14 @@ import time
 
 import torch
 
-from detpipe import accel
-from detpipe.annotations import read_lines
-from detpipe.data import Augment, DetectionDataset, make_loader
-from detpipe.engine import build_optimizer
-from detpipe.loss import detection_loss
+from detpipe.train import accel
+from detpipe.data.annotations import read_lines
+from detpipe.data.dataset import Augment, DetectionDataset, make_loader
+from detpipe.train.engine import build_optimizer
+from detpipe.train.loss import detection_loss
 from detpipe.params import load_params
-from detpipe.training import model_config
-from detpipe.model import build_model, describe, model_summary
+from detpipe.train.phase import model_config
+from detpipe.model.detector import build_model, describe, model_summary
 
 
 def loader_rate(ds: DetectionDataset, batch: int, workers: int, batches: int) -> float:

@@ -49,14 +49,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe import checkpoint as ckpt  # noqa: E402
-from detpipe.annotations import Record, read_lines  # noqa: E402
-from detpipe.images import load_rgb  # noqa: E402
-from detpipe.inference import Predictor  # noqa: E402
+from detpipe.model import checkpoint as ckpt  # noqa: E402
+from detpipe.data.annotations import Record, read_lines  # noqa: E402
+from detpipe.data.images import load_rgb  # noqa: E402
+from detpipe.infer.predictor import Predictor  # noqa: E402
 from detpipe.metrics import coco_eval, voc_map  # noqa: E402
 from detpipe.metrics.io import records_to_gts  # noqa: E402
 from detpipe.params import Params, load_params, to_dict  # noqa: E402
-from detpipe.training import export_weights, phase_of, train_phase  # noqa: E402
+from detpipe.train.phase import export_weights, phase_of, train_phase  # noqa: E402
 
 YOLO_BATCH = 16
 TIMING_CONF, TIMING_IOU = 0.25, 0.45

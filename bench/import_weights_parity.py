@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from detpipe.cli import import_weights  # noqa: E402
-from detpipe.model import ModelConfig, build_model  # noqa: E402
+from detpipe.model.detector import ModelConfig, build_model  # noqa: E402
 
 MODELS = ("yolov8n", "yolov8s", "yolov8m", "yolov8l", "yolo11n", "yolo11s", "yolo11m", "yolo11l")
 

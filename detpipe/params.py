@@ -120,7 +120,7 @@ class ModelParams(Section):
     @field_validator("backbone")
     @classmethod
     def _buildable(cls, name: str) -> str:
-        from .model import TORCHVISION_FAMILIES, backbone_names  # torch: paid only when a file is validated
+        from .model.detector import TORCHVISION_FAMILIES, backbone_names  # torch: paid only when a file is validated
         names = backbone_names()
         if name not in names:
             near = difflib.get_close_matches(name, names, n=3)
@@ -130,8 +130,8 @@ class ModelParams(Section):
 
     @model_validator(mode="after")
     def _pretrained_fits(self) -> "ModelParams":
-        from .model import YOLO_FAMILIES
-        from .pretrained import COCO_DETECTORS, PUBLISHED_KINDS, pretrained_choices
+        from .model.detector import YOLO_FAMILIES
+        from .model.pretrained import COCO_DETECTORS, PUBLISHED_KINDS, pretrained_choices
         p, choices = self.pretrained, pretrained_choices(self.backbone)
         if p in PUBLISHED_KINDS and p not in choices:
             label, example = {"imagenet": ("ImageNet", "resnet18"), "coco": ("COCO", " or ".join(COCO_DETECTORS))}[p]

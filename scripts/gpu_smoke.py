@@ -177,7 +177,7 @@ def check_train_bf16_both_phases(s: Smoke) -> str:
 
 
 def check_checkpoint_keys_and_scaler(s: Smoke) -> str:
-    from detpipe import checkpoint as ckpt
+    from detpipe.model import checkpoint as ckpt
     s.fp16_run()
     last = next((s.dir / "fp16" / "ckpt" / "train_unfrozen").glob("*/last.pt"))
     state = ckpt.load(last)
@@ -275,9 +275,9 @@ def check_fps_cuda(s: Smoke) -> str:
 
 
 def check_half_precision_inference(s: Smoke) -> str:
-    from detpipe.images import load_rgb
-    from detpipe.inference import LOW_PRECISION_TOLERANCE, Predictor, compare
-    from detpipe.annotations import read_lines
+    from detpipe.data.images import load_rgb
+    from detpipe.infer.predictor import LOW_PRECISION_TOLERANCE, Predictor, compare
+    from detpipe.data.annotations import read_lines
     images = [load_rgb(r.path) for r in read_lines(s.data() / "val.txt") + read_lines(s.data() / "test.txt")]
     ref = Predictor(s.fp16_run(), s.dev("cuda"), 0.001, 0.45)
     out = []
@@ -343,7 +343,7 @@ def check_host_syncs_per_step(s: Smoke) -> str:
 
 
 def _weights_distance(a: Path, b: Path) -> tuple[int, float]:
-    from detpipe import checkpoint as ckpt
+    from detpipe.model import checkpoint as ckpt
     x, y = ckpt.load(a)["model"], ckpt.load(b)["model"]
     differ = sum(not torch.equal(x[k], y[k]) for k in x)
     num = sum(float((x[k].double() - y[k].double()).pow(2).sum()) for k in x if x[k].is_floating_point())

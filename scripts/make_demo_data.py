@@ -21,7 +21,7 @@ from pathlib import Path
 # Run as a file (python scripts/make_demo_data.py), the repo root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.synth import STYLES, generate  # noqa: E402
+from scripts.synth import STYLES, generate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 Builds two copies of this repo with a tiny generated dataset and tiny params (seconds per
 training), runs each tool once, then applies the edits below one after another — a pixel change
-in a training image and in a test image, an edit of detpipe/images.py and detpipe/inference.py,
+in a training image and in a test image, an edit of detpipe/data/images.py and detpipe/infer/predictor.py,
 and one params change in each section — rerunning the tool after each and recording the stages it
 ran. Prints a Markdown table (also written to --out). tests/test_reruns.py asserts the key rows.
 """
@@ -39,7 +39,7 @@ def sh(cmd: list[str], cwd: Path) -> str:
 
 
 def make_repo(dest: Path) -> Path:
-    from detpipe.synth import generate
+    from scripts.synth import generate
     files = sh(["git", "ls-files", "-co", "--exclude-standard"], REPO).splitlines()
     for f in files:
         if f.startswith(("data/", "reports/", "models/")) or not (REPO / f).is_file():
@@ -102,8 +102,8 @@ def param(dotted: str, value):
 EDITS = [
     ("pixels of a training image", pixels("train")),
     ("pixels of a test image", pixels("test")),
-    ("edit detpipe/images.py", comment("detpipe/images.py")),
-    ("edit detpipe/inference.py", comment("detpipe/inference.py")),
+    ("edit detpipe/data/images.py", comment("detpipe/data/images.py")),
+    ("edit detpipe/infer/predictor.py", comment("detpipe/infer/predictor.py")),
     ("lr", param("lr", 0.002)),
     ("seed", param("seed", 1)),
     ("data.skip_bad_files", param("data.skip_bad_files", True)),

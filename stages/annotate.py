@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.annotations import write_lines  # noqa: E402
-from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line  # noqa: E402
-from detpipe.manifest import hash_files, write_manifest  # noqa: E402
+from detpipe.data.annotations import write_lines  # noqa: E402
+from detpipe.data.dataset_check import DataError, check_dataset, format_errors, summary_line  # noqa: E402
+from detpipe.artifacts.image_manifest import hash_files, write_manifest  # noqa: E402
 from detpipe.params import ParamsError  # noqa: E402
-from detpipe.warning_groups import format_warnings  # noqa: E402
+from detpipe.data.warning_groups import format_warnings  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 
 PARAMS = ("data",)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.overfit import judge, load_history, render_markdown  # noqa: E402
+from detpipe.reports.overfit.checks import judge, load_history, render_markdown  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
-from detpipe.plots_train import plot_training_curves  # noqa: E402
+from detpipe.reports.plots_train import plot_training_curves  # noqa: E402
 
 # The verdict reads the thresholds; the advice names the recipe's current values.
 PARAMS = ("lr", "overfit", "split", "train", "model")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.manifest import file_sha256  # noqa: E402
+from detpipe.artifacts.image_manifest import file_sha256  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.params import ParamsError  # noqa: E402
 

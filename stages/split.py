@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.annotations import read_lines, write_lines  # noqa: E402
-from detpipe.manifest import ManifestError, read_manifest, subset, write_manifest  # noqa: E402
+from detpipe.data.annotations import read_lines, write_lines  # noqa: E402
+from detpipe.artifacts.image_manifest import ManifestError, read_manifest, subset, write_manifest  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
-from detpipe.split_report import compare_splits, plot_splits, split_stats  # noqa: E402
-from detpipe.splits import SPLITS, SplitError, empty_split_problem, imagesets_split, split_records  # noqa: E402
+from detpipe.reports.split_check import compare_splits, plot_splits, split_stats  # noqa: E402
+from detpipe.data.splits import SPLITS, SplitError, empty_split_problem, imagesets_split, split_records  # noqa: E402
 
 PARAMS = ("seed", "split", "data.classes", "data.root")
 

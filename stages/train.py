@@ -19,16 +19,16 @@ import torch
 # runs from a snapshot of the repo and must train with that snapshot's code.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe import accel  # noqa: E402
+from detpipe.train import accel  # noqa: E402
 from detpipe import atomic  # noqa: E402
-from detpipe import checkpoint as ckpt  # noqa: E402
-from detpipe import distributed as ddp  # noqa: E402
-from detpipe.runlock import RunBusyError  # noqa: E402
-from detpipe.annotations import read_lines  # noqa: E402
+from detpipe.model import checkpoint as ckpt  # noqa: E402
+from detpipe.train import distributed as ddp  # noqa: E402
+from detpipe.train.runlock import RunBusyError  # noqa: E402
+from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.params import ParamsError, print_error  # noqa: E402
-from detpipe.splits import empty_split_problem  # noqa: E402
+from detpipe.data.splits import empty_split_problem  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
-from detpipe.training import export_weights, phase_of, train_phase  # noqa: E402
+from detpipe.train.phase import export_weights, phase_of, train_phase  # noqa: E402
 
 # What a training phase reads: its recipe, and the validation that picks the best epoch (NMS and
 # the mAP's lowest confidence decide which epoch becomes best.pt). dvc.yaml and the Snakefile take

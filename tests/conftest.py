@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from detpipe.annotations import Record
-from detpipe.dataset_check import check_dataset
+from detpipe.data.annotations import Record
+from detpipe.data.dataset_check import check_dataset
 from detpipe.params import DataParams
-from detpipe.synth import generate
+from scripts.synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle", "star")

@@ -16,14 +16,14 @@ import sys
 import numpy as np
 import torch
 
-from detpipe import distributed as ddp
-from detpipe.annotations import read_lines
-from detpipe.data import Augment, DetectionDataset
-from detpipe.engine import evaluate_batches
-from detpipe.loss import LossWeights, detection_loss
-from detpipe.model import build_model
+from detpipe.train import distributed as ddp
+from detpipe.data.annotations import read_lines
+from detpipe.data.dataset import Augment, DetectionDataset
+from detpipe.train.engine import evaluate_batches
+from detpipe.train.loss import LossWeights, detection_loss
+from detpipe.model.detector import build_model
 from detpipe.params import load_params
-from detpipe.training import model_config
+from detpipe.train.phase import model_config
 
 CPU = torch.device("cpu")
 

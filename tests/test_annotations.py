@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detpipe.annotations import Record, format_line, parse_line, read_lines, write_lines
+from detpipe.data.annotations import Record, format_line, parse_line, read_lines, write_lines
 
 
 def _record(path, n=2, difficult=None):

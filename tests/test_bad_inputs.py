@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detpipe.annotations import format_line, parse_line
-from detpipe.dataset_check import check_dataset
-from detpipe.images import load_rgb
+from detpipe.data.annotations import format_line, parse_line
+from detpipe.data.dataset_check import check_dataset
+from detpipe.data.images import load_rgb
 from detpipe.params import DataParams
 from tests.vocgen import CLASSES, make_voc, voc_xml, write_image
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from detpipe import atomic
-from detpipe import checkpoint as ckpt
-from detpipe import runlock
-from detpipe import training
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import runlock
+from detpipe.train import phase as training
 
 
 class _Boom:

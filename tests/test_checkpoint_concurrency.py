@@ -8,7 +8,7 @@ import time
 import pytest
 
 from detpipe import atomic
-from detpipe import runlock
+from detpipe.train import runlock
 from tests.conftest import REPO
 
 HOLD = """

@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from detpipe import checkpoint as ckpt
-from detpipe import training
-from detpipe.annotations import write_lines
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import phase as training
+from detpipe.data.annotations import write_lines
 from detpipe.params import Params, from_dict
 from tests.conftest import REPO, tiny_params
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 import yaml
 
-from detpipe import accel
+from detpipe.train import accel
 from detpipe import atomic
-from detpipe import checkpoint as ckpt
-from detpipe import resume
-from detpipe import runlock
-from detpipe import training
-from detpipe.annotations import write_lines
-from detpipe.model import Detector
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import resume
+from detpipe.train import runlock
+from detpipe.train import phase as training
+from detpipe.data.annotations import write_lines
+from detpipe.model.detector import Detector
 from detpipe.params import Params, from_dict
 from tests.conftest import REPO, tiny_params
 from tests.test_checkpoint import full_disk
@@ -258,7 +258,7 @@ def test_exported_weights_are_verified_on_load(base, tmp_path):
 
 
 def _toy_parts(seed: int = 0) -> resume.Trainables:
-    from detpipe.engine import ModelEMA
+    from detpipe.train.engine import ModelEMA
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)

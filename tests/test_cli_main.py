@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import detpipe
-from detpipe import video
+from detpipe.infer import video
 from detpipe.__main__ import COMMANDS, INSTEAD, main, unknown
-from detpipe.inference import time_parts
+from detpipe.infer.predictor import time_parts
 
 REPO = Path(__file__).resolve().parents[1]
 

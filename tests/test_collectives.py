@@ -12,12 +12,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from detpipe import collectives
-from detpipe import distributed as ddp
-from detpipe.loss import detection_loss
+from detpipe.train import collectives
+from detpipe.train import distributed as ddp
+from detpipe.train.loss import detection_loss
 
 PACKAGE = Path(collectives.__file__).parent
-# What may be called on torch.distributed outside detpipe/collectives.py: set-up and queries,
+# What may be called on torch.distributed outside detpipe/train/collectives.py: set-up and queries,
 # never a collective. A new collective anywhere else fails test_no_collective_bypasses_the_helpers.
 QUERIES = {"is_available", "is_initialized", "get_rank", "get_world_size", "get_backend",
            "init_process_group", "destroy_process_group", "ReduceOp"}

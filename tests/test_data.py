@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detpipe.annotations import Record
-from detpipe.data import Augment, DetectionDataset, EpochBatchSampler, collate, mixup, to_gray3
+from detpipe.data.annotations import Record
+from detpipe.data.dataset import Augment, DetectionDataset, EpochBatchSampler, collate, mixup, to_gray3
 
 STRONG = Augment(hflip=0.5, scale_jitter=0.4, translate=0.2, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0,
                  mosaic=0.5, mosaic_until=100)
@@ -179,7 +179,7 @@ def test_collate_pads_empty_targets(white_boxes):
 
 
 def test_hsv_jitter_invariants():
-    from detpipe.data import _hsv_jitter
+    from detpipe.data.dataset import _hsv_jitter
     rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     same = _hsv_jitter(rgb, np.zeros(3)).astype(int)
     assert np.abs(same - rgb).max() <= 8 and np.abs(same - rgb).mean() < 1.0   # only HSV round-off

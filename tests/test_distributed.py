@@ -16,14 +16,14 @@ import pytest
 import torch
 import yaml
 
-from detpipe import accel
-from detpipe import checkpoint as ckpt
-from detpipe import distributed as ddp
-from detpipe.annotations import write_lines
-from detpipe.data import EpochBatchSampler
-from detpipe.model import build_model
+from detpipe.train import accel
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import distributed as ddp
+from detpipe.data.annotations import write_lines
+from detpipe.data.dataset import EpochBatchSampler
+from detpipe.model.detector import build_model
 from detpipe.params import Params, from_dict
-from detpipe.training import model_config
+from detpipe.train.phase import model_config
 from tests.conftest import REPO, tiny_params
 
 pytestmark = pytest.mark.timeout(300)

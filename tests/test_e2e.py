@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detpipe.synth import generate
+from scripts.synth import generate
 from tests.conftest import REPO, tiny_params
 
 pytestmark = pytest.mark.timeout(900)

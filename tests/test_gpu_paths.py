@@ -13,13 +13,15 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from detpipe import accel, engine, training
-from detpipe import distributed as ddp
-from detpipe.data import DetectionDataset, make_loader
-from detpipe.engine import ModelEMA, build_optimizer, load_optimizer_state, train_one_epoch
-from detpipe.hostsync import HostSyncCounter
-from detpipe.loss import complete_iou_loss
-from detpipe.model import Detector, ModelConfig, build_model
+from detpipe.train import accel
+from detpipe.train import engine
+from detpipe.train import phase as training
+from detpipe.train import distributed as ddp
+from detpipe.data.dataset import DetectionDataset, make_loader
+from detpipe.train.engine import ModelEMA, build_optimizer, load_optimizer_state, train_one_epoch
+from detpipe.train.hostsync import HostSyncCounter
+from detpipe.train.loss import complete_iou_loss
+from detpipe.model.detector import Detector, ModelConfig, build_model
 from detpipe.params import Params, ParamsError, TrainParams, from_dict
 from tests.conftest import REPO, tiny_params
 
@@ -413,9 +415,9 @@ class CudaLike(torch.Tensor):
 
 def test_onnx_takes_host_arrays_whatever_the_device(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxruntime")
-    from detpipe import inference
+    from detpipe.infer import predictor as inference
     from detpipe.cli import fps as fps_cli
-    from detpipe.onnx_export import export_onnx
+    from detpipe.infer.onnx_export import export_onnx
     from tests.test_predict_cli import make_weights
     onnx_path = export_onnx(make_weights(tmp_path / "m.pt"), tmp_path / "m.onnx", dynamic=True)
     # `--device auto` on a CUDA machine: the old fps moved the batch to CUDA for onnxruntime
@@ -443,7 +445,7 @@ def trained(tiny_records, tmp_path_factory) -> str:
     params = from_dict(Params, raw)
     state = training.train_phase(params, "unfrozen", tiny_records[:16], tiny_records[16:], [], tmp / "ckpt",
                                  tmp / "h.tsv")
-    from detpipe import checkpoint as ckpt
+    from detpipe.model import checkpoint as ckpt
     ckpt.save_atomic(training.export_weights(state, "last"), tmp / "m.pt")
     return str(tmp / "m.pt")
 
@@ -452,8 +454,8 @@ def trained(tiny_records, tmp_path_factory) -> str:
 def test_low_precision_inference_stays_within_the_stated_tolerance(trained, tiny_records, dtype):
     # CPU autocast computes in float16 / bfloat16 as CUDA's does (accumulating in float32); the
     # same check runs on a GPU in scripts/gpu_smoke.sh.
-    from detpipe.images import load_rgb
-    from detpipe.inference import LOW_PRECISION_TOLERANCE, Predictor, compare
+    from detpipe.data.images import load_rgb
+    from detpipe.infer.predictor import LOW_PRECISION_TOLERANCE, Predictor, compare
     images = [load_rgb(r.path) for r in tiny_records]
     ref = Predictor(trained, "cpu", 0.001, 0.45)
     r = compare(ref, Predictor(trained, "cpu", 0.001, 0.45, dtype=dtype), images)

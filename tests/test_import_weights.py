@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from detpipe import checkpoint as ckpt
+from detpipe.model import checkpoint as ckpt
 from detpipe.cli import import_weights as cli
-from detpipe.model import Detector, ModelConfig, build_model, fuse_conv_bn
-from detpipe.yolo_import import ConversionError, class_branch_width, convert, read_state_dict
+from detpipe.model.detector import Detector, ModelConfig, build_model, fuse_conv_bn
+from detpipe.model.yolo_import import ConversionError, class_branch_width, convert, read_state_dict
 from tests.conftest import tiny_params
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "ultralytics_manifest.json").read_text())
@@ -153,7 +153,7 @@ def test_yolo_layouts_fold_batchnorm_and_batch_like_the_pan_layout(layout):
 
 def test_frozen_phase_from_imported_weights_keeps_the_backbone(tiny_records, tmp_path, capsys):
     from detpipe.params import load_params
-    from detpipe.training import train_phase
+    from detpipe.train.phase import train_phase
     out = tmp_path / "yolov8n-detpipe.pt"
     assert cli.main([str(_write(random_state("yolov8n", 2), tmp_path / "s.pt")), "--out", str(out)]) == 0
     raw = tiny_params("unused")
@@ -171,8 +171,8 @@ def test_frozen_phase_from_imported_weights_keeps_the_backbone(tiny_records, tmp
 
 def test_yolo_layouts_export_to_onnx_with_parity(tmp_path):
     pytest.importorskip("onnxruntime")
-    from detpipe.inference import sample_images
-    from detpipe.onnx_export import export_onnx, parity
+    from detpipe.infer.predictor import sample_images
+    from detpipe.infer.onnx_export import export_onnx, parity
     torch.manual_seed(0)
     config = ModelConfig(4, "yolo11", 0, "n", "yolo11")  # attention and depthwise convs included
     model = Detector(config).eval()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from detpipe.loss import LossWeights, assign, detection_loss, quality_focal_loss, smooth_targets
+from detpipe.train.loss import LossWeights, assign, detection_loss, quality_focal_loss, smooth_targets
 
 
 def _head_outputs(seed: int = 0):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detpipe.overfit import VERDICTS, judge, load_history, split_shift, split_stats
+from detpipe.reports.overfit.checks import VERDICTS, judge, load_history, split_shift, split_stats
 from detpipe.params import Params, TrainParams
-from detpipe.plots_train import plot_training_curves
+from detpipe.reports.plots_train import plot_training_curves
 
 PARAMS = Params()
 EPOCHS = 20
@@ -36,7 +36,7 @@ CONVERGED_MAP = 0.8 * (1 - np.exp(-E / 2))
 
 
 def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
-    """The split stage's shape (detpipe/split_report.py): counts per class and per COCO size bucket."""
+    """The split stage's shape (detpipe/reports/split_check.py): counts per class and per COCO size bucket."""
     train_counts = {"circle": 400, "square": 400, "triangle": 400, "star": 400}
     val_counts = val_counts or {"circle": 80, "square": 80, "triangle": 80, "star": 80}
     val_sizes = val_sizes or {"small": 40, "medium": 200, "large": 80}

@@ -15,10 +15,12 @@ import torch
 import torchvision
 import yaml
 
-from detpipe import accel, engine, model
+from detpipe.train import accel
+from detpipe.train import engine
+from detpipe.model import detector as model
 from detpipe.params import (AmpDtype, DataParams, LrSchedule, Neck, Optimizer, Params, ParamsError, Scale, TrainParams,
                             from_dict, load_params, read_classes_file, to_dict)
-from detpipe.pretrained import pretrained_choices
+from detpipe.model.pretrained import pretrained_choices
 from tests.conftest import REPO
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))

@@ -144,7 +144,7 @@ def test_snakefile_runs_the_same_stages_with_the_same_inputs_params_and_outputs(
 
 def test_fingerprint_changes_with_every_declared_train_param_but_the_speed_settings(tmp_path):
     """Derived from the train script's PARAMS: any key added there is covered without editing this test."""
-    from detpipe import training
+    from detpipe.train import phase as training
     from detpipe.pipeline.view import ParamsView
     from detpipe.params import to_dict
     raw = to_dict(load_params(REPO / "params.yaml"))  # every field, also those left at their defaults

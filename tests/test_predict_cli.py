@@ -14,18 +14,18 @@ import torch
 import yaml
 from PIL import Image
 
-from detpipe import checkpoint as ckpt
-from detpipe.annotations import write_lines
+from detpipe.model import checkpoint as ckpt
+from detpipe.data.annotations import write_lines
 from detpipe.cli import evaluate as evaluate_cli
 from detpipe.cli import fps as fps_cli
 from detpipe.cli import predict as predict_cli
-from detpipe.engine import eval_loader, evaluate
-from detpipe.images import load_rgb
-from detpipe.inference import Predictor, count_by_class, format_counts, time_parts
+from detpipe.train.engine import eval_loader, evaluate
+from detpipe.data.images import load_rgb
+from detpipe.infer.predictor import Predictor, count_by_class, format_counts, time_parts
 from detpipe.metrics import voc_map
-from detpipe.model import Detector, ModelConfig
-from detpipe.sources import open_source
-from detpipe.training import load_detector
+from detpipe.model.detector import Detector, ModelConfig
+from detpipe.infer.sources import open_source
+from detpipe.train.phase import load_detector
 from tests.conftest import CLASSES, REPO, tiny_params
 
 IMGSZ = 64
@@ -232,13 +232,13 @@ def test_camera_index_with_mocked_capture(weights, tmp_path, monkeypatch, capsys
     rng = np.random.default_rng(4)
     fake = FakeCapture([rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(5)])
     asked = []
-    monkeypatch.setattr("detpipe.sources.open_capture", lambda target: asked.append(target) or fake)
+    monkeypatch.setattr("detpipe.infer.sources.open_capture", lambda target: asked.append(target) or fake)
     out = tmp_path / "cam"
     assert run_cli("0", "--weights", weights, "--out", out, "--max-frames", "3", "--save-txt") == 0
     assert asked == [0] and fake.released and len(fake.frames) == 2
     assert len(read_video(out / "camera0.mp4")) == 3
     assert len(list((out / "labels").glob("camera0_*.txt"))) == 3
-    monkeypatch.setattr("detpipe.sources.open_capture", lambda target: FakeCapture([], opened=False))
+    monkeypatch.setattr("detpipe.infer.sources.open_capture", lambda target: FakeCapture([], opened=False))
     assert run_cli("1", "--weights", weights, "--out", out) == 2
     assert "camera 1 could not be opened" in capsys.readouterr().err
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from detpipe import checkpoint as ckpt
+from detpipe.model import checkpoint as ckpt
 from detpipe.cli import predict as predict_cli
-from detpipe.images import load_rgb
-from detpipe.inference import Predictor
-from detpipe.model import Detector, ModelConfig
+from detpipe.data.images import load_rgb
+from detpipe.infer.predictor import Predictor
+from detpipe.model.detector import Detector, ModelConfig
 from detpipe.safe_names import MAX_BYTES, UniqueNames, safe_name, unique_safe_names
-from detpipe.sources import open_source
-from detpipe.walk import glob_files, walk_files
+from detpipe.infer.sources import open_source
+from detpipe.data.walk import glob_files, walk_files
 from tests.test_predict_cli import make_weights, read_txt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,7 +97,7 @@ def test_crafted_class_names_never_leave_out(tmp_path, capsys):
 def test_crafted_onnx_metadata_never_leaves_out(tmp_path, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from detpipe.onnx_export import export_onnx
+    from detpipe.infer.onnx_export import export_onnx
     names = ["../../escaped", "/abs_escaped", "nul", "a/b"]
     onnx_path = export_onnx(crafted_weights(tmp_path / "evil.pt", names), tmp_path / "evil.onnx")
     image(tmp_path / "in" / "p.jpg", 0)

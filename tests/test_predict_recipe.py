@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detpipe import checkpoint as ckpt
-from detpipe import training
-from detpipe.annotations import write_lines
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import phase as training
+from detpipe.data.annotations import write_lines
 from detpipe.cli import evaluate as evaluate_cli
 from detpipe.cli import predict as predict_cli
 from detpipe.params import Params, from_dict

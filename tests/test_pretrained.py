@@ -13,10 +13,10 @@ import torch
 import torchvision
 from torch import nn
 
-from detpipe import checkpoint as ckpt
-from detpipe import pretrained
-from detpipe.model import YOLO_FAMILIES, ModelConfig, build_model
-from detpipe.pretrained import PretrainedError, ensure_pretrained_file, pretrained_choices
+from detpipe.model import checkpoint as ckpt
+from detpipe.model import pretrained
+from detpipe.model.detector import YOLO_FAMILIES, ModelConfig, build_model
+from detpipe.model.pretrained import PretrainedError, ensure_pretrained_file, pretrained_choices
 
 
 @pytest.fixture()
@@ -263,7 +263,7 @@ def test_the_train_stage_refuses_a_planted_file_in_one_line(torch_home, tiny_rec
 
     import yaml
 
-    from detpipe.annotations import write_lines
+    from detpipe.data.annotations import write_lines
     from tests.conftest import REPO, tiny_params
     marker = tmp_path / "pwned"
     _plant({"conv1.weight": _payload(marker)}, "shufflenet_v2_x0_5", "imagenet")

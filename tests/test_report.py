@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from detpipe.plots_predictions import draw_detections, draw_prediction_grid, match
-from detpipe.report import Inputs, build_index, rel, write_index
+from detpipe.reports.prediction_grid import draw_detections, draw_prediction_grid, match
+from detpipe.reports.index import Inputs, build_index, rel, write_index
 
 
 

@@ -67,7 +67,7 @@ def test_each_change_reruns_exactly_what_it_changes(tmp_path, tool):
     change_pixels(repo, "test")              # a test image: no training, the test results redone
     assert again(repo) == {"annotate", "split", "predict", "map", "report"}
 
-    append_comment(repo, "detpipe/inference.py")   # prediction code only
+    append_comment(repo, "detpipe/infer/predictor.py")   # prediction code only
     ran = again(repo)
     assert "predict" in ran and not ran & ({"annotate", "split"} | TRAINING | {"overfit"})
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from detpipe import accel
-from detpipe import checkpoint as ckpt
-from detpipe import training
-from detpipe.annotations import read_lines, write_lines
+from detpipe.train import accel
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import phase as training
+from detpipe.data.annotations import read_lines, write_lines
 from detpipe.params import load_params
 from tests.conftest import CLASSES, REPO
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from detpipe import checkpoint as ckpt
-from detpipe import training
+from detpipe.model import checkpoint as ckpt
+from detpipe.train import phase as training
 from detpipe.params import Params, from_dict
 from tests.conftest import tiny_params
 

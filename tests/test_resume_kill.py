@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from detpipe import checkpoint as ckpt
+from detpipe.model import checkpoint as ckpt
 from tests.test_e2e import BIN, make_repo
 
 pytestmark = pytest.mark.timeout(900)

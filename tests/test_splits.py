@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detpipe.annotations import Record, read_lines, write_lines
-from detpipe.split_report import compare_splits, size_bucket_counts, split_stats
-from detpipe.manifest import read_manifest, write_manifest
-from detpipe.splits import SplitError, imagesets_split, split_key, split_records
+from detpipe.data.annotations import Record, read_lines, write_lines
+from detpipe.reports.split_check import compare_splits, size_bucket_counts, split_stats
+from detpipe.artifacts.image_manifest import read_manifest, write_manifest
+from detpipe.data.splits import SplitError, imagesets_split, split_key, split_records
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["circle", "square", "triangle", "star"]

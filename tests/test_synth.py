@@ -9,7 +9,7 @@ import pytest
 from lxml import etree
 from PIL import Image
 
-from detpipe.synth import STYLES, generate, render, style_classes
+from scripts.synth import STYLES, generate, render, style_classes
 
 
 def _voc(root: Path) -> Path:

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from detpipe import training
+from detpipe.train import phase as training
 from detpipe.params import Params, from_dict
 from tests.conftest import tiny_params
 
@@ -147,7 +147,7 @@ def test_recipe_params_are_in_the_fingerprint_only_where_they_compute_something(
 
 
 def test_lr_schedules_warm_up_then_decay_to_the_floor():
-    from detpipe.engine import lr_lambda
+    from detpipe.train.engine import lr_lambda
     for schedule in ("cosine", "linear", "step"):
         f = lr_lambda(100, 10, schedule, 0.05)
         assert [f(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]                 # linear warm-up

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detpipe.annotations import format_line
-from detpipe.dataset_check import check_dataset
-from detpipe.images import exif_transform_boxes, inspect_image, load_rgb, load_rgb_scaled, to_rgb
+from detpipe.data.annotations import format_line
+from detpipe.data.dataset_check import check_dataset
+from detpipe.data.images import exif_transform_boxes, inspect_image, load_rgb, load_rgb_scaled, to_rgb
 from detpipe.params import DataParams, ParamsError, load_params
-from detpipe.voc import XmlError, parse_voc, parse_xml_bytes
+from detpipe.data.voc import XmlError, parse_voc, parse_xml_bytes
 from tests.vocgen import CLASSES, make_voc, voc_xml, write_coco, write_image
 
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detpipe.dataset_check import check_dataset
+from detpipe.data.dataset_check import check_dataset
 from detpipe.params import DataParams
-from detpipe.warning_groups import INFORMATIONAL, format_warnings, nearest_name, ordered_groups
+from detpipe.data.warning_groups import INFORMATIONAL, format_warnings, nearest_name, ordered_groups
 from tests.vocgen import CLASSES, make_voc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_ignored_name_is_suggested_for_an_empty_class(tmp_path):
 
 
 def test_informational_kinds_are_kinds_the_checks_emit():
-    code = "".join((REPO / "detpipe" / f).read_text() for f in ("checks.py", "dataset_check.py", "yolo_source.py"))
+    code = "".join((REPO / "detpipe" / "data" / f).read_text() for f in ("checks.py", "dataset_check.py", "yolo.py"))
     assert all(f'"{kind}"' in code for kind in INFORMATIONAL)
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detpipe.annotations import format_line, parse_line
-from detpipe.dataset_check import CHECKERS, check_dataset
+from detpipe.data.annotations import format_line, parse_line
+from detpipe.data.dataset_check import CHECKERS, check_dataset
 from detpipe.params import DataParams, DataSource
-from detpipe.synth import generate
-from detpipe.voc import RawObject, parse_voc
-from detpipe.yolo_source import label_path, to_pixels
+from scripts.synth import generate
+from detpipe.data.voc import RawObject, parse_voc
+from detpipe.data.yolo import label_path, to_pixels
 from tests.vocgen import CLASSES, write_image
 
 REPO = Path(__file__).resolve().parents[1]

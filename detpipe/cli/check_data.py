@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import get_args
 
 from detpipe.cli.common import prog
-from detpipe.dataset_check import DataError, check_dataset, format_errors, summary_line
+from detpipe.data.dataset_check import DataError, check_dataset, format_errors, summary_line
 from detpipe.params import DataParams, DataSource, ParamsError, load_params, print_error, read_classes_file
-from detpipe.warning_groups import format_warnings
+from detpipe.data.warning_groups import format_warnings
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -16,7 +16,7 @@ import sys
 
 from ..metrics.flat import EvalData
 from ..metrics.io import InputError, coco_to_flat, read_coco_json
-from ..metrics.reports import format_table, write_reports
+from ..reports.map_report import format_table, write_reports
 from ..metrics.txt import read_txt_dirs
 from ..metrics.validate import thresholded_warning
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..sources import SourceError, open_source
+from ..infer.sources import SourceError, open_source
 from .common import CliError, add_weights_arg, prog, resolve_weights
 
 
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..inference import sample_images
-    from ..onnx_export import export_onnx, parity, require_onnx
+    from ..infer.predictor import sample_images
+    from ..infer.onnx_export import export_onnx, parity, require_onnx
     require_onnx()
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
     if out.resolve() == Path(args.weights).resolve():

@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from ..sources import SourceError, open_source
+from ..infer.sources import SourceError, open_source
 from .common import CliError, add_weights_arg, prog, resolve_weights
 
 
@@ -49,7 +49,7 @@ HEADER = (f"{'batch':<10} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..inference import Predictor, sample_images, time_parts
+    from ..infer.predictor import Predictor, sample_images, time_parts
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

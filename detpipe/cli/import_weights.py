@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", help="state dict saved with torch.save(model.state_dict()) in Ultralytics")
     p.add_argument("--out", help="detpipe checkpoint to write (default: SOURCE's name + -detpipe.pt beside it)")
     args = p.parse_args(argv)
-    from ..checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
     from ..params import print_error
-    from ..pretrained import file_sha256
-    from ..yolo_import import class_branch_width, convert, read_state_dict, save
+    from ..model.pretrained import file_sha256
+    from ..model.yolo_import import class_branch_width, convert, read_state_dict, save
     source = Path(args.source)
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}-detpipe.pt")
     if out.resolve() == source.resolve():

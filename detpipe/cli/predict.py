@@ -41,11 +41,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..images import IMAGE_EXTENSIONS
+from ..data.images import IMAGE_EXTENSIONS
 from ..params import MapParams, PredictParams
-from ..predict import above
+from ..infer.decode import above
 from ..safe_names import UniqueNames, safe_name, unique_safe_names
-from ..sources import Frame, Source, SourceError, open_source
+from ..infer.sources import Frame, Source, SourceError, open_source
 from .common import CliError, add_weights_arg, prog, resolve_weights
 
 # The pipeline's defaults, so the command and the predict/map stages give the same boxes.
@@ -173,8 +173,8 @@ class Writer:
         self.frames = 0
 
     def write(self, frame: Frame, det_all: dict) -> dict[str, int]:
-        from ..inference import count_by_class
-        from ..plots_predictions import draw_detections
+        from ..infer.predictor import count_by_class
+        from ..reports.prediction_grid import draw_detections
 
         self.frames += 1
         det = above(det_all, self.args.conf)
@@ -217,7 +217,7 @@ class Writer:
             Image.fromarray(frame.rgb[y1:y2, x1:x2]).save(dest, quality=95)
 
     def _video_frame(self, rgb: np.ndarray) -> None:
-        from ..video import open_video_writer
+        from ..infer.video import open_video_writer
         if self.video is None:
             h, w = rgb.shape[:2]
             self.video, self.codec, self.video_note = open_video_writer(self.video_path, self.source.fps, (w, h))
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..inference import Predictor, format_counts
+    from ..infer.predictor import Predictor, format_counts
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     # One inference serves both thresholds: boxes >= --conf are a subset of those >= --txt-conf.
     nms_conf = min(args.conf, args.txt_conf) if args.save_txt else args.conf

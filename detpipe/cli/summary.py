@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..model import build_model, describe, model_summary
+    from ..model.detector import build_model, describe, model_summary
     from ..params import load_params_or_exit
-    from ..training import load_detector, model_config
+    from ..train.phase import load_detector, model_config
     if weights:
         try:
             model, state = load_detector(weights)

@@ -11,7 +11,7 @@ from .voc import VocResult, voc_map
 
 def write_map_reports(*args, **kwargs) -> dict:
     """See `detpipe.metrics.reports.write_map_reports`."""
-    from .reports import write_map_reports as _write
+    from ..reports.map_report import write_map_reports as _write
     return _write(*args, **kwargs)
 
 

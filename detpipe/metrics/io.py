@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotations import Record
+from ..data.annotations import Record
 from .flat import EvalData
 from .validate import InputError, check_numbers
 

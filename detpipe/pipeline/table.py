@@ -132,7 +132,7 @@ STAGES: tuple[Stage, ...] = (
         description="the best model on the test split: every box for the mAP, drawn samples",
     ),
     Stage(
-        "map", "stages/evaluate.py",
+        "map", "stages/map.py",
         args=(("--params", PARAMS_FILE), ("--split", "data/splits/test.txt"),
               ("--detections", "data/detections/test.csv"), ("--out", "reports/map")),
         deps=("data/detections/test.csv", "data/splits/test.txt"),

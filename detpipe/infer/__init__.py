@@ -1,0 +1,1 @@
+"""Inference with a trained detector: preprocessing, backends (PyTorch, ONNX), decoding, drawing, sources."""

@@ -1,0 +1,40 @@
+"""Detections for a list of records: batched, letterboxed inference mapped back to image pixels."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..data.annotations import Record
+
+CSV_COLUMNS = ["image", "class", "score", "x1", "y1", "x2", "y2"]
+
+
+def write_detections_csv(path: str | Path, records: list[Record], dets: list[dict],
+                         class_names: list[str]) -> int:
+    """One row per box (image path as in the split file); returns the number of rows."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for record, det in zip(records, dets):
+            for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
+                writer.writerow([record.path, class_names[int(label)], f"{score:.6f}",
+                                 *(f"{v:.2f}" for v in box)])
+                rows += 1
+    return rows
+
+
+def sample_indices(n: int, k: int) -> list[int]:
+    """k indices spread evenly over n items (deterministic, so reruns draw the same images)."""
+    if n == 0 or k <= 0:
+        return []
+    return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
+
+
+def above(det: dict, conf: float) -> dict:
+    """The detections of one image at or above `conf`."""
+    keep = det["scores"] >= conf
+    return {k: v[keep] for k, v in det.items()}

@@ -1,0 +1,1 @@
+"""The network: layers, backbones, the detector, its weights files, pretrained starts, device choice."""

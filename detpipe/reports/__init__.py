@@ -1,0 +1,1 @@
+"""What a person reads: the map stage's reports, the split check, the overfitting verdict, the index page."""

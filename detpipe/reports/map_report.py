@@ -1,0 +1,173 @@
+"""The map stage's reports, shared by stages/map.py and `python -m detpipe evaluate`."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics.coco import coco_eval_arrays, coco_eval_flat
+from ..metrics.confusion import confusion_matrix_flat
+from ..metrics.csvout import write_columns
+from ..metrics.curves import best_f1, prf_at, prf_curve
+from ..metrics.flat import EvalData, from_lists
+from ..metrics.voc import voc_map_flat
+
+CONVENTIONS = {
+    "map50": "PASCAL VOC all-point interpolated AP at min_overlap (key name kept as map50 whatever "
+             "min_overlap is), averaged over classes with non-difficult ground truth; VOC devkit / "
+             "Cartucho mAP rules: +1 pixel widths and areas, greedy by descending score (ties: image "
+             "order, then input order), a detection whose best-IoU object is already matched is a "
+             "false positive, difficult objects neither counted nor penalised, classes with ground "
+             "truth and no detection count 0. voc07: 11-point AP instead.",
+    "map50_95": "COCO AP@[.50:.05:.95] as pycocotools COCOeval (bbox): xywh without +1, 101 recall "
+                "points, maxDets 100 per image and class, difficult objects as iscrowd.",
+    "coco": "the 12 pycocotools stats (-1 where an area range has no ground truth) and per-class AP@[.5:.95].",
+    "at_confidence": "precision, recall, F1 of detections with score >= predict.confidence, VOC matching "
+                     "at min_overlap, pooled over classes (summed TP, FP and objects).",
+    "best_f1": "the same at the confidence maximising pooled F1.",
+    "confusion_matrix": "rows true class, columns predicted class, last = background; one-to-one "
+                        "matching by descending IoU >= min_overlap regardless of class, detections "
+                        "with score >= predict.confidence; difficult objects left out.",
+}
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: classes without ground truth get null."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+def safe_name(name: str) -> str:
+    """A class name usable as a file name on every OS."""
+    return re.sub(r"[^\w.-]+", "_", name, flags=re.UNICODE).strip("._") or "class"
+
+
+def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], class_names: list[str],
+                      min_overlap: float = 0.5, voc07: bool = False, confidence: float = 0.5,
+                      coco_data: dict | None = None) -> dict:
+    """`write_reports` for per-image lists (see `voc_map`)."""
+    return write_reports(out_dir, from_lists(gts, dets), class_names, min_overlap, voc07, confidence,
+                         coco_data=coco_data)
+
+
+def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], min_overlap: float = 0.5,
+                  voc07: bool = False, confidence: float = 0.5, coco_data: dict | None = None,
+                  plots: bool = True, warnings: list[str] | None = None) -> dict:
+    """Compute VOC and COCO metrics, curves and the confusion matrix; write them under out_dir.
+
+    Writes metrics.json, pr/<class>.csv, prf_confidence.csv, confusion_matrix.csv and info.json
+    (with `warnings`, when given), and with `plots` pr/pr_curves.png, prf_confidence.png and
+    confusion_matrix.png; returns the metrics.json content. `coco_data` (from
+    `io.read_coco_json`) makes the COCO side use the file's own boxes, areas and crowd flags.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    (out / "pr").mkdir(parents=True, exist_ok=True)
+    n_cls = len(class_names)
+    t0 = time.perf_counter()
+    voc = voc_map_flat(data, n_cls, min_overlap=min_overlap, use_07=voc07)
+    t_voc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if coco_data is not None:
+        g, d = coco_data["gt"], coco_data["det"]
+        coco = coco_eval_arrays(g["img"], g["cat"], g["xywh"], g["area"], g["crowd"], d["img"], d["cat"],
+                                d["xywh"], d["score"], coco_data["num_images"], n_cls)
+    else:
+        coco = coco_eval_flat(data, n_cls)
+    t_coco = time.perf_counter() - t0
+    at_conf = prf_at(voc, confidence)
+    best = best_f1(voc)
+    matrix = confusion_matrix_flat(data, n_cls, confidence, min_overlap)
+
+    metrics = {
+        "map50": _num(voc.map), "min_overlap": float(min_overlap), "voc07": bool(voc07),
+        "map50_95": _num(coco.stats[0]),
+        "voc": {"per_class": {n: _num(a) for n, a in zip(class_names, voc.ap)}},
+        "coco": {**{k: _num(v) for k, v in coco.as_dict().items()},
+                 "per_class": {n: _num(a) for n, a in zip(class_names, coco.per_class_ap)}},
+        "at_confidence": {k: _num(at_conf[k]) for k in ("confidence", "precision", "recall", "f1")},
+        "best_f1": {k: _num(best[k]) for k in ("confidence", "precision", "recall", "f1")},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+
+    stems = _stems(class_names)
+    for k, stem in enumerate(stems):
+        write_columns(out / "pr" / f"{stem}.csv", ["recall", "precision", "confidence"],
+                      [voc.recall[k], voc.precision[k], voc.scores[k]])
+    grid = np.round(np.linspace(0, 1, 101), 2)
+    curve = prf_curve(voc, grid)
+    with open(out / "prf_confidence.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["confidence", "class", "precision", "recall", "f1"])
+        for k, name in [(None, "all")] + list(enumerate(class_names)):
+            p, r, f = ((curve["all_" + m] for m in ("precision", "recall", "f1")) if k is None
+                       else (curve[m][k] for m in ("precision", "recall", "f1")))
+            w.writerows(zip(grid, [name] * len(grid), np.round(p, 6), np.round(r, 6), np.round(f, 6)))
+    with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true\\predicted"] + list(class_names) + ["background"])
+        for name, row in zip(list(class_names) + ["background"], matrix):
+            w.writerow([name] + [int(v) for v in row])
+    if plots:
+        from .plots_map import plot_confusion, plot_pr_curves, plot_prf_confidence
+
+        convention = f"VOC{'2007 11-point' if voc07 else ' all-point'}, IoU >= {min_overlap:g}, +1 px"
+        plot_pr_curves(out / "pr" / "pr_curves.png", class_names, voc, convention)
+        plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf)
+        plot_confusion(out / "confusion_matrix.png", matrix, class_names, confidence, min_overlap)
+
+    per_image = np.bincount(data.d_img, minlength=data.num_images)
+    info = {
+        "conventions": CONVENTIONS,
+        "counts": {
+            "images": data.num_images,
+            "images_without_detections": int(np.sum(per_image == 0)),
+            "ground_truth": {n: int(c) for n, c in zip(class_names, voc.n_gt)},
+            "difficult": int(np.sum(data.g_diff)),
+            "detections": {n: int(c) for n, c in zip(class_names, voc.n_det)},
+        },
+        "per_class_ap50_coco": {n: _num(a) for n, a in zip(class_names, coco.per_class_ap50)},
+        "at_confidence_per_class": {n: {m: _num(at_conf["per_class"][m][k]) for m in ("precision", "recall", "f1")}
+                                    for k, n in enumerate(class_names)},
+        **({"warnings": list(warnings)} if warnings else {}),
+        "seconds_voc": round(t_voc, 4),
+        "seconds_coco": round(t_coco, 4),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    (out / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _stems(class_names: list[str]) -> list[str]:
+    """Distinct file-name stems for the classes (safe_name, then '_' appended on collisions)."""
+    used, stems = set(), []
+    for name in class_names:
+        stem = safe_name(name)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def format_table(metrics: dict, class_names: list[str]) -> str:
+    """A plain-text summary table for the terminal."""
+    ov = metrics["min_overlap"]
+    head = f"{'class':<20} {'AP' + format(ov * 100, '.0f') + (' (07)' if metrics['voc07'] else ''):>10} {'AP@[.5:.95]':>12}"
+    lines = [head, "-" * len(head)]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for n in class_names:
+        lines.append(f"{n[:20]:<20} {fmt(metrics['voc']['per_class'][n]):>10} {fmt(metrics['coco']['per_class'][n]):>12}")
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':<20} {fmt(metrics['map50']):>10} {fmt(metrics['map50_95']):>12}")
+    lines.append("")
+    lines.append("COCO: " + "  ".join(f"{k}={metrics['coco'][k]:.4f}" for k in
+                                      ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")))
+    for key, label in (("at_confidence", "at confidence"), ("best_f1", "best F1")):
+        m = metrics[key]
+        lines.append(f"{label:<14} {m['confidence']:.3f}: precision {m['precision']:.4f}  recall {m['recall']:.4f}  F1 {m['f1']:.4f}")
+    return "\n".join(lines)

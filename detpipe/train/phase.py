@@ -1,0 +1,471 @@
+"""One training phase (frozen or unfrozen backbone) with per-epoch checkpoints and exact resume."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import accel
+from .. import atomic
+from ..model import checkpoint as ckpt
+from . import distributed as ddp
+from . import resume
+from . import runlock
+from ..data.annotations import Record
+from ..data.dataset import Augment, DetectionDataset
+from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
+                     lr_lambda, mean_losses, select_device, train_one_epoch)
+from ..metrics import voc_map
+from .loss import LossWeights
+from ..model.detector import Detector, ModelConfig, build_model, describe, model_summary
+from ..artifacts.image_manifest import file_sha256
+from ..params import Params
+from ..pipeline.closure import code_closure
+from ..pipeline.table import script_params
+from ..pipeline.view import ParamsView, as_dict
+
+TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
+               "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
+# Settings that change how fast a run goes but not what it computes: a change resumes.
+# (deterministic changes only CUDA's choice of kernels, never what the run means.)
+_NOT_IN_FINGERPRINT = ("device", "deterministic", "num_workers", "threads", "keep_checkpoints", "cache_images")
+# The other phase's settings do not change this phase's weights (epoch counts reach the
+# augmentation only through mosaic_until, which the fingerprint holds as derived).
+_OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
+                "unfrozen": ("freeze_batch_size", "freeze_lr_scale")}
+_EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
+_ROOT = Path(__file__).resolve().parents[2]
+# The code that determines the weights is what the train stage runs: its script's import closure
+# (the same list dvc.yaml's train deps are generated from), hashed by repo-relative name and content.
+_SCRIPT = "stages/train.py" if (_ROOT / "stages/train.py").is_file() else "detpipe/train/phase.py"
+RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
+
+
+@dataclass
+class Phase:
+    """What differs between the two training stages."""
+
+    name: str          # "frozen" or "unfrozen"
+    epochs: int
+    first_epoch: int   # global number of this phase's first epoch (1-based)
+    batch_size: int
+    lr: float
+
+
+def phase_of(params: Params, name: str) -> Phase:
+    t = params.train
+    if name == "frozen":
+        bs, epochs, first, scale = t.freeze_batch_size, t.freeze_epochs, 1, t.freeze_lr_scale
+    elif name == "unfrozen":
+        bs, epochs, first, scale = t.unfreeze_batch_size, t.unfreeze_epochs, t.freeze_epochs + 1, 1.0
+    else:
+        raise ValueError(f"phase must be frozen or unfrozen, not {name!r}")
+    # Linear scaling rule: lr is given for nominal_batch_size images per step.
+    return Phase(name, epochs, first, bs, params.lr * scale * bs / t.nominal_batch_size)
+
+
+def model_config(params: Params) -> ModelConfig:
+    return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels,
+                       params.model.scale, params.model.neck)
+
+
+def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with_epochs: bool = True) -> str:
+    """Hash of everything that determines the phase's weights: the params the stage reads, the
+    input files' contents, the starting weights and the training code.
+
+    Params are those the train stage declares (a stage passes its ParamsView; a plain Params counts
+    whole), less the settings that change speed, not results. A weights file among the inputs (the
+    frozen phase's output) counts by its tensors, not its bytes, so rewriting the same weights with
+    other metadata still resumes. Nothing depends on where the repo is: code counts by repo-relative
+    name and content, inputs by content in their order, so a moved clone or a queued `dvc exp run`
+    (in a temp copy) resumes its own checkpoint. with_epochs=False leaves out this phase's epoch
+    count (and what derives from it): the run's lineage, shared by runs that differ only in how many
+    epochs they train.
+    """
+    config = as_dict(_train_view(params))
+    skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
+    if not params.train.focal_loss:  # the focal settings compute nothing while it is off
+        skip |= {"focal_gamma", "focal_alpha"}
+    if params.train.lr_schedule != "step":  # nor do the milestones of another schedule
+        skip |= {"lr_milestones", "lr_gamma"}
+    augment = asdict(Augment.from_train_params(params.train))
+    # What counts is which of this phase's epochs are <= mosaic_until, not the raw number; with
+    # mosaic and mixup (which shares mosaic's epochs) off it does not count at all.
+    last = phase.first_epoch + phase.epochs - 1
+    augment["mosaic_until"] = min(max(augment["mosaic_until"], phase.first_epoch - 1), last)
+    if augment["mosaic"] == 0 and augment["mixup"] == 0:
+        augment.pop("mosaic_until")
+    if not with_epochs:
+        skip.add(_EPOCHS[phase.name])
+        augment.pop("mosaic_until", None)
+    config["train"] = {k: v for k, v in config["train"].items() if k not in skip}
+    pretrained = params.model.pretrained
+    start = [] if phase.name != "frozen" or pretrained in ("", "none", "imagenet", "coco") else [pretrained]
+    weights = [f for f in inputs if _is_weights_file(f)]
+    h = hashlib.sha256(json.dumps({"phase": phase.name, "params": config, "augment": augment,
+                                   "weights": [_weights_digest(f) for f in weights],
+                                   "pretrained": [file_sha256(f) for f in start]}, sort_keys=True).encode())
+    for f in inputs:
+        if f not in weights:
+            h.update(file_sha256(f).encode())
+    for name in code_closure(_SCRIPT, _ROOT):
+        h.update(f"{name}:{file_sha256(_ROOT / name)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _train_view(params):
+    """The params a train stage reads (stages/train.py's PARAMS), also when handed a whole Params
+    (tests, benches), so the fingerprint is the same however train_phase is called."""
+    if isinstance(params, ParamsView) or _SCRIPT != "stages/train.py":
+        return params
+    return ParamsView(params, script_params(str(_ROOT / _SCRIPT)), "train")
+
+
+def _is_weights_file(path: str | Path) -> bool:
+    return str(path).endswith(".pt")
+
+
+def _weights_digest(path: str | Path) -> str:
+    """Hash of the tensors (and EMA update count) a phase starts from; metadata does not count."""
+    state = ckpt.load(path)
+    h = hashlib.sha256(str(state.get("ema_updates", 0)).encode())
+    for key in ("model", "ema"):
+        for name, tensor in sorted((state.get(key) or {}).items()):
+            tensor = tensor.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{key}.{name}:{tensor.dtype}:{tensor.numel()}".encode())
+            h.update(tensor.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def epoch_count_dependence(params: Params, this_phase: bool = True) -> list[str]:
+    """Why the epochs already trained would differ after a change of epoch count (empty: they would not).
+
+    this_phase: the phase's own epoch count changed (else only the other phase's).
+    """
+    t, why = params.train, []
+    if this_phase and t.lr_schedule != "constant" and t.min_lr_ratio != 1.0:
+        why.append(f"lr_schedule {t.lr_schedule} depends on the epoch count (it sets the LR at every step)")
+    windowed = " and ".join(name for name, p in (("mosaic", t.mosaic), ("mixup", t.mixup)) if p > 0)
+    if windowed and 0 < t.mosaic_fraction < 1:
+        why.append(f"mosaic_fraction {t.mosaic_fraction} ends the {windowed} epochs at a fraction of all epochs, "
+                   "so augmentation depends on the epoch counts (mosaic and mixup 0, or mosaic_fraction 0 or 1, "
+                   "does not)")
+    return why
+
+
+def patience_exhausted(patience: int, epoch: int, best_epoch: int) -> bool:
+    """Early stopping as Ultralytics: `patience` epochs after the best val mAP50 without beating it.
+
+    Epochs are global; patience 0 never stops. Ultralytics' default is 100 (detpipe's is 0, off).
+    A val mAP50 of 0 from the first epoch on counts as no improvement, so from-scratch runs that
+    need a few epochs to detect anything want a patience above that.
+    """
+    return patience > 0 and epoch - best_epoch >= patience
+
+
+def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
+    atomic.write_text(run_dir / RUN_INFO, json.dumps({"lineage": lineage, "epochs": epochs}))
+
+
+def _same_lineage(run_dir: Path, lineage: str) -> list[tuple[float, Path, int]]:
+    """(mtime, folder, epochs) of the other runs of `lineage` beside `run_dir` that have a last.pt."""
+    others = []
+    for other in run_dir.parent.iterdir():
+        if other == run_dir or other.name.startswith(".") or not (other / resume.LAST).is_file():
+            continue  # dot folders are being pruned
+        try:
+            info = json.loads((other / RUN_INFO).read_text(encoding="utf-8"))
+            if info.get("lineage") == lineage:
+                others.append((other.stat().st_mtime, other, int(info["epochs"])))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # no or a damaged run.json: not a candidate
+    return others
+
+
+def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lineage: str, fp: str) -> None:
+    """Start from the checkpoint of a run that differed only in its epoch count, where that is exact.
+
+    The checkpoint is copied into `run_dir` as this run's (its fingerprint is this run's; the
+    other run's file stays as it was); otherwise say why this run starts fresh.
+    """
+    name, others = f"train_{phase.name}", _same_lineage(run_dir, lineage)
+    if not others:
+        return
+    _, newest, n = max(others)
+    reasons = epoch_count_dependence(params, this_phase=n != phase.epochs)
+    if reasons:
+        print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): {'; '.join(reasons)}. "
+              "A changed epoch count continues only with lr_schedule constant and mosaic off or over all epochs",
+              flush=True)
+        return
+    states = {}
+    for _, other, _ in others:
+        try:
+            states[other] = ckpt.load(other / resume.LAST)
+        except ckpt.CheckpointError as exc:
+            print(f"{name}: not continuing from {other / resume.LAST}: {exc.reason}", flush=True)
+    done = {o: s.get("epoch") for o, s in states.items() if isinstance(s, dict) and isinstance(s.get("epoch"), int)}
+    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= phase.epochs]
+    if not usable:
+        if done:
+            print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
+                  f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
+        return
+    _, source, n = max(usable)
+    ckpt.save_atomic({**states[source], "fingerprint": fp}, run_dir / resume.LAST)
+    print(f"{name}: only the epoch count changed ({n} -> {phase.epochs}) and the LR schedule and "
+          f"augmentation do not depend on it: continuing the {n}-epoch run ({source})", flush=True)
+
+
+def write_tsv(path: str | Path, history: list[dict]) -> None:
+    """Rewrite the training TSV in full (a declared output, so never appended to)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, TSV_COLUMNS, delimiter="\t", extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic.write_text(path, text.getvalue())
+
+
+def _snapshot(module: torch.nn.Module) -> dict:
+    """A copy of the state dict (state_dict() alone returns live tensors that training keeps changing)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _state(parts: resume.Trainables, epoch, history, best, params, fp, phase, env, stopped_early=None) -> dict:
+    # stopped_early: the global epoch after which patience ended the phase (None: it did not), so a
+    # rerun, or a run continuing this one with more epochs, does not train past the stop.
+    return {**parts.state(), "epoch": epoch, "history": history, "best": best, "stopped_early": stopped_early,
+            "params": as_dict(params), "model_config": parts.model.config.to_dict(),
+            "class_names": list(params.data.classes), "imgsz": params.model.imgsz, "fingerprint": fp,
+            "phase": phase.name, "env": env}
+
+
+@contextlib.contextmanager
+def _hold_run_dir(params: Params, phase: Phase, inputs: list[str | Path], run_dir: Path, fp: str, info):
+    """Rank 0 locks the run folder (one training process per run) and readies it; the others wait."""
+    name = f"train_{phase.name}"
+    if not info.main:
+        error = ddp.broadcast(None, info)
+        if error:
+            raise runlock.RunBusyError(error)
+        yield
+        return
+    try:
+        lock = runlock.acquire(run_dir, name)
+    except runlock.RunBusyError as exc:
+        ddp.broadcast(str(exc), info)
+        raise
+    with lock:
+        atomic.clean_temp_files(run_dir)
+        if not any((run_dir / f).exists() for f in (resume.LAST, resume.PREV)):
+            lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
+            _write_run_info(run_dir, lineage, phase.epochs)
+            _continue_other_epoch_count(params, phase, run_dir, lineage, fp)
+        for removed in runlock.prune(run_dir.parent, params.train.keep_checkpoints, fp):
+            print(f"pruned old checkpoint folder {removed}")
+        ddp.broadcast(None, info)
+        yield
+
+
+def _save_epoch(state: dict, run_dir: Path, tsv_path: str | Path, name: str) -> None:
+    resume.save(state, run_dir, name)
+    try:
+        write_tsv(tsv_path, state["history"])
+    except atomic.WriteError as exc:
+        raise atomic.WriteError(f"{name}: {exc}; kept: the checkpoint of epoch {state['history'][-1]['epoch']} "
+                                f"({run_dir / resume.LAST}); free space and rerun the same command") from None
+
+
+def _validate(ema_module, val_loader, device, params: Params, gts: list, weights: LossWeights,
+              info: ddp.DistInfo) -> tuple[dict[str, float], float]:
+    """Val losses and mAP50 of the EMA weights; under DDP each rank evaluates its share of the val
+    batches with rank 0's BatchNorm statistics, and every rank gets the same figures."""
+    ddp.sync_buffers(ema_module, info)
+    sums, dets = evaluate_batches(ema_module, val_loader, device, params.model.imgsz, params.map.confidence,
+                                  params.predict.nms_iou, params.predict.max_det, weights=weights)
+    sums, dets = ddp.gather_evaluation(sums, dets, info)
+    val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if gts else 0.0
+    return mean_losses(sums), val_map
+
+
+def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
+                inputs: list[str | Path], ckpt_root: str | Path, tsv_path: str | Path,
+                init: str | Path | None = None) -> dict:
+    """Train one phase, resuming from its own checkpoint if one exists; returns the final state.
+
+    The returned dict (also in .ckpt/<stage>/<fingerprint>/last.pt) carries "best_model" and
+    "best_ema" state dicts of the epoch with the highest val mAP50.
+    """
+    t = params.train
+    phase = phase_of(params, phase_name)
+    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    # world 1 without torchrun; under DDP on CUDA, rank r trains on cuda:r
+    info, device = ddp.start(select_device(t.device), t, phase.batch_size, f"train_{phase.name}")
+    accel.configure_backends(device, t.deterministic)
+    amp_dtype = accel.amp_dtype(t, device)  # refuses bfloat16 on a GPU without it, before any work
+    fp = run_fingerprint(params, phase, inputs)
+    run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
+    with _hold_run_dir(params, phase, inputs, run_dir, fp, info):
+        return _train(params, phase, device, amp_dtype, info, train_records, val_records, run_dir, fp, tsv_path,
+                      init)
+
+
+def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, train_records: list[Record],
+           val_records: list[Record], run_dir: Path, fp: str, tsv_path: str | Path,
+           init: str | Path | None) -> dict:
+    t, name = params.train, f"train_{phase.name}"
+    torch.manual_seed(params.seed)
+    with ddp.main_first(info):  # rank 0 downloads pretrained weights once, before the others read them
+        model = build_model(model_config(params), params.model.pretrained if phase.name == "frozen" else "none")
+    if init is not None:
+        start = ckpt.load(init)
+        model.load_state_dict(start["model"])
+    model.backbone.freeze(phase.name == "frozen")
+    nhwc = accel.channels_last(device, model)
+    model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
+    ema = ModelEMA(model, t.ema_decay)
+    if init is not None and "ema" in start:
+        ema.module.load_state_dict(start["ema"])
+        ema.updates = int(start.get("ema_updates", 0))
+
+    train_set = DetectionDataset(train_records, params.model.imgsz, params.seed, Augment.from_train_params(t),
+                                 cache=t.cache_images)
+    steps_per_epoch = max(1, len(train_set) // phase.batch_size) if len(train_set) > phase.batch_size else 1
+    drop_last = len(train_set) > phase.batch_size
+    optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay, fused=device.type == "cuda")
+    warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio,
+                             t.lr_milestones, t.lr_gamma))
+    scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
+    # Built once per phase: loader workers (and their image caches) live across epochs.
+    loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
+    val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz), phase.batch_size,
+                                t.num_workers, info, device)
+    gts = ground_truth(val_records)
+    weights = LossWeights.from_train_params(t)
+    # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
+    patience = t.patience if val_records else 0
+    if t.patience and not val_records:
+        print(f"{name}: no val images, so no early stopping (train.patience {t.patience} ignored)",
+              flush=True)
+
+    parts = resume.Trainables(model, ema, optimizer, scheduler, scaler)
+    env = resume.environment(device, amp_dtype)
+    history, best, done, stopped = [], {"epoch": 0, "val_map50": -1.0}, 0, None
+    best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
+    fresh = {**_state(parts, 0, [], dict(best), params, fp, phase, env), **best_states}
+    found = resume.latest(run_dir, fresh, parts, phase.epochs, name, info.main, lambda obj: ddp.broadcast(obj, info))
+    if found is not None:
+        state, path = found
+        history, best, done = state["history"], state["best"], state["epoch"]
+        stopped = state["stopped_early"]
+        best_states = {k: state[k] for k in ("best_model", "best_ema")}
+        resume.warn_environment(state, env, name)
+        _announce_resume(phase, path, done, stopped, best, t.patience)
+    else:
+        print(f"model: {describe(model.config, model_summary(model, params.model.imgsz))}", flush=True)
+        print(f"{name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
+              f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
+              f"device {device}, checkpoints in {run_dir})", flush=True)
+    # What trains: DDP (+ compile) around `model`; EMA, evaluation and checkpoints use `model` itself.
+    net = accel.maybe_compile(ddp.wrap_model(model, device, info, t.sync_bn), t.compile)
+
+    end = phase.epochs if stopped is None else done  # a phase stopped by patience trains no further
+    for epoch in range(done, end):
+        global_epoch = phase.first_epoch + epoch
+        # Model-side randomness is seeded per epoch, so a resumed epoch draws what the original would.
+        torch.manual_seed(params.seed * 100_003 + global_epoch)
+        epoch_start = time.time()
+        # This rank's slice of each global batch (the whole batch when world is 1).
+        ddp.set_epoch(loader, global_epoch)
+        desc = f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}"
+        sums, n_img, seconds = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
+                                               desc, weights, amp_dtype=amp_dtype, channels_last=nhwc,
+                                               ema_source=model)
+        tr = ddp.reduce_epoch_stats(sums, n_img, seconds, info)
+        check_epoch_stats(tr, desc, optimizer.param_groups[0]["lr"], scaler.is_enabled(), len(loader) * info.world)
+        val_loss, val_map = _validate(ema.module, val_loader, device, params, gts, weights, info)
+        history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
+                        "val_loss": val_loss["loss"], "val_map50": val_map,
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - epoch_start,
+                        "images_per_s": tr["images"] / max(tr["seconds"], 1e-9),
+                        "train_box_loss": tr["box"], "train_cls_loss": tr["cls"],
+                        "val_box_loss": val_loss["box"], "val_cls_loss": val_loss["cls"]})
+        print(f"  epoch {global_epoch}: train loss {tr['loss']:.3f}  val loss {val_loss['loss']:.3f}  "
+              f"val mAP50 {val_map:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
+        if val_map > best["val_map50"]:
+            best = {"epoch": global_epoch, "val_map50": val_map}
+            best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
+        # Every rank decides alike (val_map is broadcast). Recorded even at the last planned epoch:
+        # a run continued from this checkpoint with more epochs must stop here as a fresh one would.
+        if patience_exhausted(patience, global_epoch, best["epoch"]):
+            stopped = global_epoch
+        done = epoch + 1
+        if info.main:  # DDP: rank 0 alone writes checkpoints and TSVs
+            _save_epoch({**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states},
+                        run_dir, tsv_path, name)
+        if stopped is not None:
+            if epoch + 1 < phase.epochs:
+                print(f"early stop: no val mAP50 improvement for {t.patience} epochs; best epoch {best['epoch']} "
+                      f"(val mAP50 {best['val_map50']:.3f}); {name} ends after epoch {global_epoch} "
+                      f"of {phase.first_epoch + phase.epochs - 1}", flush=True)
+            break
+
+    if info.main:
+        write_tsv(tsv_path, history)
+    ddp.barrier(info)  # every rank reads the final checkpoint rank 0 wrote
+    last = run_dir / resume.LAST
+    if last.exists():
+        final = ckpt.load(last)
+    else:  # no epoch trained or resumed (zero epochs, or a stopped run resumed from prev.pt)
+        final = {**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states}
+    final.update(params=as_dict(params), fingerprint=fp)  # also when no epoch was left to train
+    if info.main:
+        os.utime(run_dir)  # mark as recently used for pruning
+    return final
+
+
+def _announce_resume(phase: Phase, path: Path, done: int, stopped: int | None, best: dict, patience: int) -> None:
+    where = f"checkpoint {path}, {done}/{phase.epochs} epochs done"
+    if stopped is not None and done < phase.epochs:
+        print(f"train_{phase.name}: the checkpoint stopped early after epoch {stopped} (no val mAP50 "
+              f"improvement for {patience} epochs; best epoch {best['epoch']}): nothing left to train ({where})",
+              flush=True)
+    else:
+        print(f"resuming train_{phase.name} from epoch {phase.first_epoch + done} ({where})", flush=True)
+
+
+def export_weights(state: dict, which: str) -> dict:
+    """The deployable part of a training state: `which` is "last" or "best"."""
+    keys = ("model", "ema") if which == "last" else ("best_model", "best_ema")
+    out = {"model": state[keys[0]], "ema": state[keys[1]]}
+    for k in ("model_config", "class_names", "imgsz", "params", "history", "best", "epoch", "ema_updates", "phase"):
+        out[k] = state[k]
+    out["stopped_early"] = state.get("stopped_early")  # None also for states written before patience existed
+    return out
+
+
+def load_detector(path: str | Path, device: torch.device | str = "cpu") -> tuple[Detector, dict]:
+    """Rebuild a detector from a detpipe weights file, preferring the EMA weights."""
+    state = ckpt.load(path)
+    if "model_config" not in state:
+        raise ckpt.CheckpointError(f"{path}: not a detpipe weights file (no model_config); "
+                                   "use models/best.pt or models/last.pt from a training stage")
+    model = Detector(ModelConfig(**state["model_config"]))
+    try:
+        model.load_state_dict(state.get("ema") or state["model"])
+    except RuntimeError as exc:  # e.g. a file from a detpipe version with another neck layout
+        raise ckpt.CheckpointError(f"{path}: its weights do not fit the network this detpipe version builds "
+                                   f"for {state['model_config']} ({str(exc).splitlines()[0]}); retrain, or start "
+                                   "from it with model.pretrained: <path>, which loads the matching layers") from None
+    return model.to(device).eval(), state

@@ -1,0 +1,1 @@
+"""Developer scripts (not installed with detpipe); `scripts.synth` makes the demo dataset."""
