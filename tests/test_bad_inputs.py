@@ -254,7 +254,7 @@ def _huge(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "VOC")], check=True)
     probe = (
-        "import sys, resource, json\nfrom detpipe.dataset_check import check_dataset\n"
+        "import sys, resource, json\nfrom detpipe.data.dataset_check import check_dataset\n"
         "from detpipe.params import DataParams\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "res = check_dataset(DataParams(root=sys.argv[1], classes=('circle',)), workers=1)\n"

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 HOLD = """
 import sys, time
-from detpipe import runlock
+from detpipe.train import runlock
 lock = runlock.acquire(sys.argv[1], "holder")
 print("locked", flush=True)
 time.sleep(120)

@@ -16,8 +16,8 @@ from tests.conftest import REPO, tiny_params
 # Trains two frozen epochs; the second checkpoint write stops halfway and hangs until killed.
 CHILD = """
 import io, json, sys, time, torch
-from detpipe import training
-from detpipe.annotations import read_lines
+from detpipe.train import phase as training
+from detpipe.data.annotations import read_lines
 from detpipe.params import Params, from_dict
 params, lines, root = from_dict(Params, json.loads(sys.argv[1])), sys.argv[2], sys.argv[3]
 real_save, calls = torch.save, []

@@ -1,4 +1,4 @@
-"""Collectives under NCCL without a GPU: every caller goes through detpipe.collectives, and a
+"""Collectives under NCCL without a GPU: every caller goes through detpipe.train.collectives, and a
 stand-in NCCL that refuses CPU tensors (as the real one does: "No backend type associated with
 device type cpu") gets every tensor on the process group's device."""
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_no_collective_bypasses_the_helpers():
     offenders = [f"{path.relative_to(PACKAGE.parent)}:{line} dist.{name}"
                  for path in sorted(PACKAGE.rglob("*.py")) if path.name != "collectives.py"
                  for line, name in _dist_uses(path) if name not in QUERIES]
-    assert not offenders, f"call collectives through detpipe.collectives: {offenders}"
+    assert not offenders, f"call collectives through detpipe.train.collectives: {offenders}"
     assert {name for _, name in _dist_uses(PACKAGE / "collectives.py")} - QUERIES  # the helpers do use them
 
 
