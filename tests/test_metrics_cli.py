@@ -128,7 +128,7 @@ def test_map_stage(tmp_path):
     params.write_text("data:\n  classes: [circle, square]\nmap:\n  min_overlap: 0.5\n  voc07: false\n"
                       "predict:\n  confidence: 0.5\n")
     out = tmp_path / "map"
-    cmd = [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--params", str(params), "--split", str(split),
+    cmd = [sys.executable, str(ROOT / "stages" / "map.py"), "--params", str(params), "--split", str(split),
            "--detections", str(csv_path), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -44,7 +44,7 @@ def pipeline_map(weights: Path, raw: dict, split: Path, tmp: Path, monkeypatch) 
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(REPO / "stages" / "predict.py"), run_name="__main__")
     assert done.value.code == 0
-    stage = runpy.run_path(str(REPO / "stages" / "evaluate.py"))
+    stage = runpy.run_path(str(REPO / "stages" / "map.py"))
     assert stage["main"](["--params", str(tmp / "params.yaml"), "--split", str(split), "--detections",
                           str(tmp / "det.csv"), "--out", str(tmp / "map")]) == 0
     return json.loads((tmp / "map" / "metrics.json").read_text())
