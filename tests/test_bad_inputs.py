@@ -241,7 +241,7 @@ def _laughs(tmp_path):
     assert_error(run(tmp_path, {"lol": {"xml": xml}}), "xml_entities", "lol.xml")
 
 
-@case("huge image (100 Mpx JPEG)", "kept, counted huge_image, checked with bounded memory")
+@case("huge image (100 Mpx JPEG, at the data.max_image_pixels default)", "kept, checked at 1/8 scale with bounded memory")
 def _huge(tmp_path):
     code = (
         "import sys, resource, json\nfrom pathlib import Path\nfrom PIL import Image\n"
@@ -265,7 +265,7 @@ def _huge(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "VOC")], check=True, cwd=REPO,
                          capture_output=True, text=True).stdout
     got = json.loads(out)
-    assert got["kept"] == 1 and got["errors"] == 0 and got["warn"].get("huge_image") == 1
+    assert got["kept"] == 1 and got["errors"] == 0
     assert got["kb"] < 40_000, f"peak memory grew by {got['kb']} kB; a full decode is ~100 MB"
 
 

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from ..data.images import DEFAULT_LIMIT
 from ..infer.sources import SourceError, open_source
 from .common import CliError, add_weights_arg, prog, resolve_weights
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         args.weights = resolve_weights(args.weights)
         sizes = [int(b) for b in args.batch.split(",") if b.strip()]
         predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype)
-        images = ([f.rgb for f in open_source(args.source)][:64] if args.source else sample_images(8))
+        images = ([f.rgb for f in open_source(args.source, pixel_limit=DEFAULT_LIMIT)][:64] if args.source
+                  else sample_images(8))
     except (CliError, ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
