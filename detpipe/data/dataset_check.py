@@ -20,6 +20,7 @@ from tqdm import tqdm
 from detpipe.data.annotations import Record
 from detpipe.data.checks import ImageIndex, Issue, ItemResult, check_item
 from detpipe.data.coco import CocoError, coco_items
+from detpipe.cpus import usable_cpus
 from detpipe.data.images import PixelLimit
 from detpipe.params import DataParams
 from detpipe.data.voc import RawItem, XmlError, parse_voc
@@ -108,7 +109,7 @@ def _yolo_worker(pair: YoloPair) -> ItemResult:
 def run_items(func: Callable, items: Sequence, state: tuple, workers: int = 0) -> list[ItemResult]:
     """Apply a worker to every item, in order, with a progress bar; a process pool when there are
     many files (parsing + image decoding is CPU-bound, so threads would not help)."""
-    workers = workers or (min(os.cpu_count() or 1, 8) if len(items) >= PARALLEL_MIN_FILES else 1)
+    workers = workers or (min(usable_cpus(), 8) if len(items) >= PARALLEL_MIN_FILES else 1)
     bar = dict(total=len(items), desc="check", unit="file", disable=len(items) < 500, mininterval=1.0)
     if workers <= 1:
         _init_worker(*state)

@@ -22,6 +22,7 @@ from . import runlock
 from ..data.annotations import Record
 from ..data.dataset import Augment, DetectionDataset
 from ..data.images import PixelLimit, check_headers
+from ..cpus import usable_cpus
 from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
                      lr_lambda, mean_losses, select_device, train_one_epoch)
 from ..metrics import voc_map
@@ -315,7 +316,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     # An image above data.max_image_pixels (or unreadable) stops the run here, from the headers,
     # not in the middle of an epoch (the loaders apply the same limit).
     check_headers([r.path for r in [*train_records, *val_records]], PixelLimit(params.data.max_image_pixels))
-    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    torch.set_num_threads(t.threads or usable_cpus())
     # world 1 without torchrun; under DDP on CUDA, rank r trains on cuda:r
     info, device = ddp.start(select_device(t.device), t, phase.batch_size, f"train_{phase.name}")
     accel.configure_backends(device, t.deterministic)
