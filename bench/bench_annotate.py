@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detpipe.cpus import usable_cpus  # noqa: E402
 from detpipe.data.dataset_check import check_voc  # noqa: E402
 from detpipe.params import DataParams  # noqa: E402
 
@@ -77,7 +78,7 @@ def time_check(root: Path, workers: int, verify: bool = True) -> tuple[float, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workers", type=int, default=usable_cpus())
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="detpipe bench 基准 ") as tmp:
         root = Path(tmp) / "VOC2007"
@@ -88,7 +89,7 @@ def main() -> None:
         serial, objects = time_check(root, workers=1)
         parallel, _ = time_check(root, workers=args.workers)
         header, _ = time_check(root, workers=args.workers, verify=False)
-    print(f"annotate bench: {args.files} XML files, {objects} objects, {os.cpu_count()} CPUs")
+    print(f"annotate bench: {args.files} XML files, {objects} objects, {usable_cpus()} usable CPUs")
     print(f"  reference bare lxml parse         {ref:9.0f} XML files/s")
     print(f"  full check, 1 process             {serial:9.0f} XML files/s  ({serial / ref:.2f} x reference)")
     print(f"  full check, {args.workers} processes           {parallel:9.0f} XML files/s  "

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detpipe.cpus import usable_cpus  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images, time_parts  # noqa: E402
 from detpipe.model.detector import build_model, describe, model_summary  # noqa: E402
 from detpipe.params import load_params  # noqa: E402
@@ -99,7 +100,7 @@ def main() -> int:
         yolo_note = f"Ultralytics {ultralytics.__version__} YOLOv8n (from yolov8n.yaml, untrained)"
     except ImportError:
         yolo, yolo_note = None, None
-    print(f"CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores; "
+    print(f"CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {usable_cpus()} usable CPUs; "
           f"8 synthetic 640x480/480x640 images, conf 0.25, IoU 0.45, {args.images} images per row")
     print(f"detpipe: {label}")
     print(f"yolov8n: {yolo_note or 'not installed (see below)'}")

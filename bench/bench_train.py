@@ -12,11 +12,11 @@ With --profile, torch.profiler's top operators of the unfrozen step. Run from th
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 
+from detpipe.cpus import usable_cpus
 from detpipe.train import accel
 from detpipe.data.annotations import read_lines
 from detpipe.data.dataset import Augment, DetectionDataset, make_loader
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the unfrozen step")
     args = p.parse_args()
     params = load_params(args.params)
-    torch.set_num_threads(params.train.threads or os.cpu_count() or 1)
+    torch.set_num_threads(params.train.threads or usable_cpus())
     bs, size = params.train.unfreeze_batch_size, args.imgsz or params.model.imgsz
     ds = DetectionDataset(read_lines(args.train), size, params.seed, Augment.from_train_params(params.train),
                           cache=params.train.cache_images)

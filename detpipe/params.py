@@ -84,6 +84,9 @@ class DataParams(Section):
     workers: Count = 0                  # annotate processes; 0 = automatic (parallel for many files)
     verify_images: bool = True          # decode every image to catch truncated files
     skip_bad_files: bool = False        # true: per-file errors become counted skips, not a failure
+    # Images above this many pixels are refused from their header, before decoding (detpipe.data.images):
+    # 1 MPx (below any camera's photo) to 1 GPx (3 GB decoded as 8-bit RGB).
+    max_image_pixels: Annotated[int, Field(ge=1_000_000, le=1_000_000_000)] = 100_000_000
 
     @field_validator("classes")
     @classmethod
@@ -190,7 +193,7 @@ class TrainParams(Section):
     compile: bool = False               # torch.compile the model (CUDA speed-up after a compile wait)
     cache_images: bool = True
     num_workers: Count = 0
-    threads: Count = 0                  # torch CPU threads; 0 = one per core
+    threads: Count = 0                  # torch CPU threads; 0 = one per usable CPU (detpipe.cpus)
     nproc: AtLeastOne = 1               # > 1: DDP under torchrun, this many processes (GPUs) on the node
     sync_bn: bool = False               # DDP: SyncBatchNorm across ranks (CUDA only)
     deterministic: bool = False         # CUDA: fixed cuDNN algorithms and deterministic kernels (slower); off = cudnn.benchmark

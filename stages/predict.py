@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.train.engine import select_device  # noqa: E402
-from detpipe.data.images import load_rgb  # noqa: E402
+from detpipe.data.images import ImageCheckError, PixelLimit, check_headers, load_rgb  # noqa: E402
 from detpipe.infer.predictor import Predictor  # noqa: E402
 from detpipe.artifacts.image_manifest import ManifestError, check_images, read_manifest  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
@@ -29,7 +29,8 @@ from detpipe.infer.decode import above, sample_indices, write_detections_csv  # 
 from detpipe.safe_names import safe_name  # noqa: E402
 from detpipe.train.phase import load_detector  # noqa: E402
 
-PARAMS = ("data.classes", "predict", "map.confidence", "map.min_overlap", "train.device", "train.num_workers")
+PARAMS = ("data.classes", "data.max_image_pixels", "predict", "map.confidence", "map.min_overlap", "train.device",
+          "train.num_workers")
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,18 +56,21 @@ def main() -> int:
         sys.exit(f"error: {args.weights} was trained for classes {state['class_names']} but {args.params} "
                  f"lists {names}; rerun training (dvc repro) or fix data.classes")
     records = read_lines(args.split)
-    if args.images:
-        try:
+    limit = PixelLimit(params.data.max_image_pixels)
+    try:
+        if args.images:
             check_images(read_manifest(args.images), [r.path for r in records], args.images)
-        except ManifestError as exc:
-            sys.exit(f"predict: error: {exc}")
+        check_headers([r.path for r in records], limit)  # one line before any work, not a loader's traceback
+    except (ManifestError, ImageCheckError) as exc:
+        sys.exit(f"predict: error: {exc}")
     p = params.predict
     # The same batched, letterboxed inference as `python -m detpipe predict`, so both give the same boxes.
     predictor = Predictor.from_model(model, names, state["imgsz"], device, params.map.confidence, p.nms_iou,
                                      p.max_det)
     infer_start = time.time()
     dets = predictor.predict_files([r.path for r in records], p.batch_size, params.train.num_workers,
-                                   progress=lambda it: tqdm(it, desc="predict", leave=False, dynamic_ncols=True))
+                                   progress=lambda it: tqdm(it, desc="predict", leave=False, dynamic_ncols=True),
+                                   pixel_limit=limit)
     infer_seconds = time.time() - infer_start
     rows = write_detections_csv(args.out, records, dets, names)
 
@@ -76,7 +80,7 @@ def main() -> int:
         old.unlink()
     tiles = []
     for i in sample_indices(len(records), p.samples):
-        rgb = load_rgb(records[i].path)
+        rgb = load_rgb(records[i].path, limit)
         d = above(dets[i], p.confidence)
         draw_detections(rgb, d["boxes"], d["labels"], d["scores"], names).save(
             out_dir / f"{i:04d}_{safe_name(Path(records[i].path).stem)}.jpg", quality=90)

@@ -24,16 +24,19 @@ from detpipe import atomic  # noqa: E402
 from detpipe.model import checkpoint as ckpt  # noqa: E402
 from detpipe.train import distributed as ddp  # noqa: E402
 from detpipe.train.runlock import RunBusyError  # noqa: E402
+from detpipe.data.images import ImageCheckError  # noqa: E402
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.params import ParamsError, print_error  # noqa: E402
 from detpipe.data.splits import empty_split_problem  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.train.phase import export_weights, phase_of, train_phase  # noqa: E402
 
-# What a training phase reads: its recipe, and the validation that picks the best epoch (NMS and
-# the mAP's lowest confidence decide which epoch becomes best.pt). dvc.yaml and the Snakefile take
-# this list (detpipe/pipeline/table.py), and load_stage_params refuses any other key.
-PARAMS = ("lr", "seed", "model", "train", "data.classes", "predict.nms_iou", "predict.max_det", "map.confidence")
+# What a training phase reads: its recipe, the validation that picks the best epoch (NMS and the
+# mAP's lowest confidence decide which epoch becomes best.pt) and the pixel limit its loaders apply.
+# dvc.yaml and the Snakefile take this list (detpipe/pipeline/table.py), and load_stage_params
+# refuses any other key.
+PARAMS = ("lr", "seed", "model", "train", "data.classes", "data.max_image_pixels", "predict.nms_iou",
+          "predict.max_det", "map.confidence")
 
 
 def parse_args() -> argparse.Namespace:
@@ -93,8 +96,8 @@ def main() -> int:
             print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "
                   "rerun the same command to resume from there.", file=sys.stderr, flush=True)
         return 130
-    except (ParamsError, FloatingPointError) as exc:  # a setting this machine cannot run, a diverged loss
-        # DDP: every rank stops alike; one message
+    except (ParamsError, FloatingPointError, ImageCheckError) as exc:  # a setting this machine cannot run, a
+        # diverged loss, an image above data.max_image_pixels or unreadable. DDP: every rank stops alike; one message
         return print_error(exc) if main_rank else 1
     except torch.OutOfMemoryError:
         phase = phase_of(params, args.phase)

@@ -3,16 +3,22 @@ wrong and the fix, or a warning counted in the report with the file named — an
 books balance (images / objects in = kept + skipped-with-reason) in every case."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
+import zlib
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFile
 
 from detpipe.data.annotations import format_line, parse_line
 from detpipe.data.dataset_check import check_dataset
@@ -178,12 +184,16 @@ for _mode, _label in [("L", "grayscale JPEG"), ("RGBA", "RGBA PNG"), ("P", "pale
         lambda tmp_path, m=_mode: _modes(tmp_path, m))
 
 
-@case("EXIF-rotated JPEG (orientation 6)", "pixels and boxes rotated together, counted exif_rotated")
-def _exif(tmp_path):
-    res = run(tmp_path, {"r": {"exif": 6, "objects": [("circle", (4, 8, 20, 30))]}})
+def _exif(tmp_path, ext):
+    res = run(tmp_path, {"r": {"exif": 6, "ext": ext, "objects": [("circle", (4, 8, 20, 30))]}})
     rec = rec_of(res, "r")
     assert load_rgb(tmp_path / rec.path).shape == (64, 48, 3)  # stored 64x48 shown as 48x64
     assert rec.boxes.tolist() == [[48 - 30, 4, 48 - 8, 20]] and warned(res, "exif_rotated")
+
+
+for _ext in (".jpg", ".png", ".webp", ".tif"):
+    case(f"EXIF-rotated {_ext[1:].upper()} (orientation 6)", "pixels and boxes rotated together, counted "
+         "exif_rotated")(lambda tmp_path, e=_ext: _exif(tmp_path, e))
 
 
 @case(".png / .jpeg / uppercase extensions", "found and kept")
@@ -241,7 +251,7 @@ def _laughs(tmp_path):
     assert_error(run(tmp_path, {"lol": {"xml": xml}}), "xml_entities", "lol.xml")
 
 
-@case("huge image (100 Mpx JPEG)", "kept, counted huge_image, checked with bounded memory")
+@case("huge image (100 Mpx JPEG, at the data.max_image_pixels default)", "kept, checked at 1/8 scale with bounded memory")
 def _huge(tmp_path):
     code = (
         "import sys, resource, json\nfrom pathlib import Path\nfrom PIL import Image\n"
@@ -265,8 +275,127 @@ def _huge(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "VOC")], check=True, cwd=REPO,
                          capture_output=True, text=True).stdout
     got = json.loads(out)
-    assert got["kept"] == 1 and got["errors"] == 0 and got["warn"].get("huge_image") == 1
+    assert got["kept"] == 1 and got["errors"] == 0
     assert got["kb"] < 40_000, f"peak memory grew by {got['kb']} kB; a full decode is ~100 MB"
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_bomb(path: Path, w: int, h: int) -> Path:
+    """A ~1 kB PNG declaring w x h RGB pixels (its IDAT inflates to 1 MB of zeros)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (1 << 20), 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    return path
+
+
+def tiff_bomb(path: Path, w: int, h: int) -> Path:
+    """A ~1 kB deflate-compressed grayscale TIFF declaring w x h pixels in one strip."""
+    data = zlib.compress(b"\0" * (1 << 20), 9)
+    tags = [(256, 4, w), (257, 4, h), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8), (277, 3, 1),
+            (278, 4, h), (279, 4, len(data))]  # size, 8 bits, deflate, min-is-black, strip at 8, 1 sample
+    entries = b"".join(struct.pack("<HHII", t, kind, 1, v) if kind == 4 else struct.pack("<HHIHH", t, kind, 1, v, 0)
+                       for t, kind, v in tags)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8 + len(data)) + data + struct.pack("<H", len(tags)) + entries
+                     + b"\0\0\0\0")
+    return path
+
+
+def jpeg_huge_header(path: Path, w: int, h: int) -> Path:
+    """A 16x16 JPEG whose frame header (SOF0) is rewritten to declare w x h (at most 65535 each)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", h, w)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@contextmanager
+def never_decoded_above(pixels: int):
+    """Fail the test if any image of more than `pixels` pixels is decoded (ImageFile.load)."""
+    load = ImageFile.ImageFile.load
+
+    def guarded(img):
+        assert img.width * img.height <= pixels, f"decoded a {img.size} image"
+        return load(img)
+    with mock.patch.object(ImageFile.ImageFile, "load", guarded):
+        yield
+
+
+def _refused_from_header(tmp_path: Path, ext: str, make) -> None:
+    """The bomb is refused (error image_too_large naming file and key) or, with skip_bad_files, a
+    counted skip; in both runs without decoding it."""
+    for skip in (False, True):
+        root = make_voc(tmp_path / f"VOC{skip}", {**GOOD, "bomb": {"ext": ext}})
+        make(root / "JPEGImages" / f"bomb{ext}", 60_000, 60_000)
+        with never_decoded_above(100_000_000):
+            res = check_dataset(DataParams(root=str(root), classes=CLASSES, skip_bad_files=skip), base=tmp_path,
+                                workers=1)
+        if skip:
+            assert not res.errors and res.report["images"]["skipped"] == {"image_too_large": 1}
+            assert warned(res, "image_too_large")[0]["file"].endswith("bomb.xml")
+        else:
+            msg = assert_error(res, "image_too_large", "bomb.xml", f"bomb{ext}", "60000x60000",
+                               "data.max_image_pixels", "not decoded")
+            assert "\n" not in msg
+        assert res.report["images"]["kept"] == len(GOOD)
+
+
+@case("PNG bomb (1 kB file declaring 60000x60000)", "error image_too_large naming file and key, never decoded; "
+      "skip_bad_files: counted skip")
+def _png_bomb(tmp_path):
+    _refused_from_header(tmp_path, ".png", png_bomb)
+
+
+@case("TIFF bomb (1 kB deflate TIFF declaring 60000x60000)", "error image_too_large naming file and key, never "
+      "decoded; skip_bad_files: counted skip")
+def _tiff_bomb(tmp_path):
+    _refused_from_header(tmp_path, ".tif", tiff_bomb)
+
+
+@case("huge-dimension header (16x16 JPEG declaring 60000x60000)", "error image_too_large naming file and key, "
+      "never decoded; skip_bad_files: counted skip")
+def _huge_header(tmp_path):
+    _refused_from_header(tmp_path, ".jpg", jpeg_huge_header)
+
+
+@case("large PNG (5000x4000, a phone photo)", "kept, also with skip_bad_files (once a verify() crash)")
+def _large_png(tmp_path):
+    for skip in (False, True):
+        root = make_voc(tmp_path / f"VOC{skip}", {**GOOD, "big": {"ext": ".png"}})
+        Image.new("RGB", (5000, 4000), (90, 120, 150)).save(root / "JPEGImages" / "big.png", compress_level=1)
+        res = check_dataset(DataParams(root=str(root), classes=CLASSES, skip_bad_files=skip), base=tmp_path,
+                            workers=1)
+        assert not res.errors and res.report["images"]["kept"] == len(GOOD) + 1 and not res.report["images"]["skipped"]
+
+
+@case("image above a lowered data.max_image_pixels", "error image_too_large with the size and the key; "
+      "skip_bad_files: counted skip; at the limit kept")
+def _lowered_limit(tmp_path):
+    items = {**GOOD, "over": {"size": (1001, 1000)}, "at": {"size": (1000, 1000)}}
+    res = run(tmp_path / "a", items, max_image_pixels=1_000_000)
+    assert_error(res, "image_too_large", "over.xml", "1001x1000", "1 MPx", "data.max_image_pixels")
+    assert any(Path(r.path).stem == "at" for r in res.records)
+    res = run(tmp_path / "b", items, max_image_pixels=1_000_000, skip_bad_files=True)
+    assert not res.errors and res.report["images"]["skipped"] == {"image_too_large": 1}
+
+
+def _formats(tmp_path, mode, ext):
+    res = run(tmp_path, {"m": {"mode": mode, "ext": ext}})
+    assert not res.errors
+    rec = rec_of(res, "m")
+    pixels = load_rgb(tmp_path / rec.path)
+    assert pixels.shape == (48, 64, 3) and pixels.dtype == np.uint8
+
+
+for _ext in (".tif", ".webp", ".bmp"):
+    for _mode in ("RGB", "L", "P", "RGBA") + (("I;16",) if _ext == ".tif" else ()):
+        case(f"{_mode} {_ext[1:].upper()}", "kept, decoded to 8-bit RGB [H,W,3] like a JPEG")(
+            lambda tmp_path, m=_mode, e=_ext: _formats(tmp_path, m, e))
 
 
 @case("duplicate image stems (a.jpg + a.png)", "warning duplicate_stem; the unused one counted no_annotation")

@@ -1,4 +1,5 @@
-"""DDP on CPU (gloo): 2 processes vs 1 with the same global batch, resume under DDP, sharding, OOM.
+"""DDP on CPU (gloo): 2 processes vs 1 with the same global batch (exact where BatchNorm allows, and
+injected faults caught), resume under DDP, sharding, OOM.
 
 The stage command is the one dvc.yaml runs; `train.nproc: 2` makes it relaunch itself under
 torchrun. Runs are tiny (16 train images, 96 px, 1 thread per rank) to stay within CI's budget.
@@ -30,16 +31,21 @@ pytestmark = pytest.mark.timeout(300)
 EPOCHS = 3
 # What "matches a single-process run" means here. The 2-process run sees the same images, with the
 # same augmentation, in the same global batches; the loss divides by the targets of the whole
-# global batch (all-reduced), so one DDP step's gradient equals the single-process gradient of
-# the global batch to 1e-7 when BatchNorm uses running statistics
-# (test_ddp_step_equals_the_global_batch_step). What remains is BatchNorm in training mode: each
-# rank normalises with its own half batch (SyncBatchNorm needs CUDA), and with 2 images per rank
-# that moves the weights: after 3 epochs ||w_2proc - w_1proc|| / ||w_1proc - w_init|| measured
-# 0.91 and the train losses agree to 2.3%. Validation is sharded: each rank evaluates batches of its
-# per-rank size (2 images, against 4 in one process), and the loss normalises by each batch's
-# targets, so the val losses differ by 5.1e-3 relative with the same weights' detections
-# (test_sharded_validation_equals_one_process shows the sharding itself changes nothing).
-# Tolerances, with headroom: weights ratio < 1.0, val loss 1e-2 relative, train loss 10%.
+# global batch (all-reduced), so with BatchNorm on its running statistics a DDP step equals the
+# single-process step of the global batch, and a whole epoch of the real training loop ends at the
+# same weights to float rounding: tests/ddp_gradcheck.py measures 2.4e-7 (gradient) and 4.4e-7 (max
+# abs weight difference, the weights moved 1.6e-2), checked to 1e-5 (check_exact), and a wrong shard
+# or a missing all-reduce injected in both ranks fails that check by > 2e-2
+# (test_an_injected_ddp_fault_fails_the_exact_check). The stage run below cannot be exact: the
+# neck and head train BatchNorm in training mode, and each rank normalises with its own half batch
+# (SyncBatchNorm needs CUDA). With 2 images per rank that moves the weights: after 3 epochs
+# ||w_2proc - w_1proc|| / ||w_1proc - w_init|| measured 0.91 and the train losses agree to 2.3%; so
+# this end-to-end test checks the stage's DDP plumbing (relaunch, rank 0's files, history), not the
+# arithmetic. Validation is sharded: each rank evaluates batches of its per-rank size (2 images,
+# against 4 in one process), and the loss normalises by each batch's targets, so the val losses
+# differ by 5.1e-3 relative with the same weights' detections (test_sharded_validation_equals_one_process
+# shows the sharding itself changes nothing). Tolerances, with headroom: weights ratio < 1.0, val
+# loss 1e-2 relative, train loss 10%.
 WEIGHTS_TOL, VAL_LOSS_TOL, TRAIN_LOSS_TOL = 1.0, 1e-2, 0.10
 
 
@@ -112,20 +118,45 @@ def test_two_processes_match_one_within_tolerance(runs):
     assert len((tmp / "n2" / "frozen.tsv").read_text().splitlines()) == EPOCHS + 1
 
 
-@pytest.fixture(scope="module")
-def gradcheck(runs) -> dict[str, float]:
-    """tests/ddp_gradcheck.py's figures (one torchrun of 2 processes)."""
-    tmp, train, _, _ = runs
+def _gradcheck(tmp: Path, tiny_records, fault: str = "") -> dict[str, float]:
+    """tests/ddp_gradcheck.py's figures (one torchrun of 2 processes), `fault` injected in both."""
+    train, _ = _data(tmp, tiny_records)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "tests" / "ddp_gradcheck.py"), str(tmp / "params_2.yaml"), str(train)]
-    out = _run(cmd, tmp)
-    return {k: float(v) for k, v in (line.split() for line in out.splitlines()
-                                     if line.startswith(("ddp_vs_full", "val_")))}
+           str(REPO / "tests" / "ddp_gradcheck.py"), str(_params(tmp, 2)), str(train)]
+    proc = subprocess.run(cmd, cwd=tmp, env={**_env(), "DETPIPE_DDP_FAULT": fault}, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return {k: float(v) for k, v in (line.split() for line in proc.stdout.splitlines()
+                                     if line.startswith(("ddp_vs_full", "val_", "weights_")))}
 
 
-def test_ddp_step_equals_the_global_batch_step(gradcheck):
-    print(f"first step: DDP vs single-process global-batch gradient (rel L2) {gradcheck['ddp_vs_full']:.2e}")
-    assert gradcheck["ddp_vs_full"] < 1e-5
+@pytest.fixture(scope="module")
+def gradcheck(tmp_path_factory, tiny_records) -> dict[str, float]:
+    return _gradcheck(tmp_path_factory.mktemp("gradcheck"), tiny_records)
+
+
+def check_exact(figures: dict[str, float]) -> None:
+    """DDP's step and epoch equal one process's on the global batches (BatchNorm on running
+    statistics): the gradient to 1e-5 relative, the weights after an epoch (4 AdamW steps) to 1e-5
+    while training moved them by far more."""
+    assert figures["ddp_vs_full"] < 1e-5, figures
+    assert figures["weights_vs_full"] < 1e-5 < 1e-3 < figures["weights_moved"], figures
+
+
+def test_ddp_step_and_epoch_equal_the_global_batch_ones(gradcheck):
+    print(f"DDP vs one process on the global batch: first-step gradient (rel L2) {gradcheck['ddp_vs_full']:.2e}, "
+          f"weights after one epoch max abs diff {gradcheck['weights_vs_full']:.2e} (moved "
+          f"{gradcheck['weights_moved']:.2e})")
+    check_exact(gradcheck)
+
+
+@pytest.mark.parametrize("fault", ["wrong_shard", "no_grad_allreduce", "no_norm_allreduce"])
+def test_an_injected_ddp_fault_fails_the_exact_check(fault, tmp_path, tiny_records):
+    figures = _gradcheck(tmp_path, tiny_records, fault)
+    print(f"{fault}: {figures}")
+    with pytest.raises(AssertionError):
+        check_exact(figures)
+    assert figures["weights_vs_full"] > 1e-3  # not a near miss: the fault moves the weights visibly
 
 
 def test_sharded_validation_equals_one_process(gradcheck):

@@ -86,7 +86,7 @@ def test_export_and_fps_commands(models, tmp_path, capsys):
     assert export_cli.main(["--weights", str(pt), "--out", str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
     assert "NMS not in the graph" in out and "max abs diff" in out and "parity: ok" in out
-    assert fps_cli.main(["--weights", str(tmp_path / "m.onnx"), "--batch", "1,4", "--images", "2"]) == 0
+    assert fps_cli.main(["--weights", str(tmp_path / "m.onnx"), "--batch", "1,4", "--images", "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "\n1 " in out and "takes batches of 1" in out
 

@@ -313,7 +313,7 @@ def test_fps_prints_every_part(weights, capsys):
     assert {"preprocess", "forward", "nms", "draw", "total", "images_per_s"} <= set(r)
     assert all(r[k] > 0 for k in ("preprocess", "forward", "nms", "draw"))
     assert r["total"] == pytest.approx(r["preprocess"] + r["forward"] + r["nms"] + r["draw"])
-    assert fps_cli.main(["--weights", str(weights), "--batch", "1,2", "--images", "2", "--warmup", "1"]) == 0
+    assert fps_cli.main(["--weights", str(weights), "--batch", "1,2", "--images", "2", "--warmup", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "preprocess" in out and "decode+NMS" in out and "drawing" in out and "images/s" in out
     assert out.count("\n1 ") == 1 and out.count("\n2 ") == 1

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from ..cpus import usable_cpus
+
 _LINE = re.compile(r"^([0-9a-f]{64})  (.+)$")
 
 
@@ -36,7 +38,7 @@ def hash_files(paths: Iterable[str], base: str | Path = ".", workers: int = 0) -
     on many files."""
     paths = list(paths)
     base = Path(base)
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or min(8, usable_cpus())
     if len(paths) < 64 or workers <= 1:
         return {p: file_sha256(base / p) for p in paths}
     with ThreadPoolExecutor(workers) as pool:

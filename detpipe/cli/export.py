@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..data.images import DEFAULT_LIMIT
 from ..infer.sources import SourceError, open_source
 from .common import CliError, add_weights_arg, prog, resolve_weights
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
           "outputs cls logits + xyxy boxes; NMS not in the graph (done in Python); onnx.checker: ok")
     if args.source:
         try:
-            images = [f.rgb for f in open_source(args.source, max_frames=8)][:8]
+            images = [f.rgb for f in open_source(args.source, max_frames=8, pixel_limit=DEFAULT_LIMIT)][:8]
         except SourceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -14,6 +14,8 @@ import sys
 
 import torch
 
+from ..cpus import usable_cpus
+from ..data.images import DEFAULT_LIMIT
 from ..infer.sources import SourceError, open_source
 from .common import CliError, add_weights_arg, prog, resolve_weights
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first (default 2)")
     p.add_argument("--images", type=int, default=64, help="images timed per batch size (default 64)")
     p.add_argument("--source", help="image, folder or glob of images to time on (default: synthetic)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: one per CPU this process may use)")
     return p
 
 
@@ -50,13 +52,13 @@ HEADER = (f"{'batch':<10} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..infer.predictor import Predictor, sample_images, time_parts
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or usable_cpus())
     try:
         args.weights = resolve_weights(args.weights)
         sizes = [int(b) for b in args.batch.split(",") if b.strip()]
         predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype)
-        images = ([f.rgb for f in open_source(args.source)][:64] if args.source else sample_images(8))
+        images = ([f.rgb for f in open_source(args.source, pixel_limit=DEFAULT_LIMIT)][:64] if args.source
+                  else sample_images(8))
     except (CliError, ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

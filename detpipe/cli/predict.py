@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.images import IMAGE_EXTENSIONS
+from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, PixelLimit
 from ..params import MapParams, PredictParams
 from ..infer.decode import above
 from ..safe_names import UniqueNames, safe_name, unique_safe_names
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="do not write drawn images or video")
     p.add_argument("--classes", help="only these classes, comma-separated (e.g. cat,dog)")
     p.add_argument("--max-frames", type=int, default=0, help="videos and cameras: stop after N frames")
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"skip images of more pixels (width x height), refused from their header before decoding "
+                   f"(default {DEFAULT_MAX_PIXELS}, params.yaml's data.max_image_pixels)")
     return p
 
 
@@ -272,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--conf", args.conf), ("--txt-conf", args.txt_conf), ("--iou", args.iou)):
         if not 0.0 <= value <= 1.0:
             parser.error(f"{flag} must be within 0..1, got {value}")
+    if args.max_image_pixels < 1:
+        parser.error(f"--max-image-pixels must be a positive number of pixels, got {args.max_image_pixels}")
     out = Path(args.out) if args.out else next_run_dir()
     names = OutputNames()
     try:
         weights = resolve_weights(args.weights)
-        source = open_source(args.source, exclude=out, max_frames=args.max_frames)
+        source = open_source(args.source, exclude=out, max_frames=args.max_frames,
+                             pixel_limit=PixelLimit(args.max_image_pixels, "--max-image-pixels"))
         check_not_overwriting(source, out, names)
     except (CliError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     write_run_record(out, args, weights, names, writer.frames)
     for path, reason in source.unreadable:
-        print(f"skipped unreadable file {path}: {reason}", file=sys.stderr)
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     what = "images" if per_image else "frames"
     print(f"{writer.frames} {what} in {seconds:.1f} s ({1000 * seconds / max(1, writer.frames):.1f} ms each, "
           f"batch {batch}, {weights}); boxes >= {args.conf}: {format_counts(dict(sorted(writer.totals.items())))}")

@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from detpipe.data.images import IMAGE_EXTENSIONS, ImageCheckError, ImageInfo, exif_transform_boxes, inspect_image
+from detpipe.data.images import (DEFAULT_LIMIT, IMAGE_EXTENSIONS, ImageCheckError, ImageInfo, PixelLimit,
+                                 exif_transform_boxes, inspect_image)
 from detpipe.data.voc import RawItem, RawObject
 from detpipe.data.yolo import to_pixels
 
@@ -127,7 +128,7 @@ def clean_box(obj: RawObject, info: ImageInfo, source: str) -> tuple[tuple | Non
 
 
 def orient_objects(raw: RawItem, info: ImageInfo) -> tuple[list[RawObject], list[Issue]]:
-    """Bring boxes into the displayed frame (see detpipe.images) and compare the declared size.
+    """Bring boxes into the displayed frame (see detpipe.data.images) and compare the declared size.
     Normalised (YOLO) boxes are fractions of the displayed image: scaled, never rotated."""
     if raw.normalised:
         return [to_pixels(o, info.width, info.height) for o in raw.objects], []
@@ -152,26 +153,24 @@ def orient_objects(raw: RawItem, info: ImageInfo) -> tuple[list[RawObject], list
     return objects, issues
 
 
-def check_item(raw: RawItem, folder: Path, index: ImageIndex, stem: str, verify: bool = True) -> ItemResult:
+def check_item(raw: RawItem, folder: Path, index: ImageIndex, stem: str, verify: bool = True,
+               pixel_limit: PixelLimit = DEFAULT_LIMIT) -> ItemResult:
     """Resolve, inspect and clean one item. Class names are checked later, across the dataset."""
     result = ItemResult(raw.source, objects_in=len(raw.objects))
     try:
         path, result.warnings = resolve_image(raw, folder, index, stem)
         result.image = str(path)
-        info = inspect_image(path, verify)
+        info = inspect_image(path, verify, pixel_limit)
     except ItemError as exc:
         result.error = Issue(raw.source, exc.kind, str(exc))
         return result
-    except ImageCheckError as exc:
-        result.error = Issue(raw.source, "bad_image", f"{raw.source}: image {path.name!r}: {exc}. "
-                             "Fix: re-export the image or remove it and its annotation.")
+    except ImageCheckError as exc:  # exc.kind: bad_image, or image_too_large (refused from its header)
+        result.error = Issue(raw.source, exc.kind, f"{raw.source}: image {path.name!r}: {exc.reason}. "
+                             f"Fix: {exc.fix}.")
         return result
     result.mode = info.mode
     if info.mode not in ("RGB",):
         result.warnings.append(Issue(str(path), "converted_mode", f"{path.name}: mode {info.mode} converted to RGB."))
-    if info.huge:
-        result.warnings.append(Issue(str(path), "huge_image", f"{path.name}: {info.stored_width}x"
-                                     f"{info.stored_height} pixels; checked at reduced scale."))
     objects, issues = orient_objects(raw, info)
     result.warnings += issues
     for obj in objects:

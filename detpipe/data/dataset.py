@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .annotations import Record
 from ..boxes import Letterbox, letterbox_params
-from .images import load_rgb
+from .images import DEFAULT_LIMIT, PixelLimit, load_rgb
 
 PAD_VALUE = 114  # the grey YOLO letterboxes with, so padding looks like nothing in particular
 # The loader's parallelism is its worker processes (and torch's threads run the model): OpenCV's
@@ -113,20 +113,22 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[Record], size: int, seed: int = 0,
-                 augment: Augment | None = None, cache: bool = False) -> None:
+                 augment: Augment | None = None, cache: bool = False,
+                 pixel_limit: PixelLimit = DEFAULT_LIMIT) -> None:
         self.records = list(records)
         self.size = size
         self.seed = seed
         self.augment = augment
+        self.pixel_limit = pixel_limit  # images above it are refused from their header (detpipe.data.images)
         # Decoded images kept in memory (per loader worker): small datasets stop paying for JPEG
         # decoding every epoch. Results are identical with or without it.
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def _load(self, index: int) -> np.ndarray:
         if self.cache is None:
-            return load_rgb(self.records[index].path)
+            return load_rgb(self.records[index].path, self.pixel_limit)
         if index not in self.cache:
-            self.cache[index] = load_rgb(self.records[index].path)
+            self.cache[index] = load_rgb(self.records[index].path, self.pixel_limit)
         return self.cache[index]
 
     def __len__(self) -> int:

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from detpipe.data.annotations import Record
 from detpipe.data.checks import ImageIndex, Issue, ItemResult, check_item
 from detpipe.data.coco import CocoError, coco_items
+from detpipe.cpus import usable_cpus
+from detpipe.data.images import PixelLimit
 from detpipe.params import DataParams
 from detpipe.data.voc import RawItem, XmlError, parse_voc
 from detpipe.data.warning_groups import CLASS_NEVER_SEEN, nearest_name
@@ -59,8 +61,9 @@ def display(path: str | Path, base: Path | None = None) -> str:
 _STATE: dict = {}
 
 
-def _init_worker(folder: Path, index: ImageIndex, verify: bool, base: Path, extra: dict | None = None) -> None:
-    _STATE.update(folder=folder, index=index, verify=verify, base=base, **(extra or {}))
+def _init_worker(folder: Path, index: ImageIndex, verify: bool, base: Path, pixel_limit: PixelLimit,
+                 extra: dict | None = None) -> None:
+    _STATE.update(folder=folder, index=index, verify=verify, base=base, pixel_limit=pixel_limit, **(extra or {}))
 
 
 def _voc_worker(xml_path: str) -> ItemResult:
@@ -73,12 +76,13 @@ def _voc_worker(xml_path: str) -> ItemResult:
         same_stem = _STATE["index"].by_lower_stem.get(Path(xml_path).stem.lower())
         image = str(_STATE["folder"] / same_stem[0]) if same_stem else None
         return ItemResult(source, image=image, error=Issue(source, exc.kind, str(exc)))
-    return check_item(raw, _STATE["folder"], _STATE["index"], Path(xml_path).stem, _STATE["verify"])
+    return check_item(raw, _STATE["folder"], _STATE["index"], Path(xml_path).stem, _STATE["verify"],
+                      pixel_limit=_STATE["pixel_limit"])
 
 
 def _raw_worker(raw: RawItem) -> ItemResult:
     stem = Path(raw.filename).stem if raw.filename else ""
-    return check_item(raw, _STATE["folder"], _STATE["index"], stem, _STATE["verify"])
+    return check_item(raw, _STATE["folder"], _STATE["index"], stem, _STATE["verify"], pixel_limit=_STATE["pixel_limit"])
 
 
 def _yolo_worker(pair: YoloPair) -> ItemResult:
@@ -93,7 +97,8 @@ def _yolo_worker(pair: YoloPair) -> ItemResult:
     if pair.image is None:
         return ItemResult(raw.source, objects_in=len(raw.objects),
                           error=Issue(raw.source, "missing_image", missing_image_message(pair.label, shown)))
-    result = check_item(raw, root, _STATE["index"], Path(pair.image).stem, _STATE["verify"])
+    result = check_item(raw, root, _STATE["index"], Path(pair.image).stem, _STATE["verify"],
+                        pixel_limit=_STATE["pixel_limit"])
     if pair.label is None and result.error is None:
         result.warnings.append(Issue(raw.source, "no_label_file", f"{raw.source}: no label file "
                                      f"{shown}/{label_path(pair.image)}; used as a background image (no objects), "
@@ -104,7 +109,7 @@ def _yolo_worker(pair: YoloPair) -> ItemResult:
 def run_items(func: Callable, items: Sequence, state: tuple, workers: int = 0) -> list[ItemResult]:
     """Apply a worker to every item, in order, with a progress bar; a process pool when there are
     many files (parsing + image decoding is CPU-bound, so threads would not help)."""
-    workers = workers or (min(os.cpu_count() or 1, 8) if len(items) >= PARALLEL_MIN_FILES else 1)
+    workers = workers or (min(usable_cpus(), 8) if len(items) >= PARALLEL_MIN_FILES else 1)
     bar = dict(total=len(items), desc="check", unit="file", disable=len(items) < 500, mininterval=1.0)
     if workers <= 1:
         _init_worker(*state)
@@ -323,7 +328,8 @@ def check_voc(data: DataParams, base: Path | None = None, workers: int | None = 
     files = sorted(p for p in ann_dir.iterdir() if p.is_file())
     xmls = [str(p) for p in files if p.suffix.lower() == ".xml"]
     index = ImageIndex.scan(folder)
-    results = run_items(_voc_worker, xmls, (folder, index, data.verify_images, base),
+    limit = PixelLimit(data.max_image_pixels)
+    results = run_items(_voc_worker, xmls, (folder, index, data.verify_images, base, limit),
                         data.workers if workers is None else workers)
     source = {"type": "voc", "annotations": display(ann_dir, base), "images": display(folder, base)}
     not_xml = [Issue(display(p, base), "not_xml", f"{display(p, base)}: not an .xml file; ignored.")
@@ -343,7 +349,8 @@ def check_coco(data: DataParams, base: Path | None = None, workers: int | None =
     except CocoError as exc:
         raise DataError(str(exc)) from None
     index = ImageIndex.scan(folder)
-    results = run_items(_raw_worker, items, (folder, index, data.verify_images, base),
+    limit = PixelLimit(data.max_image_pixels)
+    results = run_items(_raw_worker, items, (folder, index, data.verify_images, base, limit),
                         data.workers if workers is None else workers)
     source = {"type": "coco", "annotations": display(data.coco_json, base), "images": display(folder, base)}
     return _finish(data, results, index, folder, base, source, errors)
@@ -361,7 +368,8 @@ def check_yolo(data: DataParams, base: Path | None = None, workers: int | None =
         raise DataError(str(exc)) from None
     index = ImageIndex({}, {})  # YOLO pairs images and labels by path, never by a fallback
     extra = {"names": names, "yolo_root": shown}
-    results = run_items(_yolo_worker, pairs, (root, index, data.verify_images, base, extra),
+    limit = PixelLimit(data.max_image_pixels)
+    results = run_items(_yolo_worker, pairs, (root, index, data.verify_images, base, limit, extra),
                         data.workers if workers is None else workers)
     ignored = [Issue(f"{shown}/{rel}", "outside_images_folder", f"{shown}/{rel}: not below an images/ folder, so "
                      "not part of the YOLO dataset; ignored.") for rel in outside]

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 CLASS_NEVER_SEEN = "class_without_objects"
 # Conversions that keep every label as meant (checked against the kinds the code emits by a test).
-INFORMATIONAL = ("converted_mode", "huge_image", "exif_rotated", "float_coordinates", "filename_case")
+INFORMATIONAL = ("converted_mode", "exif_rotated", "float_coordinates", "filename_case")
 
 
 def nearest_name(name: str, candidates: Iterable[str]) -> str | None:

@@ -24,7 +24,7 @@ from torchvision.ops import box_iou
 from ..boxes import Letterbox, letterbox_params
 from ..data.dataset import PAD_VALUE, batch_loader, letterbox_image
 from ..train.engine import detections_per_image, select_device
-from ..data.images import load_rgb
+from ..data.images import DEFAULT_LIMIT, PixelLimit, load_rgb
 from ..model.detector import fuse_conv_bn
 
 ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
@@ -217,12 +217,15 @@ class Predictor:
         return dets
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int, workers: int = 0,
-                      progress: Callable[[Iterable], Iterable] = lambda it: it) -> list[dict[str, np.ndarray]]:
-        """Detections for image files, decoded and letterboxed by `workers` loader processes."""
+                      progress: Callable[[Iterable], Iterable] = lambda it: it,
+                      pixel_limit: PixelLimit = DEFAULT_LIMIT) -> list[dict[str, np.ndarray]]:
+        """Detections for image files, decoded and letterboxed by `workers` loader processes
+        (an image above `pixel_limit` raises ImageTooLarge, from its header)."""
         size = self.batch_limit or max(1, batch_size)
         paths = list(paths)
-        loader = batch_loader(_Letterboxed(paths, self), BatchSampler(SequentialSampler(paths), size, False),
-                              workers, self.backend.device, collate_fn=_collate)
+        loader = batch_loader(_Letterboxed(paths, self, pixel_limit),
+                              BatchSampler(SequentialSampler(paths), size, False), workers, self.backend.device,
+                              collate_fn=_collate)
         dets: list[dict[str, np.ndarray]] = []
         for batch, lbs in progress(loader):
             if self.batch_limit and len(batch) < self.batch_limit:
@@ -233,14 +236,14 @@ class Predictor:
 
 
 class _Letterboxed(Dataset):
-    def __init__(self, paths: list, predictor: Predictor) -> None:
-        self.paths, self.imgsz = paths, predictor.imgsz
+    def __init__(self, paths: list, predictor: Predictor, pixel_limit: PixelLimit) -> None:
+        self.paths, self.imgsz, self.pixel_limit = paths, predictor.imgsz, pixel_limit
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Letterbox]:
-        rgb = load_rgb(self.paths[i])
+        rgb = load_rgb(self.paths[i], self.pixel_limit)
         h, w = rgb.shape[:2]
         lb = letterbox_params(w, h, self.imgsz)
         return torch.from_numpy(np.array(letterbox_image(rgb, lb))).permute(2, 0, 1), lb

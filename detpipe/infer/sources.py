@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from ..data.annotations import Record, parse_line
-from ..data.images import IMAGE_EXTENSIONS, load_rgb
+from ..data.images import DEFAULT_LIMIT, IMAGE_EXTENSIONS, ImageCheckError, PixelLimit, load_rgb
 from ..data.walk import glob_files, split_glob, walk_files
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
@@ -56,6 +56,7 @@ class Source:
     fps: float = 30.0
     max_frames: int = 0
     truth: dict[Path, Record] | None = None   # list files with boxes: the ground truth per file
+    pixel_limit: PixelLimit = DEFAULT_LIMIT    # images above it are skipped, refused from their header
     _capture: object = None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -64,9 +65,9 @@ class Source:
             return
         for path in self.files:
             try:
-                rgb = load_rgb(path)
-            except Exception as exc:  # any decoder error: report the file, go on with the rest
-                self.unreadable.append((path, f"{type(exc).__name__}: {exc}"))
+                rgb = load_rgb(path, self.pixel_limit)
+            except ImageCheckError as exc:  # any decoder error, or too large: report the file, go on
+                self.unreadable.append((path, f"{exc.reason}. Fix: {exc.fix}"))
                 continue
             name = path.relative_to(self.base).as_posix() if self.base else path.name
             yield Frame(name, rgb, path)
@@ -126,10 +127,17 @@ def _capture_source(kind: str, spec: str, target: str | int, max_frames: int) ->
                   fps=float(fps) if 0 < fps < 1000 else 30.0, max_frames=max_frames, _capture=cap)
 
 
-def open_source(spec: str, exclude: str | Path | None = None, max_frames: int = 0) -> Source:
+def open_source(spec: str, exclude: str | Path | None = None, max_frames: int = 0,
+                pixel_limit: PixelLimit = DEFAULT_LIMIT) -> Source:
     """Classify SOURCE and prepare to read it. `exclude` is a folder whose files are never inputs
-    (the output folder, when it lies inside the source folder)."""
-    exclude = Path(exclude).resolve() if exclude is not None else None
+    (the output folder, when it lies inside the source folder); images above `pixel_limit` are
+    reported and skipped."""
+    source = _classify(spec, None if exclude is None else Path(exclude).resolve(), max_frames)
+    source.pixel_limit = pixel_limit
+    return source
+
+
+def _classify(spec: str, exclude: Path | None, max_frames: int) -> Source:
     path = Path(spec)
     if spec.isdigit() and not path.exists():
         return _capture_source("camera", spec, int(spec), max_frames)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from . import collectives
+from ..cpus import threads_per_rank
 from ..data.dataset import DetectionDataset, EpochBatchSampler, batch_loader
 from ..params import ParamsError
 
@@ -108,7 +109,7 @@ def start(device: torch.device, train, batch_size: int, stage: str) -> tuple[Dis
     key = "freeze_batch_size" if stage.endswith("frozen") and not stage.endswith("unfrozen") else "unfreeze_batch_size"
     per = per_rank_batch(batch_size, info.world, key)
     if not train.threads:  # torch would give every rank all the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // (int(os.environ.get("LOCAL_WORLD_SIZE", info.world)))))
+        torch.set_num_threads(threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", info.world))))
     if info.main:
         print(f"{stage}: DDP over {info.world} processes ({dist.get_backend()}), global batch {batch_size} "
               f"= {info.world} x {per} per rank", flush=True)

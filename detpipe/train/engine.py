@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ..data.annotations import Record
 from ..boxes import Letterbox, clip_boxes, from_letterbox, letterbox_params, multiclass_nms
 from ..data.dataset import DetectionDataset, make_loader
+from ..data.images import DEFAULT_LIMIT, PixelLimit
 from .loss import LossWeights, detection_loss
 
 # Accumulated per step on the device, read once per epoch: [loss, box, cls] x images and the
@@ -254,6 +255,8 @@ def ground_truth(records: list[Record]) -> list[dict[str, np.ndarray]]:
     return [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in records]
 
 
-def eval_loader(records: list[Record], size: int, batch_size: int, num_workers: int):
+def eval_loader(records: list[Record], size: int, batch_size: int, num_workers: int,
+                pixel_limit: PixelLimit = DEFAULT_LIMIT):
     """A deterministic, unaugmented loader over `records`."""
-    return make_loader(DetectionDataset(records, size), batch_size, 0, num_workers, shuffle=False)
+    return make_loader(DetectionDataset(records, size, pixel_limit=pixel_limit), batch_size, 0, num_workers,
+                       shuffle=False)

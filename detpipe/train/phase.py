@@ -21,6 +21,8 @@ from . import resume
 from . import runlock
 from ..data.annotations import Record
 from ..data.dataset import Augment, DetectionDataset
+from ..data.images import PixelLimit, check_headers
+from ..cpus import usable_cpus
 from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
                      lr_lambda, mean_losses, select_device, train_one_epoch)
 from ..metrics import voc_map
@@ -35,8 +37,10 @@ from ..pipeline.view import ParamsView, as_dict
 TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
                "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
 # Settings that change how fast a run goes but not what it computes: a change resumes.
-# (deterministic changes only CUDA's choice of kernels, never what the run means.)
-_NOT_IN_FINGERPRINT = ("device", "deterministic", "num_workers", "threads", "keep_checkpoints", "cache_images")
+# (deterministic changes only CUDA's choice of kernels, never what the run means; the pixel limit
+# only refuses images, and every image of the splits passed it in annotate.)
+_NOT_IN_FINGERPRINT = ("train.device", "train.deterministic", "train.num_workers", "train.threads",
+                       "train.keep_checkpoints", "train.cache_images", "data.max_image_pixels")
 # The other phase's settings do not change this phase's weights (epoch counts reach the
 # augmentation only through mosaic_until, which the fingerprint holds as derived).
 _OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
@@ -91,7 +95,7 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     epochs they train.
     """
     config = as_dict(_train_view(params))
-    skip = set(_NOT_IN_FINGERPRINT) | set(_OTHER_PHASE[phase.name])
+    skip = set(_OTHER_PHASE[phase.name])
     if not params.train.focal_loss:  # the focal settings compute nothing while it is off
         skip |= {"focal_gamma", "focal_alpha"}
     if params.train.lr_schedule != "step":  # nor do the milestones of another schedule
@@ -106,6 +110,8 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     if not with_epochs:
         skip.add(_EPOCHS[phase.name])
         augment.pop("mosaic_until", None)
+    config = {section: {k: v for k, v in values.items() if f"{section}.{k}" not in _NOT_IN_FINGERPRINT}
+              if isinstance(values, dict) else values for section, values in config.items()}
     config["train"] = {k: v for k, v in config["train"].items() if k not in skip}
     pretrained = params.model.pretrained
     start = [] if phase.name != "frozen" or pretrained in ("", "none", "imagenet", "coco") else [pretrained]
@@ -307,7 +313,10 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     """
     t = params.train
     phase = phase_of(params, phase_name)
-    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    # An image above data.max_image_pixels (or unreadable) stops the run here, from the headers,
+    # not in the middle of an epoch (the loaders apply the same limit).
+    check_headers([r.path for r in [*train_records, *val_records]], PixelLimit(params.data.max_image_pixels))
+    torch.set_num_threads(t.threads or usable_cpus())
     # world 1 without torchrun; under DDP on CUDA, rank r trains on cuda:r
     info, device = ddp.start(select_device(t.device), t, phase.batch_size, f"train_{phase.name}")
     accel.configure_backends(device, t.deterministic)
@@ -337,8 +346,9 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         ema.module.load_state_dict(start["ema"])
         ema.updates = int(start.get("ema_updates", 0))
 
+    limit = PixelLimit(params.data.max_image_pixels)
     train_set = DetectionDataset(train_records, params.model.imgsz, params.seed, Augment.from_train_params(t),
-                                 cache=t.cache_images)
+                                 cache=t.cache_images, pixel_limit=limit)
     steps_per_epoch = max(1, len(train_set) // phase.batch_size) if len(train_set) > phase.batch_size else 1
     drop_last = len(train_set) > phase.batch_size
     optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay, fused=device.type == "cuda")
@@ -349,7 +359,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
     # Built once per phase: loader workers (and their image caches) live across epochs.
     loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
-    val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz), phase.batch_size,
+    val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz, pixel_limit=limit), phase.batch_size,
                                 t.num_workers, info, device)
     gts = ground_truth(val_records)
     weights = LossWeights.from_train_params(t)
