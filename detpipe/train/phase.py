@@ -246,11 +246,20 @@ def _snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _recorded_params(params) -> dict:
+    """The params stored with the weights: those that made them. The speed settings are left out, so
+    a rerun that only changed `threads` or `device` (and so resumed with nothing to train) exports
+    byte-identical weights and nothing downstream reruns."""
+    recorded = as_dict(params)
+    recorded["train"] = {k: v for k, v in recorded["train"].items() if k not in _NOT_IN_FINGERPRINT}
+    return recorded
+
+
 def _state(parts: resume.Trainables, epoch, history, best, params, fp, phase, env, stopped_early=None) -> dict:
     # stopped_early: the global epoch after which patience ended the phase (None: it did not), so a
     # rerun, or a run continuing this one with more epochs, does not train past the stop.
     return {**parts.state(), "epoch": epoch, "history": history, "best": best, "stopped_early": stopped_early,
-            "params": as_dict(params), "model_config": parts.model.config.to_dict(),
+            "params": _recorded_params(params), "model_config": parts.model.config.to_dict(),
             "class_names": list(params.data.classes), "imgsz": params.model.imgsz, "fingerprint": fp,
             "phase": phase.name, "env": env}
 
@@ -439,7 +448,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         final = ckpt.load(last)
     else:  # no epoch trained or resumed (zero epochs, or a stopped run resumed from prev.pt)
         final = {**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states}
-    final.update(params=as_dict(params), fingerprint=fp)  # also when no epoch was left to train
+    final.update(params=_recorded_params(params), fingerprint=fp)  # also when no epoch was left to train
     if info.main:
         os.utime(run_dir)  # mark as recently used for pruning
     return final
