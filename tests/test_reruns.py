@@ -81,7 +81,7 @@ def test_each_change_reruns_exactly_what_it_changes(tmp_path, tool):
     ran = again(repo)
     assert TRAINING <= ran and "starting fresh" not in LOG[repo]
     if tool == "dvc":   # the same weights, byte for byte, so nothing after training reruns
-        assert ran == TRAINING
+        assert ran == TRAINING | {"overfit"}  # overfit declares the train section (its advice quotes it)
 
 
 def set_param(repo: Path, section: str, key: str, value) -> None:

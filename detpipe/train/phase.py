@@ -110,8 +110,7 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     if not with_epochs:
         skip.add(_EPOCHS[phase.name])
         augment.pop("mosaic_until", None)
-    config = {section: {k: v for k, v in values.items() if f"{section}.{k}" not in _NOT_IN_FINGERPRINT}
-              if isinstance(values, dict) else values for section, values in config.items()}
+    config = _without_speed_settings(config)
     config["train"] = {k: v for k, v in config["train"].items() if k not in skip}
     pretrained = params.model.pretrained
     start = [] if phase.name != "frozen" or pretrained in ("", "none", "imagenet", "coco") else [pretrained]
@@ -250,9 +249,12 @@ def _recorded_params(params) -> dict:
     """The params stored with the weights: those that made them. The speed settings are left out, so
     a rerun that only changed `threads` or `device` (and so resumed with nothing to train) exports
     byte-identical weights and nothing downstream reruns."""
-    recorded = as_dict(params)
-    recorded["train"] = {k: v for k, v in recorded["train"].items() if k not in _NOT_IN_FINGERPRINT}
-    return recorded
+    return _without_speed_settings(as_dict(params))
+
+
+def _without_speed_settings(config: dict) -> dict:
+    return {section: {k: v for k, v in values.items() if f"{section}.{k}" not in _NOT_IN_FINGERPRINT}
+            if isinstance(values, dict) else values for section, values in config.items()}
 
 
 def _state(parts: resume.Trainables, epoch, history, best, params, fp, phase, env, stopped_early=None) -> dict:
