@@ -18,8 +18,8 @@ pytestmark = pytest.mark.timeout(900)
 BIN = str(Path(sys.executable).parent)
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1"}
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -49,7 +49,7 @@ def declared_outputs(repo: Path) -> list[str]:
     stages = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     paths = []
     for stage in stages.values():
-        for kind in ("outs", "metrics", "plots"):
+        for kind in ("outs", "metrics"):
             for item in stage.get(kind, []):
                 paths.append(next(iter(item)) if isinstance(item, dict) else item)
     return paths
@@ -66,14 +66,31 @@ def test_dvc_repro_then_exp_run(tmp_path):
     index = (repo / "reports/index.md").read_text(encoding="utf-8")
     assert "overfitting" in index.lower() and "mAP" in index
 
+    headline = json.loads((repo / "reports/metrics.json").read_text())
+    assert headline["map50"] == metrics["map50"] and headline["verdict"] in index
+
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run"], repo)
+    # The same run again (every stage forced; training resumes its finished checkpoint): the
+    # metrics file holds no timings or settings, so DVC sees no difference at all.
+    run(["dvc", "repro", "-f"], repo)
+    assert run(["dvc", "metrics", "diff"], repo).stdout.strip() == ""
     baseline_lr = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))["lr"]
     run(["dvc", "exp", "run", "-S", "lr=1e-4"], repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)
     assert baseline_lr != 1e-4 and f'"lr": {baseline_lr}' in text and '"lr": 0.0001' in text
     assert "map50_95" in text
+    # What a user sees with the plain command in a 120-column terminal: each run's mAP50 and
+    # mAP50-95 in full, and lr (the param that differs); the rest of the columns collapse to "…".
+    table = run(["dvc", "exp", "show", "--no-pager"], repo, env={"COLUMNS": "120"}).stdout
+    rows = [line for line in table.splitlines() if "workspace" in line or "HEAD" in line or "└──" in line]
+    assert max(len(line) for line in table.splitlines()) <= 120 and len(rows) >= 3, table
+    header = next(line for line in table.splitlines() if "Experiment" in line)
+    for key in ("map50", "map50_95", "lr"):
+        assert key in header.split(), table
+    for run_row, lr in ((rows[-2], baseline_lr), (rows[-1], 1e-4)):
+        assert f"{lr:g}".replace("0.0001", "0.0001") in run_row or str(lr) in run_row, table
 
 
 def test_snakemake_map(tmp_path):

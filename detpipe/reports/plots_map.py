@@ -16,15 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..colors import class_color_mpl  # noqa: E402
-
-
-def envelope_at(recall: np.ndarray, precision: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """The interpolated precision (best precision at recall >= r, 0 past the last recall) on grid."""
-    if len(recall) == 0:
-        return np.zeros(len(grid))
-    env = np.maximum.accumulate(precision[::-1])[::-1]
-    at = np.searchsorted(recall, grid, side="left")
-    return np.where(at < len(env), env[np.minimum(at, len(env) - 1)], 0.0)
+from ..metrics.curves import pr_envelopes  # noqa: E402
 
 
 def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: str) -> None:
@@ -33,15 +25,12 @@ def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: st
     fig = plt.figure(figsize=(9, 5.6), dpi=100)
     ax = fig.add_axes((0.08, 0.1, 0.58, 0.8))
     grid = np.linspace(0, 1, 501)
-    curves = []
-    for k, name in enumerate(class_names):
-        if np.isnan(voc.ap[k]):
-            continue
-        curve = envelope_at(voc.recall[k], voc.precision[k], grid)
-        curves.append(curve)
-        ax.plot(grid, curve, color=class_color_mpl(k), lw=1, alpha=0.85, label=f"{name[:24]} {voc.ap[k]:.3f}")
-    if curves:
-        ax.plot(grid, np.mean(curves, axis=0), color="black", lw=2.5, label=f"all classes {voc.map:.3f} mAP")
+    ks, curves, mean = pr_envelopes(voc, grid)
+    for k, curve in zip(ks, curves):
+        ax.plot(grid, curve, color=class_color_mpl(k), lw=1, alpha=0.85,
+                label=f"{class_names[k][:24]} {voc.ap[k]:.3f}")
+    if mean is not None:
+        ax.plot(grid, mean, color="black", lw=2.5, label=f"all classes {voc.map:.3f} mAP")
     ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="recall", ylabel="precision",
            title=f"Precision-recall per class ({convention})")
     ax.title.set_fontsize(9)

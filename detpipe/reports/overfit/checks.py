@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detpipe.artifacts.history import COLUMNS, read_history
 from detpipe.params import OverfitParams, Params
 # Below this many objects in a split, differences in mix are mostly noise: the split stage's rule.
 from detpipe.reports.split_check import MIN_OBJECTS_TO_COMPARE
 
 VERDICTS = ("overfitting", "data mismatch", "not converged", "underfitting", "good fit")
-COLUMNS = ("epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds")
 
 
 @dataclass
@@ -104,22 +104,12 @@ def _clean(obj: Any) -> Any:
 # --------------------------------------------------------------------------- history
 
 def load_history(*paths: str | Path) -> pd.DataFrame:
-    """Concatenate the phase TSVs (missing or empty files skipped), sorted by global epoch."""
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if path.is_file() and path.stat().st_size > 0:
-            frame = pd.read_csv(path, sep="\t")
-            if len(frame):
-                frames.append(frame)
+    """Concatenate the phase TSVs (`artifacts.history`; files not there yet skipped), sorted by global epoch."""
+    frames = [read_history(p) for p in paths if Path(p).is_file()]
+    frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=str if c == "phase" else float) for c in COLUMNS})
     history = pd.concat(frames, ignore_index=True)
-    for col in COLUMNS:
-        if col not in history:
-            history[col] = "unknown" if col == "phase" else np.nan
-    numeric = [c for c in history.columns if c != "phase"]
-    history[numeric] = history[numeric].apply(pd.to_numeric, errors="coerce")
     return history.sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
