@@ -40,7 +40,8 @@ def save(h: pd.DataFrame, path: Path) -> None:
 
 E = np.arange(1, EPOCHS + 1, dtype=float)
 CONVERGED = 1.0 + 3.0 * np.exp(-E / 2)          # flat after ~epoch 12
-CONVERGED_MAP = 0.8 * (1 - np.exp(-E / 2))
+# Peaks at epoch 15 and holds: the best epoch is not among the last few (that says "still improving").
+CONVERGED_MAP = 0.8 * (1 - np.exp(-np.minimum(E, 15) / 2))
 
 
 def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
@@ -61,7 +62,7 @@ def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
 def test_good_fit():
     v = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS, split_report())
     assert v.verdict == "good fit", v.reason
-    assert v.best_epoch == EPOCHS and v.best_val_map50 == pytest.approx(CONVERGED_MAP[-1])
+    assert v.best_epoch == 15 and v.best_val_map50 == pytest.approx(CONVERGED_MAP[-1])
     assert v.gap["final_relative"] == pytest.approx(0.08)
     assert any("best.pt" in a for a in v.advice)
 
@@ -188,6 +189,7 @@ def test_every_verdict_is_reachable_and_known():
         judge(history(3.0 - 0.1 * E, 3.1 - 0.1 * E), PARAMS).verdict,
         judge(history(2.0 + 0 * E, 2.0 + 0 * E, 0.1 + 0 * E), PARAMS).verdict,
         judge(history(2.0 - 0.05 * E, np.maximum(2.0 - 0.05 * E, 1.6) * 1.3), PARAMS).verdict,
+        judge(history(CONVERGED, CONVERGED * 1.08, 0.8 * (1 - np.exp(-E / 2))), PARAMS).verdict,
     }
     assert seen == set(VERDICTS)
 
@@ -219,6 +221,19 @@ def test_advice_follows_current_params():
         assert advice in text
     big = judge(history(train, val, 0.03 * E), PARAMS, split_report(train_images=5000))
     assert not any("5000 training images" in a for a in big.advice)
+
+
+def test_still_improving_when_the_best_epoch_is_among_the_last_few():
+    """Losses levelled off and the gap small, but val mAP50 peaks in the last `patience` epochs:
+    not a good fit yet, and the advice is to train longer."""
+    rising = 0.8 * (1 - np.exp(-E / 2))                    # best at the last epoch, by tiny steps
+    v = judge(history(CONVERGED, CONVERGED * 1.08, rising), PARAMS, split_report())
+    assert v.verdict == "still improving" and v.best_epoch == EPOCHS
+    assert v.reason.startswith("more epochs would help") and "levelled off" not in v.reason
+    assert any("unfreeze_epochs" in a for a in v.advice), v.advice
+    late = rising.copy()
+    late[-PARAMS.overfit.patience:] = rising[-PARAMS.overfit.patience - 1] - 0.001  # peak just before the window
+    assert judge(history(CONVERGED, CONVERGED * 1.08, late), PARAMS, split_report()).verdict == "good fit"
 
 
 def test_json_is_strict_and_complete_with_missing_columns():

@@ -4,8 +4,8 @@ row per epoch, written in full after every epoch by the train stage.
 `EpochRow` is the one owner of the columns: the train phase builds rows of it, the overfit
 stage, the training figure, `dvc plots` and the report page read them through `read_history`.
 The val figures are those of the EMA weights on the val split after the epoch: the loss of the
-training objective, VOC mAP50, COCO mAP50-95, and the pooled precision and recall at
-predict.confidence.
+training objective, VOC mAP50, COCO mAP50-95, and the pooled precision and recall at the
+confidence that maximises their F1 (`metrics.epoch.val_scores`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class EpochRow:
     val_loss: float
     val_map50: float
     val_map50_95: float
-    val_precision: float  # at predict.confidence, pooled over classes
+    val_precision: float  # pooled over classes, at the confidence of best pooled F1
     val_recall: float
     lr: float
     seconds: float        # wall time of the epoch: training pass and validation

@@ -124,7 +124,7 @@ def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], m
 
         convention = f"VOC{'2007 11-point' if voc07 else ' all-point'}, IoU >= {min_overlap:g}, +1 px"
         plot_pr_curves(out / "pr" / "pr_curves.png", class_names, voc, convention)
-        plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf)
+        plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf, best)
         plot_confusion(out / "confusion_matrix.png", matrix, class_names, confidence, min_overlap)
 
     per_image = np.bincount(data.d_img, minlength=data.num_images)

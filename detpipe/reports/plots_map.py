@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 from ..colors import class_color_mpl  # noqa: E402
 from ..metrics.curves import pr_envelopes  # noqa: E402
 
+BEST_F1_COLOR = "#9467bd"
+
 
 def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: str) -> None:
     """One figure for all classes: each class's interpolated PR curve (its area is the class AP)
@@ -43,9 +45,10 @@ def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: st
 
 
 def plot_prf_confidence(path: str | Path, curve: dict, class_names: list[str], has_gt: np.ndarray,
-                        confidence: float, at_conf: dict) -> None:
+                        confidence: float, at_conf: dict, best: dict) -> None:
     """Precision, recall and F1 against confidence: thin lines per class, thick for all classes,
-    the value at `confidence` (predict.confidence) marked."""
+    the value at `confidence` (predict.confidence) marked, and the confidence of best pooled F1
+    (`best`, from `metrics.curves.best_f1`): a star on the F1 panel, a dotted line on all three."""
     fig, axes = plt.subplots(1, 3, figsize=(16.5, 4.6), dpi=100, sharex=True)
     fig.subplots_adjust(left=0.04, right=0.86, bottom=0.12, top=0.91, wspace=0.22)
     x = curve["confidence"]
@@ -58,6 +61,12 @@ def plot_prf_confidence(path: str | Path, curve: dict, class_names: list[str], h
         ax.plot([confidence], [at_conf[key]], "o", color="red", ms=7, zorder=5)
         ax.annotate(f"{at_conf[key]:.3f} @ {confidence:g}", (confidence, at_conf[key]),
                     xytext=(6, 6), textcoords="offset points", fontsize=9, color="red")
+        ax.axvline(best["confidence"], color=BEST_F1_COLOR, ls=":", lw=1.2)
+        if key == "f1":
+            ax.plot([best["confidence"]], [best["f1"]], "*", color=BEST_F1_COLOR, ms=14, zorder=6)
+            ax.annotate(f"best F1 {best['f1']:.3f} @ {best['confidence']:.3f}", (best["confidence"], best["f1"]),
+                        xytext=(8, -16), textcoords="offset points", fontsize=9, color=BEST_F1_COLOR,
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
         ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="confidence", ylabel=key, title=f"{key} vs confidence")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

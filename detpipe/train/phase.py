@@ -283,7 +283,7 @@ def _validate(ema_module, val_loader, device, params: Params, gts: list, weights
                                   params.predict.nms_iou, params.predict.max_det, weights=weights)
     sums, dets = ddp.gather_evaluation(sums, dets, info)
     losses = mean_losses(sums)
-    scores = val_scores(gts, dets, len(params.data.classes), params.predict.confidence)
+    scores = val_scores(gts, dets, len(params.data.classes))
     return {"val_loss": losses["loss"], "val_box_loss": losses["box"], "val_cls_loss": losses["cls"], **scores,
             "val_seconds": time.perf_counter() - start}
 
