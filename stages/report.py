@@ -1,4 +1,5 @@
-"""Stage report: reports/index.md, the one page that links and summarises everything.
+"""Stage report: reports/index.md, the one page that links and summarises everything, and
+reports/metrics.json, DVC's metrics file (the test scores, best val mAP50 and the verdict).
 
 Inputs default to their places under --reports; each can be named explicitly so DVC and
 Snakemake declare exactly what the page depends on. A missing input becomes a line on the page
@@ -12,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.reports.index import Inputs, write_index  # noqa: E402
+from detpipe.reports.index import Inputs, headline_metrics, write_index  # noqa: E402
 
 PARAMS = ()  # the page reads only the other stages' reports
 
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reports", required=True, help="the reports folder")
     ap.add_argument("--out", required=True, help="the index Markdown file to write")
+    ap.add_argument("--headline", required=True, help="the headline metrics JSON to write (DVC's metrics file)")
     for key, text in OPTIONAL.items():
         ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
                         help=f"{text} (default: its place under --reports)")
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     inputs = Inputs(Path(args.reports), **{k: getattr(args, k) for k in OPTIONAL})
     out = write_index(inputs, Path(args.out))
-    print(f"report: wrote {out}")
+    headline, notes = headline_metrics(inputs)
+    headline.write(args.headline)
+    for note in notes:
+        print(f"report: warning: {args.headline}: {note}", file=sys.stderr)
+    print(f"report: wrote {out} and {args.headline}")
     return 0
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from detpipe import atomic
+from detpipe.artifacts import history
 from detpipe.model import checkpoint as ckpt
 from detpipe.train import runlock
 from detpipe.train import phase as training
@@ -187,11 +188,12 @@ def test_disk_full_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_tsv_and_text_writes_are_atomic(tmp_path, monkeypatch):
     tsv = tmp_path / "frozen.tsv"
-    training.write_tsv(tsv, [{"epoch": 1, "phase": "frozen", "train_loss": 1.5}])
+    row = {c: 1.5 for c in history.COLUMNS} | {"epoch": 1, "phase": "frozen", "mosaic": True}
+    history.write_history(tsv, [row])
     before = tsv.read_text(encoding="utf-8")
-    assert before.splitlines()[0].split("\t") == training.TSV_COLUMNS and before.splitlines()[1].startswith("1\t")
+    assert tuple(before.splitlines()[0].split("\t")) == history.COLUMNS and before.splitlines()[1].startswith("1\t")
     full_disk(monkeypatch, "frozen.tsv")
     with pytest.raises(atomic.WriteError, match="No space left on device"):
-        training.write_tsv(tsv, [{"epoch": 1, "phase": "frozen", "train_loss": 9.0}] * 2)
+        history.write_history(tsv, [row | {"train_loss": 9.0}] * 2)
     assert tsv.read_text(encoding="utf-8") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frozen.tsv"]

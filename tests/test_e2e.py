@@ -18,8 +18,8 @@ pytestmark = pytest.mark.timeout(900)
 BIN = str(Path(sys.executable).parent)
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1"}
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -49,7 +49,7 @@ def declared_outputs(repo: Path) -> list[str]:
     stages = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     paths = []
     for stage in stages.values():
-        for kind in ("outs", "metrics", "plots"):
+        for kind in ("outs", "metrics"):
             for item in stage.get(kind, []):
                 paths.append(next(iter(item)) if isinstance(item, dict) else item)
     return paths
@@ -66,14 +66,30 @@ def test_dvc_repro_then_exp_run(tmp_path):
     index = (repo / "reports/index.md").read_text(encoding="utf-8")
     assert "overfitting" in index.lower() and "mAP" in index
 
+    headline = json.loads((repo / "reports/metrics.json").read_text())
+    assert headline["map50"] == metrics["map50"] and headline["verdict"] in index
+
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run"], repo)
+    # The same run again (every stage forced; training resumes its finished checkpoint): the
+    # metrics file holds no timings or settings, so DVC sees no difference at all.
+    run(["dvc", "repro", "-f"], repo)
+    assert run(["dvc", "metrics", "diff"], repo).stdout.strip() == ""
     baseline_lr = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))["lr"]
     run(["dvc", "exp", "run", "-S", "lr=1e-4"], repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)
     assert baseline_lr != 1e-4 and f'"lr": {baseline_lr}' in text and '"lr": 0.0001' in text
     assert "map50_95" in text
+    # The comparison the README shows, in a 120-column terminal: every run's mAP50 and mAP50-95
+    # in full, and lr, the param that differs (the `.*/` columns are deps: dropped).
+    table = run(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", ".*/|Created", "--keep", "map50"],
+                repo, env={"COLUMNS": "120"}).stdout
+    lines = table.splitlines()
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert {"map50", "map50_95", "lr"} <= set(header) and header.index("map50") < header.index("lr"), table
+    assert max(map(len, lines)) <= 120, table
+    assert any(str(baseline_lr) in line for line in lines) and any("0.0001" in line for line in lines), table
 
 
 def test_snakemake_map(tmp_path):

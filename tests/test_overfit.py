@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detpipe.artifacts.history import COLUMNS, write_history
+from detpipe.artifacts.metrics import ArtifactError
 from detpipe.reports.overfit.checks import VERDICTS, judge, load_history, split_shift, split_stats
 from detpipe.params import Params, TrainParams
 from detpipe.reports.plots_train import plot_training_curves
@@ -22,17 +24,24 @@ def history(train, val, maps=None, n_frozen: int = FROZEN) -> pd.DataFrame:
     train, val = np.asarray(train, float), np.asarray(val, float)
     n = len(train)
     maps = np.full(n, np.nan) if maps is None else np.asarray(maps, float)
+    epochs = np.arange(1, n + 1)
     return pd.DataFrame({
-        "epoch": np.arange(1, n + 1), "phase": ["frozen"] * n_frozen + ["unfrozen"] * (n - n_frozen),
-        "train_loss": train, "val_loss": val, "val_map50": maps, "lr": 0.01, "seconds": 2.0,
-        "images_per_s": 100.0, "train_box_loss": train / 2, "train_cls_loss": train / 4,
-        "val_box_loss": val / 2, "val_cls_loss": val / 4,
-    })
+        "epoch": epochs, "phase": ["frozen"] * n_frozen + ["unfrozen"] * (n - n_frozen),
+        "train_loss": train, "val_loss": val, "val_map50": maps, "val_map50_95": maps * 0.7,
+        "val_precision": 0.8, "val_recall": 0.7, "lr": 0.01, "seconds": 2.0, "val_seconds": 0.5,
+        "images_per_s": 100.0, "mosaic": epochs <= 0.7 * n, "train_box_loss": train / 2,
+        "train_cls_loss": train / 4, "val_box_loss": val / 2, "val_cls_loss": val / 4,
+    })[list(COLUMNS)]
+
+
+def save(h: pd.DataFrame, path: Path) -> None:
+    write_history(path, h.to_dict("records"))
 
 
 E = np.arange(1, EPOCHS + 1, dtype=float)
 CONVERGED = 1.0 + 3.0 * np.exp(-E / 2)          # flat after ~epoch 12
-CONVERGED_MAP = 0.8 * (1 - np.exp(-E / 2))
+# Peaks at epoch 15 and holds: the best epoch is not among the last few (that says "still improving").
+CONVERGED_MAP = 0.8 * (1 - np.exp(-np.minimum(E, 15) / 2))
 
 
 def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
@@ -53,7 +62,7 @@ def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
 def test_good_fit():
     v = judge(history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP), PARAMS, split_report())
     assert v.verdict == "good fit", v.reason
-    assert v.best_epoch == EPOCHS and v.best_val_map50 == pytest.approx(CONVERGED_MAP[-1])
+    assert v.best_epoch == 15 and v.best_val_map50 == pytest.approx(CONVERGED_MAP[-1])
     assert v.gap["final_relative"] == pytest.approx(0.08)
     assert any("best.pt" in a for a in v.advice)
 
@@ -180,6 +189,7 @@ def test_every_verdict_is_reachable_and_known():
         judge(history(3.0 - 0.1 * E, 3.1 - 0.1 * E), PARAMS).verdict,
         judge(history(2.0 + 0 * E, 2.0 + 0 * E, 0.1 + 0 * E), PARAMS).verdict,
         judge(history(2.0 - 0.05 * E, np.maximum(2.0 - 0.05 * E, 1.6) * 1.3), PARAMS).verdict,
+        judge(history(CONVERGED, CONVERGED * 1.08, 0.8 * (1 - np.exp(-E / 2))), PARAMS).verdict,
     }
     assert seen == set(VERDICTS)
 
@@ -211,6 +221,19 @@ def test_advice_follows_current_params():
         assert advice in text
     big = judge(history(train, val, 0.03 * E), PARAMS, split_report(train_images=5000))
     assert not any("5000 training images" in a for a in big.advice)
+
+
+def test_still_improving_when_the_best_epoch_is_among_the_last_few():
+    """Losses levelled off and the gap small, but val mAP50 peaks in the last `patience` epochs:
+    not a good fit yet, and the advice is to train longer."""
+    rising = 0.8 * (1 - np.exp(-E / 2))                    # best at the last epoch, by tiny steps
+    v = judge(history(CONVERGED, CONVERGED * 1.08, rising), PARAMS, split_report())
+    assert v.verdict == "still improving" and v.best_epoch == EPOCHS
+    assert v.reason.startswith("more epochs would help") and "levelled off" not in v.reason
+    assert any("unfreeze_epochs" in a for a in v.advice), v.advice
+    late = rising.copy()
+    late[-PARAMS.overfit.patience:] = rising[-PARAMS.overfit.patience - 1] - 0.001  # peak just before the window
+    assert judge(history(CONVERGED, CONVERGED * 1.08, late), PARAMS, split_report()).verdict == "good fit"
 
 
 def test_json_is_strict_and_complete_with_missing_columns():
@@ -245,14 +268,33 @@ def test_json_suits_dvc_metrics():
 
 def test_load_history_concatenates_phases_and_tolerates_missing(tmp_path: Path):
     h = history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP)
-    h.iloc[FROZEN:].to_csv(tmp_path / "unfrozen.tsv", sep="\t", index=False)   # order on disk: unfrozen first
-    h.iloc[:FROZEN].to_csv(tmp_path / "frozen.tsv", sep="\t", index=False)
-    (tmp_path / "empty.tsv").write_text("")
-    got = load_history(tmp_path / "unfrozen.tsv", tmp_path / "frozen.tsv", tmp_path / "empty.tsv",
+    save(h.iloc[FROZEN:], tmp_path / "unfrozen.tsv")   # order on disk: unfrozen first
+    save(h.iloc[:FROZEN], tmp_path / "frozen.tsv")
+    save(h.iloc[:0], tmp_path / "no_epochs.tsv")
+    got = load_history(tmp_path / "unfrozen.tsv", tmp_path / "frozen.tsv", tmp_path / "no_epochs.tsv",
                        tmp_path / "absent.tsv")
     assert got["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert got["phase"].tolist()[:FROZEN + 1] == ["frozen"] * FROZEN + ["unfrozen"]
+    assert got["mosaic"].dtype == bool and got["mosaic"].tolist() == h["mosaic"].tolist()
+    pd.testing.assert_frame_equal(got[list(COLUMNS)].drop(columns="phase"),
+                                  h.drop(columns="phase").astype(float).astype({"mosaic": bool}), check_dtype=False)
     assert load_history(tmp_path / "absent.tsv").empty
+
+
+@pytest.mark.parametrize("text, says", [("", "empty file"), ("epoch\tphase\n", "missing column 'train_loss'"),
+                                        (None, "unknown column 'extra'"), ("bad", "not a number")])
+def test_history_reader_refuses_what_the_writer_never_wrote(tmp_path: Path, text, says):
+    path = tmp_path / "h.tsv"
+    h = history(CONVERGED[:4], CONVERGED[:4])
+    if text is None:
+        h.assign(extra=1).to_csv(path, sep="\t", index=False)
+    elif text == "bad":
+        save(h, path)
+        path.write_text(path.read_text().replace("\t2\t", "\tlots\t", 1))
+    else:
+        path.write_text(text)
+    with pytest.raises(ArtifactError, match=f"{path.name}.*{says}.*rerun the train stage"):
+        load_history(path)
 
 
 def test_split_stats_reads_the_shapes_reports_use():
@@ -277,8 +319,8 @@ def test_stage_writes_md_json_png(tmp_path: Path):
     spec.loader.exec_module(stage)
 
     h = history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP)
-    h.iloc[:FROZEN].to_csv(tmp_path / "frozen.tsv", sep="\t", index=False)
-    h.iloc[FROZEN:].to_csv(tmp_path / "unfrozen.tsv", sep="\t", index=False)
+    save(h.iloc[:FROZEN], tmp_path / "frozen.tsv")
+    save(h.iloc[FROZEN:], tmp_path / "unfrozen.tsv")
     (tmp_path / "params.yaml").write_text("data:\n  classes: [a]\n")
     out = tmp_path / "reports"
     rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "frozen.tsv"),

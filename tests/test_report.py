@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 from detpipe.reports.prediction_grid import draw_detections, draw_prediction_grid, match
+from detpipe.artifacts.history import write_history
+from detpipe.artifacts.metrics import Counts, Headline, MapInfo, MapMetrics
 from detpipe.reports.index import Inputs, build_index, rel, write_index
+from detpipe.reports.overfit.checks import VERDICTS
 
 
 
@@ -66,13 +69,15 @@ def fabricate(root: Path) -> Path:
     _png(r / "data/split.png")
     e = np.arange(1, 16, dtype=float)
     loss = 1 + 3 * np.exp(-e / 2)
+    maps = 0.8 * (1 - np.exp(-e / 2))
     h = pd.DataFrame({"epoch": e.astype(int), "phase": ["frozen"] * 3 + ["unfrozen"] * 12, "train_loss": loss,
-                      "val_loss": loss * 1.05, "val_map50": 0.8 * (1 - np.exp(-e / 2)), "lr": 0.01,
-                      "seconds": 10.0, "images_per_s": 50.0, "train_box_loss": loss / 2,
-                      "train_cls_loss": loss / 4, "val_box_loss": loss / 2, "val_cls_loss": loss / 4})
+                      "val_loss": loss * 1.05, "val_map50": maps, "val_map50_95": maps * 0.6, "val_precision": 0.8,
+                      "val_recall": 0.7, "lr": 0.01, "seconds": 10.0, "val_seconds": 1.0, "images_per_s": 50.0,
+                      "mosaic": e <= 10, "train_box_loss": loss / 2, "train_cls_loss": loss / 4,
+                      "val_box_loss": loss / 2, "val_cls_loss": loss / 4})
     (r / "train").mkdir(parents=True)
-    h.iloc[:3].to_csv(r / "train/frozen.tsv", sep="\t", index=False)
-    h.iloc[3:].to_csv(r / "train/unfrozen.tsv", sep="\t", index=False)
+    write_history(r / "train/frozen.tsv", h.iloc[:3].to_dict("records"))
+    write_history(r / "train/unfrozen.tsv", h.iloc[3:].to_dict("records"))
     (root / "params.yaml").write_text("data:\n  classes: [a]\n")
     assert overfit_stage.main([
         "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
@@ -80,14 +85,17 @@ def fabricate(root: Path) -> Path:
         "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
         "--out-png", str(r / "overfitting.png")]) == 0
     stats = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
-    _json(r / "map/metrics.json", {
+    MapMetrics.from_dict({
         "map50": 0.8123, "min_overlap": 0.5, "voc07": False, "map50_95": 0.5432,
         "voc": {"per_class": {c: 0.8 for c in CLASSES[:-1]} | {CLASSES[-1]: None}},
         "coco": {**{k: (-1.0 if k == "APs" else 0.5) for k in stats},
                  "per_class": {c: 0.54 for c in CLASSES}},
         "at_confidence": {"confidence": 0.5, "precision": 0.9, "recall": 0.7, "f1": 0.79},
-        "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}})
-    _json(r / "map/info.json", {"counts": {"ground_truth": {c: 6 for c in CLASSES}}, "seconds": 2.0})
+        "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}}).write(r / "map/metrics.json")
+    MapInfo(conventions={}, counts=Counts(images=20, images_without_detections=0, ground_truth={c: 6 for c in CLASSES},
+                                          difficult=0, detections={c: 9 for c in CLASSES}),
+            per_class_ap50_coco={c: 0.8 for c in CLASSES}, at_confidence_per_class={}, warnings=[],
+            seconds_voc=1.0, seconds_coco=1.0, seconds=2.0).write(r / "map/info.json")
     for c in CLASSES:
         _png(r / "map/pr" / f"{c}.png")
     _png(r / "map/figures/prf_confidence.png")
@@ -106,14 +114,18 @@ def links(md: str) -> list[str]:
 def test_index_from_full_tree(tmp_path: Path):
     r = fabricate(tmp_path)
     out = r / "index.md"
-    assert report_stage.main(["--reports", str(r), "--out", str(out)]) == 0
+    assert report_stage.main(["--reports", str(r), "--out", str(out), "--headline", str(r / "metrics.json")]) == 0
     md = out.read_text(encoding="utf-8")
+    headline = Headline.read(r / "metrics.json")
+    assert headline == Headline(map50=0.8123, map50_95=0.5432, precision=0.9, recall=0.7, f1=0.79,
+                                best_val_map50=round(0.8 * (1 - np.exp(-15 / 2)), 6), verdict=headline.verdict)
+    assert headline.verdict in VERDICTS and headline.verdict.capitalize() in md
     for heading in ("## Dataset", "## Split check", "## Training", "## Is the model overfitting?",
                     "## mAP on the test split", "## Precision-recall curves", "## Confusion matrix",
                     "## Sample predictions", "## How long each stage took"):
         assert heading in md, heading
     assert "_Missing" not in md
-    assert "0.812" in md and "0.543" in md and "Good fit" in md
+    assert "0.812" in md and "0.543" in md and "Still improving" in md  # best val mAP50 at the last epoch
     assert "n/a (no such objects)" in md                     # COCO -1 shown as not applicable
     assert md.count("| class19 |") >= 2                      # 20 classes in dataset and mAP tables
     # every link and image is relative and resolves from the index's folder
@@ -145,7 +157,12 @@ def test_index_survives_malformed_inputs(tmp_path: Path):
     (r / "train/frozen.tsv").write_text("")
     (r / "train/unfrozen.tsv").write_text("epoch\tphase\n")
     write_index(Inputs(r), r / "index.md")
-    assert "## Dataset" in (r / "index.md").read_text()
+    md = (r / "index.md").read_text()
+    assert "## Dataset" in md
+    # The contracts' one-line reasons, not a crash and not a guess
+    assert "_Unreadable: mAP metrics" in md and "not JSON" in md
+    assert "_Unreadable: frozen-phase history" in md and "empty file" in md
+    assert "unfrozen-phase history" in md and "missing column 'train_loss'" in md
 
 
 def test_explicit_input_paths_and_links_from_another_folder(tmp_path: Path):
@@ -154,7 +171,9 @@ def test_explicit_input_paths_and_links_from_another_folder(tmp_path: Path):
     moved.parent.mkdir()
     (r / "map/metrics.json").rename(moved)
     out = tmp_path / "site" / "index.md"
-    assert report_stage.main(["--reports", str(r), "--out", str(out), "--metrics", str(moved)]) == 0
+    assert report_stage.main(["--reports", str(r), "--out", str(out), "--metrics", str(moved),
+                              "--headline", str(tmp_path / "metrics.json")]) == 0
+    assert Headline.read(tmp_path / "metrics.json").map50 == 0.8123
     md = out.read_text()
     assert "../elsewhere/my%20metrics.json" in md and "0.812" in md
     for t in links(md):

@@ -1,10 +1,9 @@
 """Training-phase invariants on a tiny dataset: resume is exact, outputs are complete, early stop sticks."""
-import csv
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from detpipe.artifacts.history import read_history
 from detpipe.train import phase as training
 from detpipe.params import Params, from_dict
 from tests.conftest import tiny_params
@@ -45,9 +44,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_records, tmp_path, mon
     assert "resuming train_frozen from epoch 3" in capsys.readouterr().out
     _assert_same_weights(straight, resumed)
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
-    with open(tmp_path / "b" / "h.tsv", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and set(training.TSV_COLUMNS) <= set(rows[0])
+    rows = read_history(tmp_path / "b" / "h.tsv")
+    assert rows["epoch"].tolist() == [1, 2, 3]
+    # The val scores are the metric library's on the val split (0..1), mosaic as the params say.
+    for col in ("val_map50", "val_map50_95", "val_precision", "val_recall"):
+        assert rows[col].between(0, 1).all(), col
+    assert (rows["val_map50_95"] <= rows["val_map50"] + 1e-9).all()
+    assert 0 < rows["val_seconds"].max() and (rows["val_seconds"] < rows["seconds"]).all()
 
 
 def test_worker_count_does_not_change_the_result(tiny_records, tmp_path):
@@ -81,8 +84,9 @@ def _scripted_map(monkeypatch, values):
 
     def fake(*a, **k):
         calls.append(1)
-        return SimpleNamespace(map=values[len(calls) - 1])
-    monkeypatch.setattr(training, "voc_map", fake)
+        v = values[len(calls) - 1]
+        return {"val_map50": v, "val_map50_95": v / 2, "val_precision": v, "val_recall": v}
+    monkeypatch.setattr(training, "val_scores", fake)
 
 
 def test_patience_stops_the_phase_and_a_rerun_trains_no_more(tiny_records, tmp_path, monkeypatch, capsys):
@@ -100,7 +104,7 @@ def test_patience_stops_the_phase_and_a_rerun_trains_no_more(tiny_records, tmp_p
 
     # Rerun of the same stage: the checkpoint says it stopped, so nothing trains or validates.
     monkeypatch.setattr(training, "train_one_epoch", lambda *a, **k: pytest.fail("trained past the early stop"))
-    monkeypatch.setattr(training, "voc_map", lambda *a, **k: pytest.fail("validated past the early stop"))
+    monkeypatch.setattr(training, "val_scores", lambda *a, **k: pytest.fail("validated past the early stop"))
     tsv.unlink()
     again = _run(_params("unused", freeze_epochs=5, **common), tiny_records, tmp_path, "s")
     assert "stopped early after epoch 3" in capsys.readouterr().out

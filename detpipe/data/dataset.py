@@ -54,6 +54,10 @@ class Augment:
     # cameras, scans, old photos); seeing some colour images grey teaches it shape and contrast.
     grayscale: float = 0.0
 
+    def mosaic_on(self, epoch: int) -> bool:
+        """Whether global epoch `epoch` draws mosaics (the training figure marks where it stops)."""
+        return self.mosaic > 0 and epoch <= self.mosaic_until
+
     @classmethod
     def from_train_params(cls, p) -> "Augment":
         total = p.freeze_epochs + p.unfreeze_epochs
@@ -191,7 +195,7 @@ class DetectionDataset(Dataset):
         """A mosaic (with probability `mosaic`, in its epochs) or a single augmented tile, and its size."""
         aug = self.augment
         # No coin is drawn when mosaic is off, so the epoch counts then do not reach augmentation.
-        if aug.mosaic > 0 and epoch <= aug.mosaic_until and rng.random() < aug.mosaic:
+        if aug.mosaic_on(epoch) and rng.random() < aug.mosaic:
             return (*self._mosaic(index, rng, key), (self.size, self.size))
         return self._tile(index, rng)
 

@@ -9,8 +9,8 @@ from .curves import best_f1, prf_at, prf_curve
 from .voc import VocResult, voc_map
 
 
-def write_map_reports(*args, **kwargs) -> dict:
-    """See `detpipe.metrics.reports.write_map_reports`."""
+def write_map_reports(*args, **kwargs):
+    """See `detpipe.reports.map_report.write_map_reports` (returns its `MapMetrics`)."""
     from ..reports.map_report import write_map_reports as _write
     return _write(*args, **kwargs)
 

@@ -56,6 +56,26 @@ def best_f1(voc: VocResult) -> dict:
     return prf_at(voc, float(s[last[best]]))
 
 
+def envelope_at(recall: np.ndarray, precision: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The interpolated precision (best precision at recall >= r, 0 past the last recall) on grid."""
+    if len(recall) == 0:
+        return np.zeros(len(grid))
+    env = np.maximum.accumulate(precision[::-1])[::-1]
+    at = np.searchsorted(recall, grid, side="left")
+    return np.where(at < len(env), env[np.minimum(at, len(env) - 1)], 0.0)
+
+
+def pr_envelopes(voc: VocResult, grid: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    """Each class's interpolated PR curve on the recall `grid` (its area is the class AP) and their
+    mean (whose area is the mAP), over the classes with ground truth.
+
+    Returns (class indices, curves [K, G], mean [G] or None without any such class).
+    """
+    ks = [k for k in range(len(voc.ap)) if not np.isnan(voc.ap[k])]
+    curves = np.array([envelope_at(voc.recall[k], voc.precision[k], grid) for k in ks]).reshape(len(ks), len(grid))
+    return ks, curves, (curves.mean(axis=0) if ks else None)
+
+
 def prf_curve(voc: VocResult, confidences: np.ndarray) -> dict[str, np.ndarray]:
     """P/R/F1 per class [C, G] and pooled [G] on a grid of confidences."""
     tp, nd = _counts(voc, confidences)

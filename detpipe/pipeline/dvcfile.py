@@ -22,7 +22,7 @@ def stage_entry(s: Stage, root: Path) -> dict:
     params = s.params(root)
     if params:
         entry["params"] = list(params)
-    for kind in ("outs", "metrics", "plots"):
+    for kind in ("outs", "metrics"):
         items = [_out(o) for o in s.outs if o.kind == kind]
         if items:
             entry[kind] = items

@@ -26,14 +26,18 @@ PARAMS_FILE = "params.yaml"
 
 @dataclass(frozen=True)
 class Out:
-    """A declared output. kind: outs | metrics | plots (DVC's sections); cache False for small
-    reports (DVC keeps them in git, and the run-cache still works for stages whose only
-    uncached files are metrics and plots)."""
+    """A declared output. kind: outs | metrics (DVC's per-stage sections; metrics and plots are
+    declared at the top level, see METRICS and PLOTS); cache False for small reports (DVC keeps
+    them in git)."""
 
     path: str
     kind: str = "outs"
     cache: bool = True
     directory: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("outs", "metrics"):
+            raise ValueError(f"{self.path}: kind {self.kind!r}; outs or metrics (plots go in PLOTS)")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ STAGES: tuple[Stage, ...] = (
               ("--report", "reports/data/split.json"), ("--plot", "reports/data/split.png")),
         deps=("data/annotations.txt", "data/images.sha256"),
         outs=tuple(Out(f"data/splits/{s}.{ext}") for s in ("train", "val", "test") for ext in ("txt", "sha256"))
-        + (_report("reports/data/split.json"), _report("reports/data/split.png", "plots")),
+        + (_report("reports/data/split.json"), _report("reports/data/split.png")),
         description="stable seeded train/val/test split by image path, with per-split image hashes",
     ),
     Stage(
@@ -107,7 +111,7 @@ STAGES: tuple[Stage, ...] = (
               ("--out", "models/frozen.pt"), ("--metrics", "reports/train/frozen.tsv")),
         deps=("data/splits/train.txt", "data/splits/val.txt", "data/splits/train.sha256",
               "data/splits/val.sha256", "models/pretrained.json"),
-        outs=(Out("models/frozen.pt"), _report("reports/train/frozen.tsv", "plots")),
+        outs=(Out("models/frozen.pt"), _report("reports/train/frozen.tsv")),
         description="neck and head train on the frozen backbone",
     ),
     Stage(
@@ -118,7 +122,7 @@ STAGES: tuple[Stage, ...] = (
               ("--out", "models/best.pt"), ("--last", "models/last.pt"), ("--metrics", "reports/train/unfrozen.tsv")),
         deps=("data/splits/train.txt", "data/splits/val.txt", "data/splits/train.sha256",
               "data/splits/val.sha256", "models/frozen.pt"),
-        outs=(Out("models/best.pt"), Out("models/last.pt"), _report("reports/train/unfrozen.tsv", "plots")),
+        outs=(Out("models/best.pt"), Out("models/last.pt"), _report("reports/train/unfrozen.tsv")),
         description="everything trains; the best epoch by val mAP50 becomes best.pt",
     ),
     Stage(
@@ -127,8 +131,8 @@ STAGES: tuple[Stage, ...] = (
               ("--images", "data/splits/test.sha256"), ("--out", "data/detections/test.csv"),
               ("--samples-dir", "reports/predictions"), ("--summary", "reports/predict.json")),
         deps=("models/best.pt", "data/splits/test.txt", "data/splits/test.sha256"),
-        outs=(Out("data/detections/test.csv"), _report("reports/predict.json", "metrics"),
-              _report("reports/predictions", "plots", directory=True)),
+        outs=(Out("data/detections/test.csv"), _report("reports/predict.json"),
+              _report("reports/predictions", directory=True)),
         description="the best model on the test split: every box for the mAP, drawn samples",
     ),
     Stage(
@@ -136,10 +140,11 @@ STAGES: tuple[Stage, ...] = (
         args=(("--params", PARAMS_FILE), ("--split", "data/splits/test.txt"),
               ("--detections", "data/detections/test.csv"), ("--out", "reports/map")),
         deps=("data/detections/test.csv", "data/splits/test.txt"),
-        outs=(_report("reports/map/info.json"), _report("reports/map/metrics.json", "metrics"),
-              _report("reports/map/pr", "plots", directory=True), _report("reports/map/prf_confidence.csv", "plots"),
-              _report("reports/map/prf_confidence.png", "plots"), _report("reports/map/confusion_matrix.csv", "plots"),
-              _report("reports/map/confusion_matrix.png", "plots")),
+        outs=(_report("reports/map/info.json"), _report("reports/map/metrics.json"),
+              _report("reports/map/pr", directory=True), _report("reports/map/pr.csv"),
+              _report("reports/map/prf_confidence.csv"), _report("reports/map/prf_pooled.csv"),
+              _report("reports/map/prf_confidence.png"), _report("reports/map/confusion_matrix.csv"),
+              _report("reports/map/confusion_matrix.png")),
         description="VOC and COCO mAP, PR curves, P/R/F1 vs confidence, confusion matrix",
     ),
     Stage(
@@ -149,32 +154,40 @@ STAGES: tuple[Stage, ...] = (
               ("--out-md", "reports/overfitting.md"), ("--out-json", "reports/overfitting.json"),
               ("--out-png", "reports/overfitting.png")),
         deps=("reports/train/frozen.tsv", "reports/train/unfrozen.tsv", "reports/data/split.json"),
-        outs=(_report("reports/overfitting.md"), _report("reports/overfitting.json", "metrics"),
-              _report("reports/overfitting.png", "plots")),
+        outs=(_report("reports/overfitting.md"), _report("reports/overfitting.json"),
+              _report("reports/overfitting.png")),
         description="train vs val across both phases: verdict, evidence, advice",
     ),
     Stage(
         "report", "stages/report.py",
-        args=(("--reports", "reports"), ("--out", "reports/index.md")),
+        args=(("--reports", "reports"), ("--out", "reports/index.md"), ("--headline", "reports/metrics.json")),
         deps=("reports/data/annotate.json", "reports/data/split.json", "reports/data/split.png",
               "reports/train/frozen.tsv", "reports/train/unfrozen.tsv", "reports/overfitting.md",
               "reports/overfitting.json", "reports/overfitting.png", "reports/map/metrics.json",
               "reports/map/info.json", "reports/map/pr", "reports/map/confusion_matrix.png",
               "reports/map/prf_confidence.png", "reports/predict.json", "reports/predictions"),
-        outs=(_report("reports/index.md"),),
-        description="reports/index.md: the page that ties it together",
+        outs=(_report("reports/index.md"), _report("reports/metrics.json")),
+        description="reports/index.md, the page that ties it together, and the headline metrics",
     ),
 )
 
-# dvc.yaml's top-level sections: what `dvc metrics show` and `dvc plots show` gather.
-METRICS: tuple[str, ...] = ("reports/map/metrics.json", "reports/overfitting.json")
+# dvc.yaml's top-level sections: what `dvc metrics show` / `dvc exp show` and `dvc plots show` gather.
+# One small metrics file, so `dvc exp show` has a column per headline figure and no other (the
+# details, settings and timings are plain outputs); plots only here, each one chart with its title
+# (per-stage plots: entries draw every column of a file as a meaningless "step vs X" chart).
+METRICS: tuple[str, ...] = ("reports/metrics.json",)
+_HISTORY = ("reports/train/frozen.tsv", "reports/train/unfrozen.tsv")
 PLOTS: tuple[dict, ...] = (
-    {"training loss": {"template": "linear", "x": "epoch",
-                       "y": {"reports/train/frozen.tsv": ["train_loss", "val_loss"],
-                             "reports/train/unfrozen.tsv": ["train_loss", "val_loss"]}}},
-    {"val mAP50": {"template": "linear", "x": "epoch",
-                   "y": {"reports/train/frozen.tsv": "val_map50", "reports/train/unfrozen.tsv": "val_map50"}}},
-    {"reports/map/pr": {"template": "simple", "x": "recall", "y": "precision"}},
+    {"loss": {"template": "simple", "x": "epoch", "y": {t: ["train_loss", "val_loss"] for t in _HISTORY},
+              "title": "Train and val loss per epoch (frozen phase, then unfrozen)", "y_label": "loss"}},
+    {"val_map": {"template": "simple", "x": "epoch", "y": {t: ["val_map50", "val_map50_95"] for t in _HISTORY},
+                 "title": "Val mAP50 and mAP50-95 per epoch", "y_label": "val mAP"}},
+    {"pr": {"template": "by_class", "x": "recall", "y": {"reports/map/pr.csv": "precision"},
+            "title": "Precision-recall on the test split, per class and all classes (VOC interpolated)"}},
+    {"prf_confidence": {"template": "simple", "x": "confidence",
+                        "y": {"reports/map/prf_pooled.csv": ["precision", "recall", "f1"]},
+                        "title": "Precision, recall and F1 against confidence (test split, all classes)",
+                        "y_label": "precision / recall / F1"}},
 )
 
 

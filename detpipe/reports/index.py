@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..artifacts.history import read_history
+from ..artifacts.metrics import COCO_STATS, ArtifactError, Headline, MapInfo, MapMetrics, Prf
+
 
 @dataclass
 class Inputs:
@@ -66,12 +69,25 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def read_tsv(path: Path) -> pd.DataFrame | None:
+def load(read: Callable[[Path], Any], path: Path) -> tuple[Any, str | None]:
+    """(content, None) through a contract's reader, or (None, why not: None for a missing file,
+    else the contract's one-line error)."""
+    if not Path(path).is_file():
+        return None, None
     try:
-        frame = pd.read_csv(path, sep="\t")
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return None
-    return frame if len(frame) else None
+        return read(path), None
+    except (OSError, ArtifactError) as exc:
+        return None, str(exc)
+
+
+def unreadable(what: str, why: str) -> str:
+    return f"_Unreadable: {what}: {why}._"
+
+
+def read_tsv(path: Path) -> pd.DataFrame | None:
+    """A training history with at least one epoch, else None."""
+    frame, _ = load(read_history, path)
+    return frame if frame is not None and len(frame) else None
 
 
 def rel(target: Path, out_dir: Path) -> str:
@@ -255,29 +271,30 @@ def _train_summary(frame: pd.DataFrame | None) -> dict[str, Any]:
     if frame is None:
         return {}
     last = frame.iloc[-1]
-    return {"epochs": len(frame), "seconds": float(pd.to_numeric(frame.get("seconds"), errors="coerce").sum())
-            if "seconds" in frame else None,
-            "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
-            "val_map50": last.get("val_map50"),
-            "images_per_s": float(pd.to_numeric(frame["images_per_s"], errors="coerce").mean())
-            if "images_per_s" in frame else None}
+    return {"epochs": len(frame), "seconds": float(frame["seconds"].sum()),
+            "train_loss": float(last["train_loss"]), "val_loss": float(last["val_loss"]),
+            "val_map50": float(last["val_map50"]), "val_map50_95": float(last["val_map50_95"]),
+            "images_per_s": float(frame["images_per_s"].mean())}
 
 
 def section_training(inp: Inputs, out_dir: Path) -> list[str]:
     lines = ["## Training", ""]
     rows = []
     for phase, path in (("frozen", inp.frozen), ("unfrozen", inp.unfrozen)):
-        s = _train_summary(read_tsv(path))
+        frame, why = load(read_history, path)
+        s = _train_summary(frame if frame is not None and len(frame) else None)
         if not s:
-            lines.append(missing(f"{phase}-phase history", path, out_dir, f"train_{phase}"))
+            lines.append(unreadable(f"{phase}-phase history", why) if why
+                         else missing(f"{phase}-phase history", path, out_dir, f"train_{phase}"))
             continue
         rows.append([f"[{phase}]({rel(path, out_dir)})", s["epochs"], num(s["train_loss"]),
-                     num(s["val_loss"]), num(s["val_map50"]), num(s["images_per_s"], 1), duration(s["seconds"])])
+                     num(s["val_loss"]), num(s["val_map50"]), num(s["val_map50_95"]), num(s["images_per_s"], 1),
+                     duration(s["seconds"])])
     if rows:
         if lines[-1] != "":
             lines.append("")
         lines += table(["phase", "epochs", "final train loss", "final val loss", "final val mAP50",
-                        "images/s", "time"], rows)
+                        "final val mAP50-95", "images/s", "time"], rows)
     lines.append("")
     if inp.overfit_png.is_file():
         lines += [image(inp.overfit_png, out_dir, "Training curves: train/val loss, val mAP50 and gap per epoch"), ""]
@@ -312,61 +329,32 @@ def section_verdict(inp: Inputs, out_dir: Path) -> list[str]:
     return lines
 
 
-COCO_STAT_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-                   "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
-
-
 COCO_LABELS = {"AP50": "AP@0.5", "AP75": "AP@0.75", "APs": "AP small", "APm": "AP medium",
                "APl": "AP large", "AR1": "AR (1 det/image)", "AR10": "AR (10 det/image)",
                "AR100": "AR (100 det/image)", "ARs": "AR small", "ARm": "AR medium", "ARl": "AR large"}
 
 
-def _ap(v: Any) -> Any:
-    return pick(v, "ap", "AP", "ap50", "map", "value") if isinstance(v, dict) else v
-
-
-def _gt(v: Any) -> Any:
-    return pick(v, "gt", "n_gt", "ground_truth", "positives", "npos") if isinstance(v, dict) else None
-
-
-def coco_stats(m: dict) -> dict[str, Any]:
-    stats = pick(m, "coco.stats", "coco_stats", "coco")
-    if isinstance(stats, list):
-        return dict(zip(COCO_STAT_NAMES, stats))
-    if isinstance(stats, dict):
-        return {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {}
-
-
-def _prf(d: Any) -> str:
-    if not isinstance(d, dict):
-        return "–"
-    p, r, f1 = pick(d, "precision", "p"), pick(d, "recall", "r"), pick(d, "f1", "F1")
-    thr = pick(d, "confidence", "threshold", "conf")
-    return f"P {num(p)} · R {num(r)} · F1 {num(f1)}" + (f" at confidence {num(thr, 3)}" if thr is not None else "")
+def _prf(p: Prf) -> str:
+    return f"P {num(p.precision)} · R {num(p.recall)} · F1 {num(p.f1)} at confidence {num(p.confidence, 3)}"
 
 
 def section_map(inp: Inputs, out_dir: Path) -> list[str]:
     lines = ["## mAP on the test split", ""]
-    m = read_json(inp.metrics)
+    m, why = load(MapMetrics.read, inp.metrics)
     if m is None:
-        return lines + [missing("mAP metrics", inp.metrics, out_dir, "map"), ""]
-    coco = coco_stats(m)
+        return lines + [unreadable("mAP metrics", why) if why else missing("mAP metrics", inp.metrics, out_dir, "map"), ""]
     lines += table(["metric", "value"], [
-        ["VOC mAP@0.5 (all-point)", f"**{num(pick(m, 'map50', 'voc.map', 'voc.map50'))}**"],
-        ["COCO mAP@[.5:.95]", f"**{num(pick(m, 'map50_95', 'coco.map50_95') or coco.get('AP'))}**"],
-    ] + [[f"COCO {COCO_LABELS.get(k, k)}", "n/a (no such objects)" if v == -1 else num(v)]
-         for k, v in coco.items() if k != "AP"] + [
-        ["at predict confidence", _prf(pick(m, "at_confidence"))],
-        ["at best-F1 confidence", _prf(pick(m, "best_f1"))],
+        [f"VOC mAP@{m.min_overlap:g} ({'11-point' if m.voc07 else 'all-point'})", f"**{num(m.map50)}**"],
+        ["COCO mAP@[.5:.95]", f"**{num(m.map50_95)}**"],
+    ] + [[f"COCO {COCO_LABELS[k]}", "n/a (no such objects)" if getattr(m.coco, k) == -1 else num(getattr(m.coco, k))]
+         for k in COCO_STATS if k != "AP"] + [
+        ["at predict confidence", _prf(m.at_confidence)],
+        ["at best-F1 confidence", _prf(m.best_f1)],
     ]) + [""]
-    voc = pick(m, "voc.per_class", "per_class") or {}
-    cpc = pick(m, "coco.per_class", "coco_per_class") or {}
-    gt = pick(read_json(inp.map_info) or {}, "counts.ground_truth") or {}
-    names = list(voc) + [c for c in cpc if c not in voc] if isinstance(voc, dict) and isinstance(cpc, dict) else []
-    if names:
-        rows = [[c, num(_gt(voc.get(c)) or _gt(cpc.get(c)) or (gt.get(c) if isinstance(gt, dict) else None)),
-                 num(_ap(voc.get(c))), num(_ap(cpc.get(c)))] for c in names]
+    info, _ = load(MapInfo.read, inp.map_info)
+    gt = info.counts.ground_truth if info is not None else {}
+    rows = [[c, num(gt.get(c)), num(ap), num(m.coco.per_class.get(c))] for c, ap in m.voc.per_class.items()]
+    if rows:
         lines += ["Per class (– : no ground truth in the test split, so not averaged):", ""]
         lines += table(["class", "ground truth", "VOC AP@0.5", "COCO AP@[.5:.95]"], rows) + [""]
     lines += [f"Source: [metrics.json]({rel(inp.metrics, out_dir)}).", ""]
@@ -435,7 +423,8 @@ def stage_times(inp: Inputs) -> list[tuple[str, Any, Path]]:
     for phase, path in (("train_frozen", inp.frozen), ("train_unfrozen", inp.unfrozen)):
         rows.append((phase, _train_summary(read_tsv(path)).get("seconds"), path))
     summary = inp.predict_summary
-    rows += [("predict", seconds(summary), summary), ("map", seconds(inp.map_info), inp.map_info),
+    info, _ = load(MapInfo.read, inp.map_info)
+    rows += [("predict", seconds(summary), summary), ("map", info.seconds if info else None, inp.map_info),
              ("overfit", seconds(inp.overfit_json), inp.overfit_json)]
     return rows
 
@@ -450,13 +439,35 @@ def section_times(inp: Inputs, out_dir: Path) -> list[str]:
     return ["## How long each stage took", ""] + table(["stage", "wall time", "from"], rows) + [""]
 
 
+def headline_metrics(inp: Inputs) -> tuple[Headline, list[str]]:
+    """DVC's metrics file (`Headline`) from the map stage's metrics, the training history and the
+    verdict, with a note for each input that is missing (its figures are then null)."""
+    notes = []
+    m, why = load(MapMetrics.read, inp.metrics)
+    if m is None:
+        notes.append(f"no test scores: {why or f'{inp.metrics} missing'}")
+    frames = [f for f in (read_tsv(inp.frozen), read_tsv(inp.unfrozen)) if f is not None]
+    maps = pd.concat(frames)["val_map50"].dropna() if frames else pd.Series(dtype=float)
+    if maps.empty:
+        notes.append(f"no val mAP50: no epochs in {inp.frozen} or {inp.unfrozen}")
+    verdict = (read_json(inp.overfit_json) or {}).get("verdict")
+    if not isinstance(verdict, str):
+        notes.append(f"no overfitting verdict in {inp.overfit_json}")
+    at = m.at_confidence if m else None
+    return Headline(map50=m.map50 if m else None, map50_95=m.map50_95 if m else None,
+                    precision=at.precision if at else None, recall=at.recall if at else None,
+                    f1=at.f1 if at else None, best_val_map50=round(float(maps.max()), 6) if len(maps) else None,
+                    verdict=verdict if isinstance(verdict, str) else "unknown"), notes
+
+
 def headline(inp: Inputs, out_dir: Path) -> list[str]:
-    m, v = read_json(inp.metrics) or {}, read_json(inp.overfit_json) or {}
+    h, _ = headline_metrics(inp)
+    v = read_json(inp.overfit_json) or {}
     total = sum(s for _, s, _ in stage_times(inp) if isinstance(s, (int, float)))
-    rows = [["VOC mAP@0.5 (test)", num(pick(m, "map50", "voc.map", "voc.map50"))],
-            ["COCO mAP@[.5:.95] (test)", num(pick(m, "map50_95", "coco.map50_95") or coco_stats(m).get("AP"))],
-            ["overfitting verdict", str(v.get("verdict", "–"))],
-            ["best epoch (val mAP50)", f"{num(v.get('best_epoch'))} ({num(v.get('best_val_map50'))})"],
+    rows = [["VOC mAP@0.5 (test)", num(h.map50)],
+            ["COCO mAP@[.5:.95] (test)", num(h.map50_95)],
+            ["overfitting verdict", h.verdict],
+            ["best epoch (val mAP50)", f"{num(v.get('best_epoch'))} ({num(h.best_val_map50)})"],
             ["pipeline wall time", duration(total) if total else "–"]]
     return table(["at a glance", ""], rows) + [""]
 

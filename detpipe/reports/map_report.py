@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import time
@@ -10,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts.metrics import COCO_STATS, CocoStats, Counts, MapInfo, MapMetrics, Prf, PrfScores, VocStats
 from ..metrics.coco import coco_eval_arrays, coco_eval_flat
 from ..metrics.confusion import confusion_matrix_flat
 from ..metrics.csvout import write_columns
-from ..metrics.curves import best_f1, prf_at, prf_curve
+from ..metrics.curves import best_f1, pr_envelopes, prf_at, prf_curve
 from ..metrics.flat import EvalData, from_lists
 from ..metrics.voc import voc_map_flat
 
@@ -36,9 +36,17 @@ CONVENTIONS = {
 }
 
 
+# The pooled curve's name in pr.csv: a label, not a class (a class may be called "all").
+ALL_CLASSES = "(all classes)"
+
+
 def _num(x: float) -> float | None:
     """JSON has no NaN: classes without ground truth get null."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+def _prf(d: dict) -> Prf:
+    return Prf(**{k: _num(d[k]) for k in ("confidence", "precision", "recall", "f1")})
 
 
 def safe_name(name: str) -> str:
@@ -48,7 +56,7 @@ def safe_name(name: str) -> str:
 
 def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], class_names: list[str],
                       min_overlap: float = 0.5, voc07: bool = False, confidence: float = 0.5,
-                      coco_data: dict | None = None) -> dict:
+                      coco_data: dict | None = None) -> MapMetrics:
     """`write_reports` for per-image lists (see `voc_map`)."""
     return write_reports(out_dir, from_lists(gts, dets), class_names, min_overlap, voc07, confidence,
                          coco_data=coco_data)
@@ -56,12 +64,13 @@ def write_map_reports(out_dir: str | Path, gts: list[dict], dets: list[dict], cl
 
 def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], min_overlap: float = 0.5,
                   voc07: bool = False, confidence: float = 0.5, coco_data: dict | None = None,
-                  plots: bool = True, warnings: list[str] | None = None) -> dict:
+                  plots: bool = True, warnings: list[str] | None = None) -> MapMetrics:
     """Compute VOC and COCO metrics, curves and the confusion matrix; write them under out_dir.
 
-    Writes metrics.json, pr/<class>.csv, prf_confidence.csv, confusion_matrix.csv and info.json
+    Writes metrics.json, pr/<class>.csv, pr.csv, prf_confidence.csv, prf_pooled.csv, confusion_matrix.csv
+    and info.json
     (with `warnings`, when given), and with `plots` pr/pr_curves.png, prf_confidence.png and
-    confusion_matrix.png; returns the metrics.json content. `coco_data` (from
+    confusion_matrix.png; returns the metrics.json content (`MapMetrics`). `coco_data` (from
     `io.read_coco_json`) makes the COCO side use the file's own boxes, areas and crowd flags.
     """
     start = time.perf_counter()
@@ -83,22 +92,20 @@ def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], m
     best = best_f1(voc)
     matrix = confusion_matrix_flat(data, n_cls, confidence, min_overlap)
 
-    metrics = {
-        "map50": _num(voc.map), "min_overlap": float(min_overlap), "voc07": bool(voc07),
-        "map50_95": _num(coco.stats[0]),
-        "voc": {"per_class": {n: _num(a) for n, a in zip(class_names, voc.ap)}},
-        "coco": {**{k: _num(v) for k, v in coco.as_dict().items()},
-                 "per_class": {n: _num(a) for n, a in zip(class_names, coco.per_class_ap)}},
-        "at_confidence": {k: _num(at_conf[k]) for k in ("confidence", "precision", "recall", "f1")},
-        "best_f1": {k: _num(best[k]) for k in ("confidence", "precision", "recall", "f1")},
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    metrics = MapMetrics(
+        map50=_num(voc.map), min_overlap=float(min_overlap), voc07=bool(voc07), map50_95=_num(coco.stats[0]),
+        voc=VocStats(per_class={n: _num(a) for n, a in zip(class_names, voc.ap)}),
+        coco=CocoStats(**{k: _num(v) for k, v in coco.as_dict().items()},
+                       per_class={n: _num(a) for n, a in zip(class_names, coco.per_class_ap)}),
+        at_confidence=_prf(at_conf), best_f1=_prf(best))
+    metrics.write(out / "metrics.json")
 
     stems = _stems(class_names)
     for k, stem in enumerate(stems):
         write_columns(out / "pr" / f"{stem}.csv", ["recall", "precision", "confidence"],
                       [voc.recall[k], voc.precision[k], voc.scores[k]])
     grid = np.round(np.linspace(0, 1, 101), 2)
+    write_plot_data(out, voc, class_names, grid)
     curve = prf_curve(voc, grid)
     with open(out / "prf_confidence.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -117,29 +124,39 @@ def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], m
 
         convention = f"VOC{'2007 11-point' if voc07 else ' all-point'}, IoU >= {min_overlap:g}, +1 px"
         plot_pr_curves(out / "pr" / "pr_curves.png", class_names, voc, convention)
-        plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf)
+        plot_prf_confidence(out / "prf_confidence.png", curve, class_names, voc.n_gt > 0, confidence, at_conf, best)
         plot_confusion(out / "confusion_matrix.png", matrix, class_names, confidence, min_overlap)
 
     per_image = np.bincount(data.d_img, minlength=data.num_images)
-    info = {
-        "conventions": CONVENTIONS,
-        "counts": {
-            "images": data.num_images,
-            "images_without_detections": int(np.sum(per_image == 0)),
-            "ground_truth": {n: int(c) for n, c in zip(class_names, voc.n_gt)},
-            "difficult": int(np.sum(data.g_diff)),
-            "detections": {n: int(c) for n, c in zip(class_names, voc.n_det)},
-        },
-        "per_class_ap50_coco": {n: _num(a) for n, a in zip(class_names, coco.per_class_ap50)},
-        "at_confidence_per_class": {n: {m: _num(at_conf["per_class"][m][k]) for m in ("precision", "recall", "f1")}
-                                    for k, n in enumerate(class_names)},
-        **({"warnings": list(warnings)} if warnings else {}),
-        "seconds_voc": round(t_voc, 4),
-        "seconds_coco": round(t_coco, 4),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    (out / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    MapInfo(
+        conventions=CONVENTIONS,
+        counts=Counts(images=data.num_images, images_without_detections=int(np.sum(per_image == 0)),
+                      ground_truth={n: int(c) for n, c in zip(class_names, voc.n_gt)},
+                      difficult=int(np.sum(data.g_diff)),
+                      detections={n: int(c) for n, c in zip(class_names, voc.n_det)}),
+        per_class_ap50_coco={n: _num(a) for n, a in zip(class_names, coco.per_class_ap50)},
+        at_confidence_per_class={n: PrfScores(**{m: _num(at_conf["per_class"][m][k]) for m in ("precision", "recall", "f1")})
+                                 for k, n in enumerate(class_names)},
+        warnings=list(warnings or ()),
+        seconds_voc=round(t_voc, 4), seconds_coco=round(t_coco, 4), seconds=round(time.perf_counter() - start, 3),
+    ).write(out / "info.json")
     return metrics
+
+
+def write_plot_data(out: Path, voc, class_names: list[str], grid: np.ndarray) -> None:
+    """The tables dvc.yaml's top-level plots draw: pr.csv (class, recall, precision: each class's
+    interpolated PR curve on the recall grid, then "all classes", their mean) and prf_pooled.csv
+    (confidence, precision, recall, f1 of all classes pooled)."""
+    ks, curves, mean = pr_envelopes(voc, grid)
+    rows = [(class_names[k], curve) for k, curve in zip(ks, curves)] + ([(ALL_CLASSES, mean)] if mean is not None else [])
+    with open(out / "pr.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "recall", "precision"])
+        for name, curve in rows:
+            w.writerows(zip([name] * len(grid), grid, np.round(curve, 6)))
+    pooled = prf_curve(voc, grid)
+    write_columns(out / "prf_pooled.csv", ["confidence", "precision", "recall", "f1"],
+                  [grid, pooled["all_precision"], pooled["all_recall"], pooled["all_f1"]])
 
 
 def _stems(class_names: list[str]) -> list[str]:
@@ -154,20 +171,18 @@ def _stems(class_names: list[str]) -> list[str]:
     return stems
 
 
-def format_table(metrics: dict, class_names: list[str]) -> str:
+def format_table(metrics: MapMetrics, class_names: list[str]) -> str:
     """A plain-text summary table for the terminal."""
-    ov = metrics["min_overlap"]
-    head = f"{'class':<20} {'AP' + format(ov * 100, '.0f') + (' (07)' if metrics['voc07'] else ''):>10} {'AP@[.5:.95]':>12}"
+    ov = metrics.min_overlap
+    head = f"{'class':<20} {'AP' + format(ov * 100, '.0f') + (' (07)' if metrics.voc07 else ''):>10} {'AP@[.5:.95]':>12}"
     lines = [head, "-" * len(head)]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for n in class_names:
-        lines.append(f"{n[:20]:<20} {fmt(metrics['voc']['per_class'][n]):>10} {fmt(metrics['coco']['per_class'][n]):>12}")
+        lines.append(f"{n[:20]:<20} {fmt(metrics.voc.per_class[n]):>10} {fmt(metrics.coco.per_class[n]):>12}")
     lines.append("-" * len(head))
-    lines.append(f"{'mean':<20} {fmt(metrics['map50']):>10} {fmt(metrics['map50_95']):>12}")
+    lines.append(f"{'mean':<20} {fmt(metrics.map50):>10} {fmt(metrics.map50_95):>12}")
     lines.append("")
-    lines.append("COCO: " + "  ".join(f"{k}={metrics['coco'][k]:.4f}" for k in
-                                      ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")))
-    for key, label in (("at_confidence", "at confidence"), ("best_f1", "best F1")):
-        m = metrics[key]
-        lines.append(f"{label:<14} {m['confidence']:.3f}: precision {m['precision']:.4f}  recall {m['recall']:.4f}  F1 {m['f1']:.4f}")
+    lines.append("COCO: " + "  ".join(f"{k}={fmt(getattr(metrics.coco, k))}" for k in COCO_STATS))
+    for m, label in ((metrics.at_confidence, "at confidence"), (metrics.best_f1, "best F1")):
+        lines.append(f"{label:<14} {m.confidence:.3f}: precision {fmt(m.precision)}  recall {fmt(m.recall)}  F1 {fmt(m.f1)}")
     return "\n".join(lines)

@@ -16,15 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..colors import class_color_mpl  # noqa: E402
+from ..metrics.curves import pr_envelopes  # noqa: E402
 
-
-def envelope_at(recall: np.ndarray, precision: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """The interpolated precision (best precision at recall >= r, 0 past the last recall) on grid."""
-    if len(recall) == 0:
-        return np.zeros(len(grid))
-    env = np.maximum.accumulate(precision[::-1])[::-1]
-    at = np.searchsorted(recall, grid, side="left")
-    return np.where(at < len(env), env[np.minimum(at, len(env) - 1)], 0.0)
+BEST_F1_COLOR = "#9467bd"
 
 
 def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: str) -> None:
@@ -33,15 +27,12 @@ def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: st
     fig = plt.figure(figsize=(9, 5.6), dpi=100)
     ax = fig.add_axes((0.08, 0.1, 0.58, 0.8))
     grid = np.linspace(0, 1, 501)
-    curves = []
-    for k, name in enumerate(class_names):
-        if np.isnan(voc.ap[k]):
-            continue
-        curve = envelope_at(voc.recall[k], voc.precision[k], grid)
-        curves.append(curve)
-        ax.plot(grid, curve, color=class_color_mpl(k), lw=1, alpha=0.85, label=f"{name[:24]} {voc.ap[k]:.3f}")
-    if curves:
-        ax.plot(grid, np.mean(curves, axis=0), color="black", lw=2.5, label=f"all classes {voc.map:.3f} mAP")
+    ks, curves, mean = pr_envelopes(voc, grid)
+    for k, curve in zip(ks, curves):
+        ax.plot(grid, curve, color=class_color_mpl(k), lw=1, alpha=0.85,
+                label=f"{class_names[k][:24]} {voc.ap[k]:.3f}")
+    if mean is not None:
+        ax.plot(grid, mean, color="black", lw=2.5, label=f"all classes {voc.map:.3f} mAP")
     ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="recall", ylabel="precision",
            title=f"Precision-recall per class ({convention})")
     ax.title.set_fontsize(9)
@@ -54,9 +45,10 @@ def plot_pr_curves(path: str | Path, class_names: list[str], voc, convention: st
 
 
 def plot_prf_confidence(path: str | Path, curve: dict, class_names: list[str], has_gt: np.ndarray,
-                        confidence: float, at_conf: dict) -> None:
+                        confidence: float, at_conf: dict, best: dict) -> None:
     """Precision, recall and F1 against confidence: thin lines per class, thick for all classes,
-    the value at `confidence` (predict.confidence) marked."""
+    the value at `confidence` (predict.confidence) marked, and the confidence of best pooled F1
+    (`best`, from `metrics.curves.best_f1`): a star on the F1 panel, a dotted line on all three."""
     fig, axes = plt.subplots(1, 3, figsize=(16.5, 4.6), dpi=100, sharex=True)
     fig.subplots_adjust(left=0.04, right=0.86, bottom=0.12, top=0.91, wspace=0.22)
     x = curve["confidence"]
@@ -69,6 +61,12 @@ def plot_prf_confidence(path: str | Path, curve: dict, class_names: list[str], h
         ax.plot([confidence], [at_conf[key]], "o", color="red", ms=7, zorder=5)
         ax.annotate(f"{at_conf[key]:.3f} @ {confidence:g}", (confidence, at_conf[key]),
                     xytext=(6, 6), textcoords="offset points", fontsize=9, color="red")
+        ax.axvline(best["confidence"], color=BEST_F1_COLOR, ls=":", lw=1.2)
+        if key == "f1":
+            ax.plot([best["confidence"]], [best["f1"]], "*", color=BEST_F1_COLOR, ms=14, zorder=6)
+            ax.annotate(f"best F1 {best['f1']:.3f} @ {best['confidence']:.3f}", (best["confidence"], best["f1"]),
+                        xytext=(8, -16), textcoords="offset points", fontsize=9, color=BEST_F1_COLOR,
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
         ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="confidence", ylabel=key, title=f"{key} vs confidence")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -1,4 +1,5 @@
-"""Training curves: losses, val mAP50 and the generalisation gap per epoch across both phases."""
+"""Training curves: losses, val mAP50 / mAP50-95 / precision / recall and the generalisation gap
+per epoch across both phases (the columns of `artifacts.history.EpochRow`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,10 @@ VAL_COLOR = "#d62728"
 MAP_COLOR = "#2ca02c"
 BEST_COLOR = "#9467bd"
 FROZEN_SHADE = "#eeeeee"
+MAP95_COLOR = "#17becf"
+PRECISION_COLOR = "#ff7f0e"
+RECALL_COLOR = "#8c564b"
+MOSAIC_COLOR = "#7f7f7f"
 
 
 def _phase_background(ax: plt.Axes, history: pd.DataFrame, label: bool, text: bool) -> None:
@@ -35,6 +40,20 @@ def _phase_background(ax: plt.Axes, history: pd.DataFrame, label: bool, text: bo
                 ha="left", va="top", fontsize=8, color="#555555")
 
 
+def mosaic_stop(history: pd.DataFrame) -> float | None:
+    """Epoch position (x.5) after the last epoch that drew mosaics, when later epochs did not."""
+    on = history.loc[history["mosaic"].astype(bool), "epoch"]
+    if on.empty or on.max() >= history["epoch"].max():
+        return None
+    return float(on.max()) + 0.5
+
+
+def _mosaic_line(ax: plt.Axes, at: float | None, label: bool) -> None:
+    if at is not None:
+        ax.axvline(at, color=MOSAIC_COLOR, linestyle="-.", linewidth=1,
+                   label=f"mosaic off after epoch {at - 0.5:.0f}" if label else None)
+
+
 def _best_line(ax: plt.Axes, best_epoch: int | None, label: bool) -> None:
     if best_epoch is not None:
         ax.axvline(best_epoch, color=BEST_COLOR, linestyle=":", linewidth=1.5,
@@ -49,9 +68,11 @@ def _plot_series(ax: plt.Axes, x: pd.Series, y: pd.Series, **kw) -> None:
 
 def plot_training_curves(history: pd.DataFrame, out_path: str | Path, best_epoch: int | None = None,
                          gap_ratio: float | None = None, title: str = "Training curves") -> Path:
-    """Three panels sharing the epoch axis: losses, val mAP50, relative gap (val - train) / train.
+    """Three panels sharing the epoch axis: losses; val mAP50, mAP50-95, precision and recall;
+    relative gap (val - train) / train.
 
-    The frozen phase is shaded and the unfreeze boundary dashed; the best epoch is dotted.
+    The frozen phase is shaded and the unfreeze boundary dashed; the best epoch is dotted and the
+    last mosaic epoch dash-dotted.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,9 +87,11 @@ def plot_training_curves(history: pd.DataFrame, out_path: str | Path, best_epoch
         return out_path
     x = history["epoch"]
     ax_loss, ax_map, ax_gap = axes
+    mosaic_at = mosaic_stop(history)
     for i, ax in enumerate(axes):
         _phase_background(ax, history, label=i == 0, text=i == 1)
         _best_line(ax, best_epoch, label=i == 0)
+        _mosaic_line(ax, mosaic_at, label=i == 0)
         ax.grid(True, alpha=0.3)
 
     _plot_series(ax_loss, x, history["train_loss"], color=TRAIN_COLOR, label="train loss (augmented, epoch mean)")
@@ -85,7 +108,11 @@ def plot_training_curves(history: pd.DataFrame, out_path: str | Path, best_epoch
     ax_loss.set_title("Train and val loss", fontsize=10)
     ax_loss.legend(loc="upper right", fontsize=8, framealpha=0.9)
 
-    _plot_series(ax_map, x, history["val_map50"], color=MAP_COLOR, label="val mAP@0.5")
+    _plot_series(ax_map, x, history["val_map50"], color=MAP_COLOR, label="mAP@0.5")
+    _plot_series(ax_map, x, history["val_map50_95"], color=MAP95_COLOR, label="mAP@[.5:.95]")
+    _plot_series(ax_map, x, history["val_precision"], color=PRECISION_COLOR, label="precision", linestyle="--",
+                 alpha=0.8)
+    _plot_series(ax_map, x, history["val_recall"], color=RECALL_COLOR, label="recall", linestyle="--", alpha=0.8)
     maps = history.dropna(subset=["val_map50"])
     if best_epoch is not None and len(maps) and (maps["epoch"] == best_epoch).any():
         best = float(maps.loc[maps["epoch"] == best_epoch, "val_map50"].iloc[0])
@@ -95,10 +122,12 @@ def plot_training_curves(history: pd.DataFrame, out_path: str | Path, best_epoch
                         xytext=(-10, -4), ha="right", va="top", fontsize=8, color=BEST_COLOR,
                         bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
     ax_map.set_ylim(0, 1.02)
-    ax_map.set_ylabel("val mAP@0.5 (0–1)")
-    ax_map.set_title("Validation mAP50", fontsize=10)
-    # No legend: the panel title and axis say what the one line is, and a legend box would
-    # cover the best-epoch label in a corner where runs often end.
+    ax_map.set_ylabel("val score (0–1)")
+    ax_map.set_title("Validation mAP50 (picks the best epoch), mAP50-95, precision and recall at best F1",
+                     fontsize=10)
+    # Lower right is where the curves start (low) early in training, so the legend stays clear of
+    # the best-epoch label near the end of the run.
+    ax_map.legend(loc="lower right", fontsize=8, framealpha=0.9, ncol=2)
 
     rel = (history["val_loss"] - history["train_loss"]) / history["train_loss"].abs().clip(lower=1e-12)
     _plot_series(ax_gap, x, rel, color="#444444", label="(val − train) / train")

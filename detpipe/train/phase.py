@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import os
 import time
@@ -25,17 +23,16 @@ from ..data.images import PixelLimit, check_headers
 from ..cpus import usable_cpus
 from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
                      lr_lambda, mean_losses, select_device, train_one_epoch)
-from ..metrics import voc_map
+from ..metrics.epoch import val_scores
 from .loss import LossWeights
 from ..model.detector import Detector, ModelConfig, build_model, describe, model_summary
+from ..artifacts.history import EpochRow, write_history
 from ..artifacts.image_manifest import file_sha256
 from ..params import Params
 from ..pipeline.closure import code_closure
 from ..pipeline.table import script_params
 from ..pipeline.view import ParamsView, as_dict
 
-TSV_COLUMNS = ["epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds", "images_per_s",
-               "train_box_loss", "train_cls_loss", "val_box_loss", "val_cls_loss"]
 # Settings that change how fast a run goes but not what it computes: a change resumes.
 # (deterministic changes only CUDA's choice of kernels, never what the run means; the pixel limit
 # only refuses images, and every image of the splits passed it in annotate.)
@@ -230,16 +227,6 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
           f"augmentation do not depend on it: continuing the {n}-epoch run ({source})", flush=True)
 
 
-def write_tsv(path: str | Path, history: list[dict]) -> None:
-    """Rewrite the training TSV in full (a declared output, so never appended to)."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, TSV_COLUMNS, delimiter="\t", extrasaction="ignore")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic.write_text(path, text.getvalue())
-
-
 def _snapshot(module: torch.nn.Module) -> dict:
     """A copy of the state dict (state_dict() alone returns live tensors that training keeps changing)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -296,22 +283,26 @@ def _hold_run_dir(params: Params, phase: Phase, inputs: list[str | Path], run_di
 def _save_epoch(state: dict, run_dir: Path, tsv_path: str | Path, name: str) -> None:
     resume.save(state, run_dir, name)
     try:
-        write_tsv(tsv_path, state["history"])
+        write_history(tsv_path, state["history"])
     except atomic.WriteError as exc:
         raise atomic.WriteError(f"{name}: {exc}; kept: the checkpoint of epoch {state['history'][-1]['epoch']} "
                                 f"({run_dir / resume.LAST}); free space and rerun the same command") from None
 
 
 def _validate(ema_module, val_loader, device, params: Params, gts: list, weights: LossWeights,
-              info: ddp.DistInfo) -> tuple[dict[str, float], float]:
-    """Val losses and mAP50 of the EMA weights; under DDP each rank evaluates its share of the val
-    batches with rank 0's BatchNorm statistics, and every rank gets the same figures."""
+              info: ddp.DistInfo) -> dict[str, float]:
+    """Val losses and scores of the EMA weights (`EpochRow`'s val_* fields); under DDP each rank
+    evaluates its share of the val batches with rank 0's BatchNorm statistics, and every rank gets
+    the same figures."""
+    start = time.perf_counter()
     ddp.sync_buffers(ema_module, info)
     sums, dets = evaluate_batches(ema_module, val_loader, device, params.model.imgsz, params.map.confidence,
                                   params.predict.nms_iou, params.predict.max_det, weights=weights)
     sums, dets = ddp.gather_evaluation(sums, dets, info)
-    val_map = float(voc_map(gts, dets, len(params.data.classes), 0.5).map) if gts else 0.0
-    return mean_losses(sums), val_map
+    losses = mean_losses(sums)
+    scores = val_scores(gts, dets, len(params.data.classes))
+    return {"val_loss": losses["loss"], "val_box_loss": losses["box"], "val_cls_loss": losses["cls"], **scores,
+            "val_seconds": time.perf_counter() - start}
 
 
 def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
@@ -415,15 +406,17 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
                                                ema_source=model)
         tr = ddp.reduce_epoch_stats(sums, n_img, seconds, info)
         check_epoch_stats(tr, desc, optimizer.param_groups[0]["lr"], scaler.is_enabled(), len(loader) * info.world)
-        val_loss, val_map = _validate(ema.module, val_loader, device, params, gts, weights, info)
-        history.append({"epoch": global_epoch, "phase": phase.name, "train_loss": tr["loss"],
-                        "val_loss": val_loss["loss"], "val_map50": val_map,
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - epoch_start,
-                        "images_per_s": tr["images"] / max(tr["seconds"], 1e-9),
-                        "train_box_loss": tr["box"], "train_cls_loss": tr["cls"],
-                        "val_box_loss": val_loss["box"], "val_cls_loss": val_loss["cls"]})
-        print(f"  epoch {global_epoch}: train loss {tr['loss']:.3f}  val loss {val_loss['loss']:.3f}  "
-              f"val mAP50 {val_map:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
+        val = _validate(ema.module, val_loader, device, params, gts, weights, info)
+        val_map = val["val_map50"]
+        # Rows are kept as plain dicts: the checkpoint holds them (weights_only=True loads no classes).
+        history.append(asdict(EpochRow(
+            epoch=global_epoch, phase=phase.name, train_loss=tr["loss"], lr=optimizer.param_groups[0]["lr"],
+            seconds=time.time() - epoch_start, images_per_s=tr["images"] / max(tr["seconds"], 1e-9),
+            mosaic=train_set.augment.mosaic_on(global_epoch), train_box_loss=tr["box"],
+            train_cls_loss=tr["cls"], **val)))
+        print(f"  epoch {global_epoch}: train loss {tr['loss']:.3f}  val loss {val['val_loss']:.3f}  "
+              f"val mAP50 {val_map:.3f}  mAP50-95 {val['val_map50_95']:.3f}  P {val['val_precision']:.3f}  "
+              f"R {val['val_recall']:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
         if val_map > best["val_map50"]:
             best = {"epoch": global_epoch, "val_map50": val_map}
             best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
@@ -443,7 +436,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
             break
 
     if info.main:
-        write_tsv(tsv_path, history)
+        write_history(tsv_path, history)
     ddp.barrier(info)  # every rank reads the final checkpoint rank 0 wrote
     last = run_dir / resume.LAST
     if last.exists():

@@ -18,6 +18,7 @@ Verdicts, checked in this order (the first that fires wins; the others that fire
   few epochs to judge.
 - underfitting: val has stopped improving but best val mAP50 < `low_map`, or train loss fell by
   less than `min_loss_drop` of its first value.
+- still improving: none of the above, but the best val mAP50 epoch is among the last `patience`.
 - good fit: none of the above.
 """
 from __future__ import annotations
@@ -30,12 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detpipe.artifacts.history import COLUMNS, read_history
 from detpipe.params import OverfitParams, Params
 # Below this many objects in a split, differences in mix are mostly noise: the split stage's rule.
 from detpipe.reports.split_check import MIN_OBJECTS_TO_COMPARE
 
-VERDICTS = ("overfitting", "data mismatch", "not converged", "underfitting", "good fit")
-COLUMNS = ("epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds")
+VERDICTS = ("overfitting", "data mismatch", "not converged", "underfitting", "still improving", "good fit")
 
 
 @dataclass
@@ -104,22 +105,12 @@ def _clean(obj: Any) -> Any:
 # --------------------------------------------------------------------------- history
 
 def load_history(*paths: str | Path) -> pd.DataFrame:
-    """Concatenate the phase TSVs (missing or empty files skipped), sorted by global epoch."""
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if path.is_file() and path.stat().st_size > 0:
-            frame = pd.read_csv(path, sep="\t")
-            if len(frame):
-                frames.append(frame)
+    """Concatenate the phase TSVs (`artifacts.history`; files not there yet skipped), sorted by global epoch."""
+    frames = [read_history(p) for p in paths if Path(p).is_file()]
+    frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=str if c == "phase" else float) for c in COLUMNS})
     history = pd.concat(frames, ignore_index=True)
-    for col in COLUMNS:
-        if col not in history:
-            history[col] = "unknown" if col == "phase" else np.nan
-    numeric = [c for c in history.columns if c != "phase"]
-    history[numeric] = history[numeric].apply(pd.to_numeric, errors="coerce")
     return history.sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
@@ -515,15 +506,22 @@ def judge(history: pd.DataFrame, params: Params, split_report: dict | None = Non
     gap = gap_figures(history, p.patience)
     if first is None:
         g = gap["final_relative"]
-        reason = (f"val loss has levelled off near its minimum, the gap "
-                  f"({'n/a' if g is None else f'{g:.0%}'}) stays under {p.gap_ratio:.0%}"
-                  + (f" and best val mAP50 is {best_map:.3f}" if best_map is not None else ""))
-        findings.append(Finding("good fit", True, reason, {"gap_relative": g, "best_val_map50": best_map}))
+        gap_text = f"the gap ({'n/a' if g is None else f'{g:.0%}'}) stays under {p.gap_ratio:.0%}"
+        # Levelled off by the trend tests, yet the best epoch is one of the last: it has not peaked.
+        if best is not None and best in set(history["epoch"].tail(p.patience).astype(int)):
+            score = "" if best_map is None else f", val mAP50 {best_map:.3f}"
+            reason = f"more epochs would help: the best epoch ({best}{score}) is among the last {p.patience}, and {gap_text}"
+            findings.append(Finding("still improving", True, reason, {"best_epoch": best, "gap_relative": g,
+                                                                      "best_val_map50": best_map}))
+        else:
+            reason = (f"val loss has levelled off near its minimum, {gap_text}"
+                      + (f" and best val mAP50 is {best_map:.3f}" if best_map is not None else ""))
+            findings.append(Finding("good fit", True, reason, {"gap_relative": g, "best_val_map50": best_map}))
         first = findings[-1]
     n_train = stats.get("train", {}).get("images")
     return Verdict(
         verdict=first.name, reason=first.reason, best_epoch=best, best_val_map50=best_map,
-        gap=gap, findings=findings, advice=advise(first.name, history, params, n_train, best),
+        gap=gap, findings=findings, advice=advise("not converged" if first.name == "still improving" else first.name, history, params, n_train, best),
         epochs=len(history), phase_boundary=phase_boundary(history), final=final_figures(history),
     )
 
