@@ -23,7 +23,8 @@ from detpipe.data.dataset import Augment, DetectionDataset, make_loader
 from detpipe.train.engine import build_optimizer
 from detpipe.train.loss import detection_loss
 from detpipe.params import load_params
-from detpipe.train.phase import model_config
+from detpipe.model.device import channels_last
+from detpipe.model.load import model_config
 from detpipe.model.detector import build_model, describe, model_summary
 
 
@@ -41,7 +42,7 @@ def make_step(model, train, lr: float):
     """One training step as engine.train_one_epoch does it (autocast, memory layout, optimizer)."""
     device = torch.device("cpu")
     dtype = accel.amp_dtype(train, device)
-    fmt = torch.channels_last if accel.channels_last(device, model) else torch.preserve_format
+    fmt = torch.channels_last if channels_last(device, model) else torch.preserve_format
     model.to(memory_format=fmt)
     opt = build_optimizer(model, train.optimizer, lr, train.momentum, train.weight_decay)
 
@@ -95,7 +96,7 @@ def main() -> None:
     model = build_model(model_config(params))
     dtype = accel.amp_dtype(params.train, torch.device("cpu"))
     print(f"CPU step: autocast {dtype or 'off (float32)'}, channels_last "
-          f"{accel.channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
+          f"{channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
     print("model", describe(model.config, model_summary(model, size)))
     if ds.cache is not None:  # training decodes each image once, then reuses it: time the steady state
         for i in range(len(ds)):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.data.annotations import read_lines  # noqa: E402
-from detpipe.train.engine import select_device  # noqa: E402
+from detpipe.model.device import select_device  # noqa: E402
 from detpipe.data.images import load_rgb  # noqa: E402
 from detpipe.infer.predictor import Predictor  # noqa: E402
 from detpipe.artifacts.image_manifest import ManifestError, check_images, read_manifest  # noqa: E402
@@ -27,7 +27,7 @@ from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.reports.prediction_grid import draw_detections, draw_prediction_grid  # noqa: E402
 from detpipe.infer.decode import above, sample_indices, write_detections_csv  # noqa: E402
 from detpipe.safe_names import safe_name  # noqa: E402
-from detpipe.train.phase import load_detector  # noqa: E402
+from detpipe.model.load import load_detector  # noqa: E402
 
 PARAMS = ("data.classes", "predict", "map.confidence", "map.min_overlap", "train.device", "train.num_workers")
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..model.load import load_detector
 from .predictor import ONNX_HINT, Predictor, compare
 
 OPSET = 17
@@ -49,7 +50,6 @@ def export_onnx(weights: str | Path, out: str | Path, imgsz: int | None = None, 
                 opset: int = OPSET) -> Path:
     """Write the ONNX model; `dynamic` leaves batch size and image size free, else [1, 3, S, S]."""
     onnx, _ = require_onnx()
-    from ..train.phase import load_detector
     model, state = load_detector(weights, "cpu")
     size = int(imgsz or state["imgsz"])
     example = torch.full((1, 3, size, size), 114.0)

@@ -18,14 +18,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
-from ..train.accel import channels_last
 from torchvision.ops import box_iou
 
 from ..boxes import Letterbox, letterbox_params
 from ..data.dataset import PAD_VALUE, batch_loader, letterbox_image
-from ..train.engine import detections_per_image, select_device
+from .decode import detections_per_image
 from ..data.images import load_rgb
 from ..model.detector import fuse_conv_bn
+from ..model.device import channels_last, select_device
+from ..model.load import load_detector
 
 ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
              "pip install onnx onnxruntime (CUDA: onnxruntime-gpu)")
@@ -144,7 +145,6 @@ class Predictor:
             self.backend = OnnxBackend(weights, self.device)
             self.class_names, trained = self.backend.class_names, self.backend.imgsz
         else:
-            from ..train.phase import load_detector
             model, state = load_detector(weights, self.device)
             self.backend = TorchBackend(model, self.device, dtype)
             self.class_names, trained = list(state["class_names"]), int(state["imgsz"])

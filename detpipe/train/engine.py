@@ -14,23 +14,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data.annotations import Record
-from ..boxes import Letterbox, clip_boxes, from_letterbox, letterbox_params, multiclass_nms
+from ..boxes import letterbox_params
 from ..data.dataset import DetectionDataset, make_loader
+from ..infer.decode import detections_per_image
 from .loss import LossWeights, detection_loss
 
 # Accumulated per step on the device, read once per epoch: [loss, box, cls] x images and the
 # images of steps with a finite loss, then the count of steps whose loss was not finite.
 STAT_FIELDS = ("loss", "box", "cls", "counted", "nonfinite")
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present (honouring CUDA_VISIBLE_DEVICES), else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name!r} asked for CUDA but none is available; use auto or cpu")
-    return device
 
 
 class ModelEMA:
@@ -186,25 +177,6 @@ def check_epoch_stats(tr: dict, desc: str, lr: float, scaled: bool, steps: int) 
                                  f"lower lr (now {lr:.3g}) or check the data")
     print(f"{desc}: float16 GradScaler skipped {bad} of {steps} steps with a non-finite loss "
           "(it lowers the loss scale after each)", flush=True)
-
-
-def decode(out: dict[str, Tensor], conf: float, iou: float, max_det: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Per image of a batch: (boxes Tensor[K, 4] in input pixels, scores Tensor[K], labels Tensor[K])."""
-    scores = out["cls"].float().sigmoid()
-    return [multiclass_nms(b, s, conf, iou, max_det) for b, s in zip(out["boxes"].float(), scores)]
-
-
-def detections_per_image(out: dict[str, Tensor], letterboxes: list[Letterbox], conf: float, iou: float,
-                         max_det: int) -> list[dict[str, np.ndarray]]:
-    """Per-class NMS, then boxes back to each image's own pixels (clipped to the image).
-
-    One dict of boxes [K, 4] (float64), scores [K] and labels [K] per letterbox, in batch order.
-    """
-    dets = []
-    for (boxes, scores, labels), lb in zip(decode(out, conf, iou, max_det), letterboxes):
-        boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), lb.width, lb.height)
-        dets.append({"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(), "labels": labels.cpu().numpy()})
-    return dets
 
 
 @torch.no_grad()

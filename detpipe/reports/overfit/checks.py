@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detpipe.catalog import SCALES, pan_width
 from detpipe.params import OverfitParams, Params
 # Below this many objects in a split, differences in mix are mostly noise: the split stage's rule.
 from detpipe.reports.split_check import MIN_OBJECTS_TO_COMPARE
@@ -569,12 +570,11 @@ def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None) -> 
 
 def _resize_model(m, smaller: bool) -> str:
     """The next model size down or up: model.scale along n/s/m/l, then the neck width."""
-    from ...model.detector import SCALES, ModelConfig
     sizes = list(SCALES)
     i = sizes.index(m.scale) + (-1 if smaller else 1)
     if 0 <= i < len(sizes):
         return f"`model.scale: {sizes[i]}` (now {m.scale})"
-    neck = ModelConfig(1, m.backbone, m.neck_channels, m.scale).neck_width
+    neck = pan_width(m.scale, m.neck_channels)
     new = max(16, neck // 2) if smaller else neck * 2
     return f"`model.neck_channels: {new}` (now {neck}) or a {'smaller' if smaller else 'larger'} `model.backbone` (now {m.backbone})"
 
