@@ -4,7 +4,8 @@
 
 For each checkout: a tiny repo of its files (the same generated dataset and the same tiny params
 for both, as scripts/rerun_matrix.py builds), `dvc repro`, then the sha256 of every tensor of
-models/best.pt and the values of reports/map/metrics.json. Prints both and exits 1 when they differ.
+models/best.pt, the values of reports/map/metrics.json and the sha256 of the detections CSV.
+Prints both and exits 1 when they differ.
 A refactoring that claims "no behaviour change" runs this against the commit it started from.
 """
 from __future__ import annotations
@@ -34,7 +35,9 @@ def run_checkout(checkout: Path, dest: Path) -> dict:
                for part in ("model", "ema") if state.get(part) for k, v in state[part].items()}
     digest = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
     metrics = json.loads((repo / "reports/map/metrics.json").read_text(encoding="utf-8"))
-    return {"tensors": tensors, "weights_digest": digest, "metrics": metrics}
+    # Every box of the test split, so equal metrics are not only equal zeros of an untrained model.
+    detections = hashlib.sha256((repo / "data/detections/test.csv").read_bytes()).hexdigest()
+    return {"tensors": tensors, "weights_digest": digest, "metrics": metrics, "detections": detections}
 
 
 def main() -> int:
@@ -47,12 +50,14 @@ def main() -> int:
     results = [run_checkout(c.resolve(), work / name) for c, name in ((args.a, "a"), (args.b, "b"))]
     for checkout, r in zip((args.a, args.b), results):
         print(f"{checkout}: {len(r['tensors'])} tensors, weights sha256 {r['weights_digest']}, "
-              f"metrics.json {json.dumps(r['metrics'], sort_keys=True)}")
+              f"detections CSV sha256 {r['detections']}, metrics.json {json.dumps(r['metrics'], sort_keys=True)}")
     differ = [k for k in sorted(set(results[0]["tensors"]) | set(results[1]["tensors"]))
               if results[0]["tensors"].get(k) != results[1]["tensors"].get(k)]
     same_metrics = results[0]["metrics"] == results[1]["metrics"]
-    print(f"tensors that differ: {len(differ)} {differ[:5]}; metrics.json values equal: {same_metrics}")
-    return 0 if not differ and same_metrics else 1
+    same_boxes = results[0]["detections"] == results[1]["detections"]
+    print(f"tensors that differ: {len(differ)} {differ[:5]}; metrics.json values equal: {same_metrics}; "
+          f"detections CSV equal: {same_boxes}")
+    return 0 if not differ and same_metrics and same_boxes else 1
 
 
 if __name__ == "__main__":

@@ -2,16 +2,10 @@
 the ones a report or a file shows."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 from torch import Tensor
 
 from ..boxes import Letterbox, clip_boxes, from_letterbox, multiclass_nms
-from ..data.annotations import Record
-
-CSV_COLUMNS = ["image", "class", "score", "x1", "y1", "x2", "y2"]
 
 
 def decode(out: dict[str, Tensor], conf: float, iou: float, max_det: int) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -31,22 +25,6 @@ def detections_per_image(out: dict[str, Tensor], letterboxes: list[Letterbox], c
         boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), lb.width, lb.height)
         dets.append({"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(), "labels": labels.cpu().numpy()})
     return dets
-
-
-def write_detections_csv(path: str | Path, records: list[Record], dets: list[dict],
-                         class_names: list[str]) -> int:
-    """One row per box (image path as in the split file); returns the number of rows."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    rows = 0
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(CSV_COLUMNS)
-        for record, det in zip(records, dets):
-            for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
-                writer.writerow([record.path, class_names[int(label)], f"{score:.6f}",
-                                 *(f"{v:.2f}" for v in box)])
-                rows += 1
-    return rows
 
 
 def sample_indices(n: int, k: int) -> list[int]:

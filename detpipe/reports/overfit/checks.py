@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detpipe.artifacts.overfit_verdict import OverfitVerdict
+from detpipe.artifacts.split_report import SplitReport
 from detpipe.catalog import SCALES, pan_width
 from detpipe.params import OverfitParams, Params
 # Below this many objects in a split, differences in mix are mostly noise: the split stage's rule.
 from detpipe.reports.split_check import MIN_OBJECTS_TO_COMPARE
 
-VERDICTS = ("overfitting", "data mismatch", "not converged", "underfitting", "good fit")
 COLUMNS = ("epoch", "phase", "train_loss", "val_loss", "val_map50", "lr", "seconds")
 
 
@@ -84,6 +85,10 @@ class Verdict:
                        for f in self.findings],
             "advice": self.advice,
         })
+
+    def artifact(self, seconds: float) -> OverfitVerdict:
+        """reports/overfitting.json's content, with the stage's wall time."""
+        return OverfitVerdict.model_validate({**self.to_json(), "seconds": round(seconds, 3)})
 
 
 def _clean(obj: Any) -> Any:
@@ -195,86 +200,16 @@ def gap_figures(history: pd.DataFrame, k: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- split report
 
-def _first(d: dict, *keys: str) -> Any:
-    for key in keys:
-        if isinstance(d, dict) and key in d and d[key] is not None:
-            return d[key]
-    return None
-
-
-def _median_of(value: Any) -> float | None:
-    """A distribution summary's median: a number, {"median"/"p50": x}, or a list of samples."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, dict):
-        m = _first(value, "median", "p50", "50%", "q50")
-        return float(m) if isinstance(m, (int, float)) else None
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-        return float(np.median(value))
-    return None
-
-
-def _counts(value: Any) -> dict[str, int | float] | None:
-    if not isinstance(value, dict):
-        return None
-    out = {str(k): (int(v) if float(v).is_integer() else float(v)) for k, v in value.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return out or None
-
-
-def split_stats(report: dict | None) -> dict[str, dict[str, Any]]:
-    """Per-split figures from reports/data/split.json, read defensively.
-
-    Returns {split: {"images", "objects", "class_counts", "size_counts", "box_size"}} for the
-    splits found; figures the report lacks are None. size_counts are box counts per size bucket
-    (the split stage writes COCO small/medium/large); box_size a median size if a report has one.
-    """
-    if not isinstance(report, dict):
-        return {}
-    splits = _first(report, "splits", "per_split") or report
-    out: dict[str, dict[str, Any]] = {}
-    for name in ("train", "val", "test"):
-        s = splits.get(name) if isinstance(splits, dict) else None
-        if not isinstance(s, dict):
-            continue
-        counts = _counts(_first(s, "class_objects", "class_counts", "objects_per_class", "per_class", "classes"))
-        images = _first(s, "images", "n_images", "num_images", "image_count")
-        objects = _first(s, "objects", "n_objects", "num_objects", "object_count")
-        if objects is None and counts:
-            objects = sum(counts.values())
-        sizes = _first(s, "box_sizes", "size_counts", "box_size", "box_area", "box_areas")
-        out[name] = {
-            "images": int(images) if isinstance(images, (int, float)) else None,
-            "objects": int(objects) if isinstance(objects, (int, float)) else None,
-            "class_counts": counts,
-            "size_counts": _counts(sizes) if _median_of(sizes) is None else None,
-            "box_size": _median_of(sizes),
-        }
-    return out
-
-
-def split_shift(stats: dict[str, dict[str, Any]], a: str = "train", b: str = "val") -> dict[str, Any]:
-    """How split b differs from split a: class-mix and size-mix total-variation distances
-    (0 = identical, 1 = disjoint), median box size and objects-per-image ratios."""
-    sa, sb = stats.get(a) or {}, stats.get(b) or {}
-    shift: dict[str, Any] = {"class_tv_distance": _tv(sa.get("class_counts"), sb.get("class_counts")),
-                             "size_tv_distance": _tv(sa.get("size_counts"), sb.get("size_counts")),
-                             "box_size_ratio": None, "objects_per_image_ratio": None,
-                             "val_objects": sb.get("objects"), "train_objects": sa.get("objects")}
-    if sa.get("box_size") and sb.get("box_size"):
-        shift["box_size_ratio"] = sb["box_size"] / sa["box_size"]
-    if sa.get("images") and sb.get("images") and sa.get("objects") and sb.get("objects") is not None:
-        shift["objects_per_image_ratio"] = (sb["objects"] / sb["images"]) / (sa["objects"] / sa["images"])
-    return shift
-
-
-def _tv(ca: dict[str, float] | None, cb: dict[str, float] | None) -> float | None:
-    if not ca or not cb or sum(ca.values()) <= 0 or sum(cb.values()) <= 0:
-        return None
-    names = sorted(set(ca) | set(cb))
-    pa = np.array([ca.get(n, 0.0) for n in names]) / sum(ca.values())
-    pb = np.array([cb.get(n, 0.0) for n in names]) / sum(cb.values())
-    return float(0.5 * np.abs(pa - pb).sum())
+def split_shift(report: SplitReport | None, a: str = "train", b: str = "val") -> dict[str, Any]:
+    """How split b differs from split a: the split stage's own class-mix and size-mix distances
+    (total variation: 0 = identical, 1 = disjoint) and the objects-per-image ratio."""
+    if report is None:
+        return {"class_tv_distance": None, "size_tv_distance": None, "objects_per_image_ratio": None,
+                "val_objects": None, "train_objects": None}
+    sa, sb, cmp = report.splits[a], report.splits[b], report.comparison[b]
+    ratio = (sb.objects / sb.images) / (sa.objects / sa.images) if sa.images and sb.images and sa.objects else None
+    return {"class_tv_distance": cmp.class_shift, "size_tv_distance": cmp.size_shift,
+            "objects_per_image_ratio": ratio, "val_objects": sb.objects, "train_objects": sa.objects}
 
 
 # --------------------------------------------------------------------------- checks
@@ -343,10 +278,9 @@ def check_mismatch(history: pd.DataFrame, shift: dict[str, Any], p: OverfitParam
         tv = shift.get(key)
         if enough and tv is not None and tv > max_shift:
             reasons.append(f"val's {what} differs from train's (total-variation distance {tv:.2f} > {max_shift:g})")
-    for key, what in (("box_size_ratio", "median box size"), ("objects_per_image_ratio", "objects per image")):
-        v = shift.get(key)
-        if enough and v is not None and v > 0 and max(v, 1 / v) >= r:
-            reasons.append(f"val's {what} is {v:.2f}x train's")
+    v = shift.get("objects_per_image_ratio")
+    if enough and v is not None and v > 0 and max(v, 1 / v) >= r:
+        reasons.append(f"val's objects per image is {v:.2f}x train's")
     if not reasons:
         return Finding("data mismatch", False, "val and train look alike in losses and split distributions", ev)
     return Finding("data mismatch", True, "; ".join(reasons), ev)
@@ -500,11 +434,10 @@ def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | N
 
 # --------------------------------------------------------------------------- verdict
 
-def judge(history: pd.DataFrame, params: Params, split_report: dict | None = None) -> Verdict:
+def judge(history: pd.DataFrame, params: Params, split_report: SplitReport | None = None) -> Verdict:
     """The verdict, its evidence and advice. Pure: no files read or written."""
     p = params.overfit
-    stats = split_stats(split_report)
-    shift = split_shift(stats)
+    shift = split_shift(split_report)
     best, best_map = best_epoch(history)
     findings = [
         check_overfitting(history, p),
@@ -521,7 +454,7 @@ def judge(history: pd.DataFrame, params: Params, split_report: dict | None = Non
                   + (f" and best val mAP50 is {best_map:.3f}" if best_map is not None else ""))
         findings.append(Finding("good fit", True, reason, {"gap_relative": g, "best_val_map50": best_map}))
         first = findings[-1]
-    n_train = stats.get("train", {}).get("images")
+    n_train = split_report.splits["train"].images if split_report else None
     return Verdict(
         verdict=first.name, reason=first.reason, best_epoch=best, best_val_map50=best_map,
         gap=gap, findings=findings, advice=advise(first.name, history, params, n_train, best),
