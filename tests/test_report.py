@@ -16,6 +16,7 @@ from detpipe.reports.prediction_grid import draw_detections, draw_prediction_gri
 from detpipe.artifacts.annotate_report import AnnotateReport
 from detpipe.artifacts.predict_summary import PredictSummary
 from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.metrics import voc_map
 from detpipe.pipeline.table import stage
 from detpipe.reports.index import Inputs, build_index, rel
 from detpipe.reports.split_check import compare_splits
@@ -206,6 +207,25 @@ def test_match_tp_fp_miss():
     assert not tp.any() and len(found) == 0
     tp, found = match(gb, gl, np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
     assert len(tp) == 0 and not found.any()
+
+
+def test_grid_matching_counts_what_the_voc_map_counts():
+    # The grid's hits are the metric's true positives, image by image (one matching for both).
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n, k = int(rng.integers(0, 6)), int(rng.integers(0, 8))
+        gt = {"boxes": _boxes(rng, n), "labels": rng.integers(0, 3, n), "difficult": np.zeros(n, bool)}
+        det = {"boxes": _boxes(rng, k), "labels": rng.integers(0, 3, k), "scores": rng.random(k)}
+        tp, found = match(gt["boxes"], gt["labels"], det["boxes"], det["labels"], det["scores"], 0.5)
+        voc = voc_map([gt], [det], 3, 0.5)
+        assert tp.sum() == found.sum() == sum(int(t.sum()) for t in voc.tp)
+        for c in range(3):
+            assert tp[det["labels"] == c].sum() == voc.tp[c].sum()
+
+
+def _boxes(rng, n: int) -> np.ndarray:
+    xy = rng.random((n, 2)) * 40
+    return np.c_[xy, xy + 5 + rng.random((n, 2)) * 20]
 
 
 def test_prediction_grid_png_with_20_classes(tmp_path: Path):

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts.detections import NUMBERS, read_detections
-from ..data.annotations import Record
 from .flat import EvalData
 from .validate import InputError, check_numbers
 
-__all__ = ["InputError", "records_to_gts", "read_detections_csv", "read_coco_json", "coco_to_flat",
+__all__ = ["InputError", "read_detections_csv", "read_coco_json", "coco_to_flat",
            "to_coco_json"]
 
 
@@ -25,11 +24,6 @@ def _float(token: str, where: str, what: str) -> float:
         return float(token)
     except (TypeError, ValueError):
         raise InputError(f"{where}: {what} {token!r} is not a number") from None
-
-
-def records_to_gts(records: list[Record]) -> list[dict]:
-    """Annotation-line records (detpipe's split files) to the per-image ground-truth format."""
-    return [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in records]
 
 
 def read_detections_csv(path: str | Path, image_paths: list[str], class_names: list[str]) -> list[dict]:

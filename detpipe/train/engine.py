@@ -117,6 +117,23 @@ def progress(iterable: Iterable, **kwargs) -> tqdm:
     return tqdm(iterable, dynamic_ncols=True, mininterval=1.0, **kwargs)
 
 
+def train_step(model: nn.Module, images: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer, scaler,
+               grad_clip: float, weights: LossWeights, autocast_dtype: torch.dtype | None) -> dict[str, Tensor]:
+    """One optimisation step on a batch already on the device (images [B, 3, S, S], targets
+    [B, G, 5]): forward under autocast (off when autocast_dtype is None), loss in float32, backward
+    through the scaler, gradients clipped to `grad_clip`. Returns the loss parts, on the device."""
+    with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float16, enabled=autocast_dtype is not None):
+        out = model(images)
+    loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return parts
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     scheduler, ema: ModelEMA, device: torch.device, scaler, grad_clip: float,
                     desc: str, weights: LossWeights = LossWeights(), amp_dtype: torch.dtype | None = None,
@@ -144,15 +161,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         # the copy would go through an unpinned host buffer, which makes the copy synchronous.
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            out = model(images)
-        loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets, weights)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        parts = train_step(model, images, targets, optimizer, scaler, grad_clip, weights, dtype if autocast else None)
         scheduler.step()
         ema.update(ema_source if ema_source is not None else model)
         b = images.shape[0]
@@ -219,11 +228,6 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int
     """
     sums, dets = evaluate_batches(model, loader, device, size, conf, iou, max_det, with_loss, desc, weights)
     return mean_losses(sums), [dets[i] for i in sorted(dets)]
-
-
-def ground_truth(records: list[Record]) -> list[dict[str, np.ndarray]]:
-    """Records as the metric functions' ground-truth dicts."""
-    return [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in records]
 
 
 def eval_loader(records: list[Record], size: int, batch_size: int, num_workers: int):

@@ -19,10 +19,10 @@ from ..model import checkpoint as ckpt
 from . import distributed as ddp
 from . import resume
 from . import runlock
-from ..data.annotations import Record
+from ..data.annotations import Record, ground_truths
 from ..data.dataset import Augment, DetectionDataset
-from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
-                     lr_lambda, mean_losses, train_one_epoch)
+from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, lr_lambda, mean_losses,
+                     train_one_epoch)
 from ..metrics import voc_map
 from .loss import LossWeights
 from ..model.detector import build_model, describe, model_summary
@@ -348,7 +348,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
     val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz), phase.batch_size,
                                 t.num_workers, info, device)
-    gts = ground_truth(val_records)
+    gts = ground_truths(val_records)
     weights = LossWeights.from_train_params(t)
     # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
     patience = t.patience if val_records else 0
