@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.artifacts.base import ArtifactError  # noqa: E402
 from detpipe.artifacts.split_report import SplitReport  # noqa: E402
-from detpipe.reports.overfit.checks import judge, load_history, render_markdown  # noqa: E402
+from detpipe.reports.overfit.history import load_history  # noqa: E402
+from detpipe.reports.overfit.render import render_markdown  # noqa: E402
+from detpipe.reports.overfit.verdict import judge  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.reports.plots_train import plot_training_curves  # noqa: E402
 

@@ -10,7 +10,9 @@ import pytest
 
 from detpipe.artifacts.overfit_verdict import VERDICTS, OverfitVerdict
 from detpipe.artifacts.split_report import SplitReport, SplitStats
-from detpipe.reports.overfit.checks import judge, load_history, split_shift
+from detpipe.reports.overfit.checks import split_shift
+from detpipe.reports.overfit.history import load_history
+from detpipe.reports.overfit.verdict import judge
 from detpipe.reports.split_check import compare_splits
 from detpipe.params import Params, TrainParams
 from detpipe.reports.plots_train import plot_training_curves
