@@ -4,6 +4,7 @@ training module, and each stage's code deps hold only the layers it needs (an ed
 must not rerun annotate)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,11 @@ def test_report_and_data_stages_import_no_torch(name):
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))[:3])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_readme_names_files_and_layers_that_exist():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\b((?:detpipe|stages|scripts|bench|tests)/[\w/]+\.py)\b", text))
+    assert named and sorted(p for p in named if not (REPO / p).is_file()) == []
+    layout = text[text.index("## Layout"):text.index("## Development")]
+    assert {n for n in LAYERS if n and n != "__main__"} <= set(re.findall(r"^  (\w+)/ ", layout, re.M))
