@@ -113,9 +113,11 @@ def test_report_and_data_stages_import_no_torch(name):
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_readme_names_files_and_layers_that_exist():
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    named = set(re.findall(r"\b((?:detpipe|stages|scripts|bench|tests)/[\w/]+\.py)\b", text))
+def test_the_docs_name_files_and_layers_that_exist():
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    named = {p for d in docs for p in re.findall(r"\b((?:detpipe|stages|scripts|bench|tests)/[\w/]+\.py)\b",
+                                                 d.read_text(encoding="utf-8"))}
     assert named and sorted(p for p in named if not (REPO / p).is_file()) == []
+    text = docs[0].read_text(encoding="utf-8")
     layout = text[text.index("## Layout"):text.index("## Development")]
     assert {n for n in LAYERS if n and n != "__main__"} <= set(re.findall(r"^  (\w+)/ ", layout, re.M))

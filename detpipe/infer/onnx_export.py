@@ -3,7 +3,7 @@
 The graph holds the network only, not NMS: input "images" float32 [B, 3, S, S] of 0-255 RGB
 values (letterboxed with grey 114, as `Predictor.preprocess` does), outputs "cls" (class
 logits [B, A, C]) and "boxes" (xyxy in input pixels [B, A, 4]). Decoding and per-class NMS run in
-Python (`detpipe.inference`), the same code as for the PyTorch model, so both give the same boxes
+Python (`detpipe.infer.predictor`), the same code as for the PyTorch model, so both give the same boxes
 and the graph needs no NMS operator that runtimes implement differently. Class names and the
 input size travel in the model's metadata. onnx and onnxruntime are optional extras.
 """

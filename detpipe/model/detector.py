@@ -66,7 +66,7 @@ class ModelConfig:
 
 def _stages(name: str, scale: str = "n") -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     """Split the backbone into stem and the stages ending at strides 8, 16, 32 (random weights:
-    build_model loads pretrained ones after construction, through detpipe.pretrained)."""
+    build_model loads pretrained ones after construction, through detpipe.model.pretrained)."""
     if name == "cspdarknet":
         return cspdarknet(*SCALES[scale])
     if name == "yolov8":

@@ -348,7 +348,7 @@ def section_predictions(inp: Inputs, out_dir: Path) -> list[str]:
 
 def stage_times(inp: Inputs) -> list[tuple[str, Any, Path]]:
     """(stage, seconds or None, where the figure comes from) in pipeline order."""
-    def seconds(contract: type[Artifact], path: Path) -> float | None:
+    def seconds(contract: type[PredictSummary] | type[OverfitVerdict], path: Path) -> float | None:
         d = load(contract, path)
         return d.seconds if d else None
 
