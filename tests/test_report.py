@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import fields
 import json
 import re
 from pathlib import Path
@@ -118,7 +119,7 @@ def argv(i: Inputs, out: Path) -> list[str]:
 
 def test_the_stage_takes_exactly_the_tables_inputs():
     flags = [flag for flag, _ in stage("report").args if flag != "--out"]
-    assert flags == ["--" + k.replace("_", "-") for k in report_stage.INPUTS]
+    assert flags == ["--" + f.name.replace("_", "-") for f in fields(Inputs)]
 
 
 def links(md: str) -> list[str]:

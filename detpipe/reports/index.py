@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -23,25 +23,29 @@ from detpipe.artifacts.predict_summary import PredictSummary
 from detpipe.artifacts.split_report import SplitReport
 
 
+def _input(what: str) -> Any:
+    return field(metadata={"help": what})
+
+
 @dataclass(frozen=True)
 class Inputs:
     """Where each input lives: every path from the report stage's command line (the stage table)."""
 
-    annotate: Path
-    split: Path
-    split_png: Path
-    frozen: Path
-    unfrozen: Path
-    overfit_json: Path
-    overfit_md: Path
-    overfit_png: Path
-    metrics: Path
-    map_info: Path
-    pr_dir: Path
-    prf_png: Path
-    confusion: Path
-    predictions: Path
-    predict_summary: Path
+    annotate: Path = _input("annotate stage's JSON")
+    split: Path = _input("split stage's JSON")
+    split_png: Path = _input("split distributions PNG")
+    frozen: Path = _input("frozen-phase history TSV")
+    unfrozen: Path = _input("unfrozen-phase history TSV")
+    overfit_json: Path = _input("overfit stage's JSON")
+    overfit_md: Path = _input("overfit stage's Markdown")
+    overfit_png: Path = _input("training curves PNG")
+    metrics: Path = _input("map stage's metrics.json")
+    map_info: Path = _input("map stage's info.json (its seconds)")
+    pr_dir: Path = _input("folder of PR-curve PNGs")
+    prf_png: Path = _input("precision/recall/F1 against confidence PNG")
+    confusion: Path = _input("confusion matrix PNG")
+    predictions: Path = _input("folder of sample prediction images")
+    predict_summary: Path = _input("predict stage's JSON (its seconds)")
 
 
 A = TypeVar("A", bound=Artifact)
