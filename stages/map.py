@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detpipe.artifacts.base import ArtifactError  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.data.annotations import ground_truths, read_lines  # noqa: E402
 from detpipe.metrics.io import InputError, read_detections_csv  # noqa: E402
 from detpipe.reports.map_report import format_table, write_map_reports  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.artifacts.base import ArtifactError  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.artifacts.split_report import SplitReport  # noqa: E402
 from detpipe.reports.overfit.history import load_history  # noqa: E402
 from detpipe.reports.overfit.render import render_markdown  # noqa: E402

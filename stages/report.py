@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.artifacts.base import ArtifactError  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.reports.index import Inputs, write_index  # noqa: E402
 
 PARAMS = ()  # the page reads only the other stages' reports

@@ -24,7 +24,7 @@ from detpipe import atomic  # noqa: E402
 from detpipe.model import checkpoint as ckpt  # noqa: E402
 from detpipe.train import distributed as ddp  # noqa: E402
 from detpipe.train.runlock import RunBusyError  # noqa: E402
-from detpipe.artifacts.base import ArtifactError  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.artifacts.pretrained_record import PretrainedRecord  # noqa: E402
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.params import ParamsError, print_error  # noqa: E402

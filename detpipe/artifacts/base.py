@@ -9,12 +9,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import Self  # typing.Self from Python 3.11
 
 from .. import atomic
+from .error import ArtifactError
 
 Scalar = bool | int | float | str | None  # a figure of a report's evidence
-
-
-class ArtifactError(ValueError):
-    """An artifact file is missing, malformed or of another layout; one line naming the file and the fix."""
 
 
 class Part(BaseModel):

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import atomic
-from .base import ArtifactError
+from .error import ArtifactError
 
 COLUMNS = ("image", "class", "score", "x1", "y1", "x2", "y2")
 NUMBERS = COLUMNS[2:]
