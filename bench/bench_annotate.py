@@ -71,8 +71,8 @@ def time_check(root: Path, workers: int, verify: bool = True) -> tuple[float, in
     start = time.perf_counter()
     result = check_voc(data, base=root, workers=workers)
     seconds = time.perf_counter() - start
-    assert not result.errors and result.report["images"]["kept"] == result.report["images"]["in"]
-    return result.report["images"]["in"] / seconds, result.report["objects"]["kept"]
+    assert not result.errors and result.report.to_json()["images"]["kept"] == result.report.to_json()["images"]["in"]
+    return result.report.to_json()["images"]["in"] / seconds, result.report.to_json()["objects"]["kept"]
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from detpipe.cpus import usable_cpus  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images, time_parts  # noqa: E402
 from detpipe.model.detector import build_model, describe, model_summary  # noqa: E402
 from detpipe.params import load_params  # noqa: E402
-from detpipe.train.phase import model_config  # noqa: E402
+from detpipe.model.load import model_config  # noqa: E402
 
 SIZES = (320, 640)
 BATCHES = (1, 8)

@@ -20,10 +20,11 @@ from detpipe.cpus import usable_cpus
 from detpipe.train import accel
 from detpipe.data.annotations import read_lines
 from detpipe.data.dataset import Augment, DetectionDataset, make_loader
-from detpipe.train.engine import build_optimizer
-from detpipe.train.loss import detection_loss
+from detpipe.train.engine import build_optimizer, train_step
+from detpipe.train.loss import LossWeights
 from detpipe.params import load_params
-from detpipe.train.phase import model_config
+from detpipe.model.device import channels_last
+from detpipe.model.load import model_config
 from detpipe.model.detector import build_model, describe, model_summary
 
 
@@ -38,20 +39,17 @@ def loader_rate(ds: DetectionDataset, batch: int, workers: int, batches: int) ->
 
 
 def make_step(model, train, lr: float):
-    """One training step as engine.train_one_epoch does it (autocast, memory layout, optimizer)."""
+    """The training step itself (engine.train_step: autocast, loss, scaler, clipping, optimizer),
+    with the memory layout training uses."""
     device = torch.device("cpu")
     dtype = accel.amp_dtype(train, device)
-    fmt = torch.channels_last if accel.channels_last(device, model) else torch.preserve_format
+    fmt = torch.channels_last if channels_last(device, model) else torch.preserve_format
     model.to(memory_format=fmt)
     opt = build_optimizer(model, train.optimizer, lr, train.momentum, train.weight_decay)
+    scaler, weights = accel.grad_scaler(train, device), LossWeights.from_train_params(train)
 
     def step(images, targets) -> None:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            out = model(images.contiguous(memory_format=fmt))
-        loss, _ = detection_loss({k: v.float() for k, v in out.items()}, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, images.contiguous(memory_format=fmt), targets, opt, scaler, train.grad_clip, weights, dtype)
     return step
 
 
@@ -95,7 +93,7 @@ def main() -> None:
     model = build_model(model_config(params))
     dtype = accel.amp_dtype(params.train, torch.device("cpu"))
     print(f"CPU step: autocast {dtype or 'off (float32)'}, channels_last "
-          f"{accel.channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
+          f"{channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
     print("model", describe(model.config, model_summary(model, size)))
     if ds.cache is not None:  # training decodes each image once, then reuses it: time the steady state
         for i in range(len(ds)):

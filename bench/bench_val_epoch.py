@@ -28,7 +28,8 @@ from detpipe.metrics import voc_map  # noqa: E402
 from detpipe.metrics.epoch import val_scores  # noqa: E402
 from detpipe.model.detector import build_model  # noqa: E402
 from detpipe.params import load_params  # noqa: E402
-from detpipe.train.engine import eval_loader, evaluate_batches, ground_truth  # noqa: E402
+from detpipe.data.annotations import ground_truths  # noqa: E402
+from detpipe.train.engine import eval_loader, evaluate_batches  # noqa: E402
 from detpipe.train.phase import model_config  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main() -> int:
     torch.manual_seed(params.seed)
     model = build_model(model_config(params), "none").eval()
     loader = eval_loader(val, params.model.imgsz, params.train.unfreeze_batch_size, 0)
-    gts, n_cls = ground_truth(val), len(params.data.classes)
+    gts, n_cls = ground_truths(val), len(params.data.classes)
 
     def forward():
         _, dets = evaluate_batches(model, loader, torch.device("cpu"), params.model.imgsz, params.map.confidence,

@@ -54,7 +54,7 @@ from detpipe.data.annotations import Record, read_lines  # noqa: E402
 from detpipe.data.images import load_rgb  # noqa: E402
 from detpipe.infer.predictor import Predictor  # noqa: E402
 from detpipe.metrics import coco_eval, voc_map  # noqa: E402
-from detpipe.metrics.io import records_to_gts  # noqa: E402
+from detpipe.data.annotations import ground_truths  # noqa: E402
 from detpipe.params import Params, load_params, to_dict  # noqa: E402
 from detpipe.train.phase import export_weights, phase_of, train_phase  # noqa: E402
 
@@ -264,7 +264,7 @@ def evaluate_yolo(YOLO, weights: Path, params: Params, test: list[Record], image
 
 def score(test: list[Record], dets: list[dict], params: Params) -> dict:
     """detpipe's evaluator on the test split: VOC mAP50 (all-point) and COCO mAP50-95."""
-    gts = records_to_gts(test)
+    gts = ground_truths(test)
     n = len(params.data.classes)
     voc = voc_map(gts, dets, n, params.map.min_overlap, params.map.voc07)
     coco = coco_eval(gts, dets, n)

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self  # typing.Self from Python 3.11
 
+from .catalog import (COCO_DETECTORS, PUBLISHED_KINDS, TORCHVISION_FAMILIES, YOLO_FAMILIES, backbone_names,
+                      pretrained_choices)
+
 
 class ParamsError(ValueError):
     """A params.yaml value or key is wrong; the message (one line) says which and what is allowed."""
@@ -27,8 +30,8 @@ class ParamsError(ValueError):
 # The choices of the enumerated settings: each list lives here once (tests check the code that
 # consumes them accepts every entry). A new dataset reader adds its name to DataSource.
 DataSource = Literal["voc", "coco", "yolo"]            # dataset_check.CHECKERS
-Scale = Literal["n", "s", "m", "l"]                      # model.SCALES
-Neck = Literal["pan", "yolov8", "yolo11"]                # model.NECKS
+Scale = Literal["n", "s", "m", "l"]                      # catalog.SCALES
+Neck = Literal["pan", "yolov8", "yolo11"]                # catalog.NECKS
 Optimizer = Literal["adamw", "sgd"]                      # engine.build_optimizer
 LrSchedule = Literal["cosine", "linear", "step", "constant"]  # engine.lr_lambda
 AmpDtype = Literal["float16", "bfloat16"]                # accel.AMP_DTYPES
@@ -123,7 +126,6 @@ class ModelParams(Section):
     @field_validator("backbone")
     @classmethod
     def _buildable(cls, name: str) -> str:
-        from .model.detector import TORCHVISION_FAMILIES, backbone_names  # torch: paid only when a file is validated
         names = backbone_names()
         if name not in names:
             near = difflib.get_close_matches(name, names, n=3)
@@ -133,8 +135,6 @@ class ModelParams(Section):
 
     @model_validator(mode="after")
     def _pretrained_fits(self) -> "ModelParams":
-        from .model.detector import YOLO_FAMILIES
-        from .model.pretrained import COCO_DETECTORS, PUBLISHED_KINDS, pretrained_choices
         p, choices = self.pretrained, pretrained_choices(self.backbone)
         if p in PUBLISHED_KINDS and p not in choices:
             label, example = {"imagenet": ("ImageNet", "resnet18"), "coco": ("COCO", " or ".join(COCO_DETECTORS))}[p]

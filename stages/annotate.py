@@ -7,7 +7,6 @@ names the files and the fix.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,12 +31,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", required=True, help="JSON report to write")
     parser.add_argument("--workers", type=int, default=None, help="override data.workers")
     return parser.parse_args(argv)
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def check_watched(data) -> None:
@@ -66,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     # unchanged result reruns nothing downstream (the time is printed instead).
     report = result.report
     # The report is written even on failure: it lists every problem, not just the first ten.
-    write_json(args.report, report)
+    report.write(args.report)
     if result.errors:
         print(f"annotate: {format_errors(result.errors)}\nannotate: nothing written to {args.out}; "
               f"full list in {args.report}", file=sys.stderr, flush=True)

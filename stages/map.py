@@ -11,8 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detpipe.data.annotations import read_lines  # noqa: E402
-from detpipe.metrics.io import InputError, read_detections_csv, records_to_gts  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
+from detpipe.data.annotations import ground_truths, read_lines  # noqa: E402
+from detpipe.metrics.io import InputError, read_detections_csv  # noqa: E402
 from detpipe.reports.map_report import format_table, write_map_reports  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 
@@ -36,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"data.classes has {len(classes)} classes")
     try:
         dets = read_detections_csv(args.detections, [r.path for r in records], classes)
-    except InputError as exc:
+    except (InputError, ArtifactError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    metrics = write_map_reports(args.out, records_to_gts(records), dets, classes,
+    metrics = write_map_reports(args.out, ground_truths(records), dets, classes,
                                 min_overlap=params.map.min_overlap, voc07=params.map.voc07,
                                 confidence=params.predict.confidence)
     print(format_table(metrics, classes))

@@ -6,7 +6,6 @@ with the verdict, best epoch and gap figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -14,7 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detpipe.reports.overfit.checks import judge, load_history, render_markdown  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
+from detpipe.artifacts.split_report import SplitReport  # noqa: E402
+from detpipe.reports.overfit.history import load_history  # noqa: E402
+from detpipe.reports.overfit.render import render_markdown  # noqa: E402
+from detpipe.reports.overfit.verdict import judge  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.reports.plots_train import plot_training_curves  # noqa: E402
 
@@ -34,13 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def read_json(path: str) -> dict | None:
-    """The split report, or None when it is missing or unreadable (the verdict then uses losses only)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"overfit: split report not used ({exc})", file=sys.stderr)
+def read_split_report(path: str) -> SplitReport | None:
+    """The split report; None when there is none (run outside the pipeline: the verdict then uses
+    the losses only). A file of another layout is an ArtifactError."""
+    if not Path(path).is_file():
+        print(f"overfit: warning: no split report {path}; the verdict uses the losses only", file=sys.stderr)
         return None
+    return SplitReport.read(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_stage_params(args.params, PARAMS, "overfit")
     history = load_history(args.frozen, args.unfrozen)
-    verdict = judge(history, params, read_json(args.split_report))
+    try:
+        split_report = read_split_report(args.split_report)
+    except ArtifactError as exc:
+        print(f"overfit: error: {exc}", file=sys.stderr)
+        return 1
+    verdict = judge(history, params, split_report)
 
     png = Path(args.out_png)
     plot_training_curves(history, png, verdict.best_epoch, params.overfit.gap_ratio,
@@ -59,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rel_png = Path(os.path.relpath(png.resolve(), md.resolve().parent)).as_posix()
     md.write_text(render_markdown(verdict, history, rel_png), encoding="utf-8")
 
-    report = verdict.to_json()
-    report["seconds"] = round(time.perf_counter() - start, 3)
-    out = Path(args.out_json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    verdict.artifact(time.perf_counter() - start).write(args.out_json)
     print(f"overfit: {verdict.verdict} — {verdict.reason} (best epoch {verdict.best_epoch})")
     return 0
 

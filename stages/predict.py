@@ -7,7 +7,6 @@ misses are told apart.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,15 +18,17 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.data.annotations import read_lines  # noqa: E402
-from detpipe.train.engine import select_device  # noqa: E402
+from detpipe.model.device import select_device  # noqa: E402
 from detpipe.data.images import ImageCheckError, PixelLimit, check_headers, load_rgb  # noqa: E402
 from detpipe.infer.predictor import Predictor  # noqa: E402
+from detpipe.artifacts.predict_summary import PredictSummary  # noqa: E402
 from detpipe.artifacts.image_manifest import ManifestError, check_images, read_manifest  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.reports.prediction_grid import draw_detections, draw_prediction_grid  # noqa: E402
-from detpipe.infer.decode import above, sample_indices, write_detections_csv  # noqa: E402
+from detpipe.infer.decode import above, sample_indices  # noqa: E402
+from detpipe.artifacts.detections import write_detections  # noqa: E402
 from detpipe.safe_names import safe_name  # noqa: E402
-from detpipe.train.phase import load_detector  # noqa: E402
+from detpipe.model.load import load_detector  # noqa: E402
 
 PARAMS = ("data.classes", "data.max_image_pixels", "predict", "map.confidence", "map.min_overlap", "train.device",
           "train.num_workers")
@@ -72,7 +73,7 @@ def main() -> int:
                                    progress=lambda it: tqdm(it, desc="predict", leave=False, dynamic_ncols=True),
                                    pixel_limit=limit)
     infer_seconds = time.time() - infer_start
-    rows = write_detections_csv(args.out, records, dets, names)
+    rows = write_detections(args.out, [r.path for r in records], dets, names)
 
     out_dir = Path(args.samples_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,14 +89,13 @@ def main() -> int:
         tiles.append((rgb, gt, (d["boxes"], d["labels"], d["scores"])))
     draw_prediction_grid(tiles, names, out_dir / "grid.jpg", iou=params.map.min_overlap,
                          titles=[Path(records[i].path).name for i in sample_indices(len(records), p.samples)])
-    summary = {"images": len(records), "detections": rows, "confidence_for_csv": params.map.confidence,
-               "confidence_for_samples": p.confidence, "samples": len(tiles),
-               "ms_per_image": 1000 * infer_seconds / max(1, len(records)), "device": str(device),
-               "seconds": time.time() - start}
-    Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = PredictSummary(images=len(records), detections=rows, confidence_for_csv=params.map.confidence,
+                             confidence_for_samples=p.confidence, samples=len(tiles),
+                             ms_per_image=1000 * infer_seconds / max(1, len(records)), device=str(device),
+                             seconds=time.time() - start)
+    summary.write(args.summary)
     print(f"== predict: {len(records)} test images, {rows} boxes >= {params.map.confidence} -> {args.out}; "
-          f"{len(tiles)} samples in {out_dir} ({summary['ms_per_image']:.1f} ms/image)", flush=True)
+          f"{len(tiles)} samples in {out_dir} ({summary.ms_per_image:.1f} ms/image)", flush=True)
     return 0
 
 

@@ -7,28 +7,28 @@ frozen training phase depends on that record, so it reruns exactly when the weig
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.artifacts.image_manifest import file_sha256  # noqa: E402
+from detpipe.artifacts.pretrained_record import PretrainedRecord  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.params import ParamsError  # noqa: E402
 
 PARAMS = ("model.backbone", "model.pretrained")
 
 
-def describe(backbone: str, spec: str) -> dict:
+def describe(backbone: str, spec: str) -> PretrainedRecord:
     """What identifies the starting weights: a keyword as it is (torchvision checks its files'
     hashes itself), or a file by its content."""
     if spec in ("", "none", "imagenet", "coco"):
-        return {"pretrained": spec or "none", "backbone": backbone}
+        return PretrainedRecord(pretrained=spec or "none", backbone=backbone)
     path = Path(spec)
     if not path.is_file():
         raise ParamsError(f"model.pretrained: {spec!r} is not a file; give a checkpoint path, none or imagenet")
-    return {"pretrained": spec, "backbone": backbone, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    return PretrainedRecord(pretrained=spec, backbone=backbone, sha256=file_sha256(path), bytes=path.stat().st_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"pretrained: error: {exc}", file=sys.stderr)
         return 1
-    text = json.dumps(record, indent=2) + "\n"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    print(f"pretrained: {record['pretrained']}" + (f" sha256 {record['sha256'][:12]}" if "sha256" in record else ""))
+    record.write(args.out)
+    print(f"pretrained: {record.pretrained}" + (f" sha256 {record.sha256[:12]}" if record.sha256 else ""))
     return 0
 
 

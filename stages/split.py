@@ -9,7 +9,6 @@ box sizes across splits and flags a split that differs markedly from train.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.data.annotations import read_lines, write_lines  # noqa: E402
+from detpipe.artifacts.split_report import SplitReport  # noqa: E402
 from detpipe.artifacts.image_manifest import ManifestError, read_manifest, subset, write_manifest  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.reports.split_check import compare_splits, plot_splits, split_stats  # noqa: E402
@@ -72,19 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     stats = {name: split_stats(splits[name], classes) for name in SPLITS}
     comparison = compare_splits(stats, params.split.max_shift)
     plot_splits(stats, comparison, classes, args.plot)
-    report = {
-        "method": "imagesets" if params.split.use_imagesets else "hashed",
-        "seed": params.seed,
-        "fractions": {n: getattr(params.split, n) for n in SPLITS},
-        "splits": stats,
-        "comparison": comparison,
-        "flagged": [n for n, c in comparison.items() if c["flagged"]],
-        "warnings": warnings,
-    }  # no wall time: an unchanged split must leave this file unchanged (overfit and report read it)
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    counts = ", ".join(f"{n} {stats[n]['images']} images/{stats[n]['objects']} objects" for n in SPLITS)
-    flag = f"; FLAGGED {report['flagged']}: see {args.plot}" if report["flagged"] else ""
+    report = SplitReport(
+        method="imagesets" if params.split.use_imagesets else "hashed",
+        seed=params.seed,
+        fractions={n: getattr(params.split, n) for n in SPLITS},
+        splits=stats,
+        comparison=comparison,
+        flagged=[n for n, c in comparison.items() if c.flagged],
+        warnings=warnings,
+    )  # no wall time: an unchanged split must leave this file unchanged (overfit and report read it)
+    report.write(args.report)
+    counts = ", ".join(f"{n} {stats[n].images} images/{stats[n].objects} objects" for n in SPLITS)
+    flag = f"; FLAGGED {report.flagged}: see {args.plot}" if report.flagged else ""
     print(f"split: {counts}; {len(warnings)} warnings{flag} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -25,6 +25,8 @@ from detpipe.model import checkpoint as ckpt  # noqa: E402
 from detpipe.train import distributed as ddp  # noqa: E402
 from detpipe.train.runlock import RunBusyError  # noqa: E402
 from detpipe.data.images import ImageCheckError  # noqa: E402
+from detpipe.artifacts.error import ArtifactError  # noqa: E402
+from detpipe.artifacts.pretrained_record import PretrainedRecord  # noqa: E402
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.params import ParamsError, print_error  # noqa: E402
 from detpipe.data.splits import empty_split_problem  # noqa: E402
@@ -80,6 +82,11 @@ def main() -> int:
     problem = empty_split_problem({"train": train, "val": val}, None, args.params)
     if problem:  # before torchrun: one message, not one per rank
         return print_error(f"{args.train if not train else args.val}: {problem}")
+    if args.pretrained:  # its bytes are part of the run's identity; its layout must be the pretrained stage's
+        try:
+            PretrainedRecord.read(args.pretrained)
+        except ArtifactError as exc:
+            return print_error(exc)
     if params.train.nproc > 1 and not ddp.launched():
         ddp.relaunch(params.train.nproc, sys.argv)  # the same command line, under torchrun
     main_rank = int(os.environ.get("RANK", "0")) == 0

@@ -54,7 +54,7 @@ def errors(res) -> dict[str, str]:
 
 
 def warned(res, kind: str) -> list[dict]:
-    return [w for w in res.report["warnings"] if w["kind"] == kind]
+    return [w for w in res.report.to_json()["warnings"] if w["kind"] == kind]
 
 
 def assert_error(res, kind: str, *needles: str) -> str:
@@ -81,7 +81,7 @@ def _background(tmp_path):
     res = run(tmp_path, {"bg": {"objects": []}})
     assert not res.errors
     assert len(rec_of(res, "bg")) == 0
-    assert res.report["images"]["without_objects"] == 1
+    assert res.report.to_json()["images"]["without_objects"] == 1
 
 
 @case("unknown class names", "error listing every unknown name with its files and the configured classes")
@@ -89,7 +89,7 @@ def _unknown(tmp_path):
     res = run(tmp_path, {"d1": {"objects": [("dog", (1, 1, 9, 9))]}, "d2": {"objects": [("dog", (1, 1, 9, 9))]},
                          "c1": {"objects": [("cat", (1, 1, 9, 9))]}})
     assert_error(res, "unknown_class", "'dog'", "'cat'", "d1.xml", "d2.xml", "c1.xml", "circle, square, triangle, star")
-    assert res.report["objects"]["skipped"]["unknown_class"] == 3
+    assert res.report.to_json()["objects"]["skipped"]["unknown_class"] == 3
 
 
 @case("class name differing in case", "error that says it differs only in case from 'circle'")
@@ -112,7 +112,7 @@ def _missing_image(tmp_path):
 @case("image present, XML missing", "skipped no_annotation, counted with the image named")
 def _no_xml(tmp_path):
     res = run(tmp_path, {"lonely": {"xml_missing": True}})
-    assert not res.errors and res.report["images"]["skipped"] == {"no_annotation": 1}
+    assert not res.errors and res.report.to_json()["images"]["skipped"] == {"no_annotation": 1}
     assert warned(res, "no_annotation")[0]["file"].endswith("lonely.jpg")
 
 
@@ -136,7 +136,7 @@ def _truncated(tmp_path):
 @case("degenerate box (xmax <= xmin)", "object dropped, counted degenerate_box")
 def _degenerate(tmp_path):
     res = run(tmp_path, {"d": {"objects": [("circle", (30, 5, 10, 20)), ("star", (1, 1, 9, 9))]}})
-    assert res.report["objects"]["skipped"] == {"degenerate_box": 1}
+    assert res.report.to_json()["objects"]["skipped"] == {"degenerate_box": 1}
     assert warned(res, "degenerate_box")[0]["file"].endswith("d.xml")
 
 
@@ -150,7 +150,7 @@ def _partly_outside(tmp_path):
 @case("box entirely outside the image", "dropped, counted outside_image")
 def _outside(tmp_path):
     res = run(tmp_path, {"o": {"objects": [("circle", (100, 100, 120, 130)), ("star", (1, 1, 9, 9))]}})
-    assert res.report["objects"]["skipped"] == {"outside_image": 1}
+    assert res.report.to_json()["objects"]["skipped"] == {"outside_image": 1}
 
 
 @case("float coordinates", "kept exactly as written, counted float_coordinates")
@@ -238,7 +238,7 @@ def _xxe(tmp_path):
     body = voc_xml("x.jpg", (64, 48), [("circle", (1, 1, 9, 9))]).replace("circle", "&s;&n;")
     res = run(tmp_path, {"x": {"xml": dtd + body}})
     assert_error(res, "xml_entities", "x.xml")
-    assert "TOPSECRET" not in json.dumps(res.report)
+    assert "TOPSECRET" not in json.dumps(res.report.to_json())
     with pytest.raises(BlockingIOError):
         server.accept()  # nobody connected
     server.close()
@@ -269,8 +269,8 @@ def _huge(tmp_path):
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "res = check_dataset(DataParams(root=sys.argv[1], classes=('circle',)), workers=1)\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'kb': after - before, 'kept': res.report['images']['kept'],"
-        " 'warn': res.report['warning_counts'], 'errors': len(res.errors)}))\n"
+        "print(json.dumps({'kb': after - before, 'kept': res.report.to_json()['images']['kept'],"
+        " 'warn': res.report.to_json()['warning_counts'], 'errors': len(res.errors)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "VOC")], check=True, cwd=REPO,
                          capture_output=True, text=True).stdout
@@ -403,7 +403,7 @@ def _dup_stem(tmp_path):
     root = make_voc(tmp_path / "VOC", {**GOOD, "a": {}})
     write_image(root / "JPEGImages" / "a.png")
     res = check_dataset(DataParams(root=str(root), classes=CLASSES), base=tmp_path, workers=1)
-    assert warned(res, "duplicate_stem") and res.report["images"]["skipped"] == {"no_annotation": 1}
+    assert warned(res, "duplicate_stem") and res.report.to_json()["images"]["skipped"] == {"no_annotation": 1}
 
 
 @case("zero objects in the whole dataset", "error no_objects before any training")
@@ -427,39 +427,39 @@ def _wrong_ext(tmp_path):
 @case("<bndbox> missing or non-numeric", "object dropped, counted bad_box")
 def _bad_box(tmp_path):
     res = run(tmp_path, {"b": {"objects": [("circle", ("a", "1", "9", "9")), ("star", (1, 1, 9, 9))]}})
-    assert res.report["objects"]["skipped"] == {"bad_box": 1}
+    assert res.report.to_json()["objects"]["skipped"] == {"bad_box": 1}
 
 
 @case("two XMLs naming the same image", "second skipped, counted duplicate_image")
 def _dup_image(tmp_path):
     res = run(tmp_path, {"z1": {}, "z2": {"filename": "z1.jpg", "image": False}})
-    assert res.report["images"]["skipped"] == {"duplicate_image": 1}
-    assert res.report["objects"]["skipped"] == {"image_skipped:duplicate_image": 1}
+    assert res.report.to_json()["images"]["skipped"] == {"duplicate_image": 1}
+    assert res.report.to_json()["objects"]["skipped"] == {"image_skipped:duplicate_image": 1}
 
 
 @case("every box of an image invalid", "image skipped, counted all_objects_invalid (not taught as background)")
 def _all_invalid(tmp_path):
     res = run(tmp_path, {"i": {"objects": [("circle", (9, 9, 1, 1))]}})
-    assert res.report["images"]["skipped"] == {"all_objects_invalid": 1}
+    assert res.report.to_json()["images"]["skipped"] == {"all_objects_invalid": 1}
 
 
 @case("data.skip_bad_files: true with a malformed XML", "counted skip malformed_xml, no error")
 def _skip_bad(tmp_path):
     res = run(tmp_path, {"bad": {"xml": "<annotation"}}, skip_bad_files=True)
-    assert not res.errors and res.report["images"]["skipped"] == {"malformed_xml": 1}
+    assert not res.errors and res.report.to_json()["images"]["skipped"] == {"malformed_xml": 1}
 
 
 @case("data.ignore_classes lists a label", "objects dropped knowingly, counted ignored_class")
 def _ignore(tmp_path):
     res = run(tmp_path, {"p": {"objects": [("person", (1, 1, 9, 9))]}}, ignore_classes=("person",))
-    assert not res.errors and res.report["objects"]["skipped"] == {"ignored_class": 1}
+    assert not res.errors and res.report.to_json()["objects"]["skipped"] == {"ignored_class": 1}
 
 
 @case("difficult objects", "kept with the difficult flag (6th field 1)")
 def _difficult(tmp_path):
     res = run(tmp_path, {"d": {"objects": [("circle", (1, 1, 9, 9), 1)]}})
     rec = rec_of(res, "d")
-    assert format_line(rec).endswith("1,1,9,9,0,1") and res.report["per_class"]["circle"]["difficult"] == 1
+    assert format_line(rec).endswith("1,1,9,9,0,1") and res.report.to_json()["per_class"]["circle"]["difficult"] == 1
 
 
 def test_corpus_is_large_enough():
@@ -474,8 +474,8 @@ def test_case(name, tmp_path):
 def test_every_warning_names_a_file(tmp_path):
     res = run(tmp_path, {"p": {"objects": [("circle", (-5, 10, 90, 30))]}, "lonely": {"xml_missing": True},
                          "f": {"objects": [("circle", ("1.5", "1", "9", "9"))]}})
-    assert res.report["warnings"] and all(w["file"] and w["message"] for w in res.report["warnings"])
-    assert Counter(w["kind"] for w in res.report["warnings"]) == Counter(res.report["warning_counts"])
+    assert res.report.to_json()["warnings"] and all(w["file"] and w["message"] for w in res.report.to_json()["warnings"])
+    assert Counter(w["kind"] for w in res.report.to_json()["warnings"]) == Counter(res.report.to_json()["warning_counts"])
 
 
 def _stage(tmp_path: Path, root: Path, classes=CLASSES) -> subprocess.CompletedProcess:

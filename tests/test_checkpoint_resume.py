@@ -15,7 +15,8 @@ from detpipe.train import resume
 from detpipe.train import runlock
 from detpipe.train import phase as training
 from detpipe.data.annotations import write_lines
-from detpipe.model.detector import Detector
+from detpipe.model.detector import Detector, ModelConfig
+from detpipe.model.load import load_detector
 from detpipe.params import Params, from_dict
 from tests.conftest import REPO, tiny_params
 from tests.test_checkpoint import full_disk
@@ -62,7 +63,7 @@ def _flip_tensor_bit(path):
 
 
 def _other_class_count(state):
-    other = Detector(training.ModelConfig(**{**state["model_config"], "num_classes": 7})).state_dict()
+    other = Detector(ModelConfig(**{**state["model_config"], "num_classes": 7})).state_dict()
     return {**state, "model": other, "ema": other, "best_model": other, "best_ema": other}
 
 
@@ -251,10 +252,10 @@ def test_exported_weights_are_verified_on_load(base, tmp_path):
     path = tmp_path / "best.pt"
     ckpt.save_atomic(training.export_weights(base[1], "best"), path)
     assert isinstance(ckpt.load(path)[ckpt.CHECKSUM], str)
-    training.load_detector(path)
+    load_detector(path)
     _flip_tensor_bit(path)
     with pytest.raises(ckpt.CheckpointError, match="checksum mismatch.*rerun the stage that wrote it"):
-        training.load_detector(path)
+        load_detector(path)
 
 
 def _toy_parts(seed: int = 0) -> resume.Trainables:

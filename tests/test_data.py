@@ -1,5 +1,5 @@
 """Data pipeline invariants: boxes follow the pixels through letterbox, flips, zoom, mosaic, mixup and greying."""
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from detpipe.data.annotations import Record
-from detpipe.data.dataset import Augment, DetectionDataset, EpochBatchSampler, collate, mixup, to_gray3
+from detpipe.data.dataset import ALWAYS_DRAWN, Augment, DetectionDataset, EpochBatchSampler, collate, mixup, to_gray3
+from detpipe.params import TrainParams
 
 STRONG = Augment(hflip=0.5, scale_jitter=0.4, translate=0.2, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0,
                  mosaic=0.5, mosaic_until=100)
@@ -188,3 +189,57 @@ def test_hsv_jitter_invariants():
     assert _hsv_jitter(rgb, np.array([0.0, 0.0, -1.0])).max() == 0                # value x 0 = black
     grey = _hsv_jitter(rgb, np.array([0.0, -1.0, 0.0]))                           # saturation x 0 = grey
     assert (grey.max(-1).astype(int) - grey.min(-1)).max() <= 1
+
+
+class _Recording:
+    """A numpy Generator that logs the name of every draw (the log is shared by all generators)."""
+
+    def __init__(self, rng: np.random.Generator, log: list[str]):
+        self._rng, self._log = rng, log
+
+    def __getattr__(self, name):
+        draw = getattr(self._rng, name)
+        if not callable(draw):
+            return draw
+
+        def logged(*args, **kwargs):
+            self._log.append(name)
+            return draw(*args, **kwargs)
+        return logged
+
+
+def _draws(records, augment: Augment, monkeypatch) -> list[str]:
+    import detpipe.data.dataset as dataset
+
+    log: list[str] = []
+    real = np.random.default_rng
+    monkeypatch.setattr(dataset.np.random, "default_rng", lambda *a, **k: _Recording(real(*a, **k), log))
+    ds = DetectionDataset(records, 64, seed=1, augment=augment)
+    for epoch in (1, 2):
+        for i in range(len(records)):
+            ds[epoch, i]
+    monkeypatch.undo()
+    return log
+
+
+def test_an_augmentation_that_is_off_draws_nothing(white_boxes, monkeypatch):
+    # With every option off but the first knobs, each sample draws exactly what the first
+    # knobs draw: a new option that draws while off (changing old runs' samples and weights) fails here.
+    knobs = {f.name for f in fields(Augment)} - {"mosaic_until"}
+    first_only = Augment(**{k: 0.3 if k in ALWAYS_DRAWN else 0.0 for k in knobs}, mosaic_until=10)
+    per_tile = _draws(white_boxes[:1], replace(first_only, hflip=0.0), monkeypatch)[:4]
+    assert per_tile == ["uniform", "uniform", "random", "uniform"]  # zoom, shift, flip coin, colour gains
+    assert _draws(white_boxes, first_only, monkeypatch) == per_tile * len(white_boxes) * 2
+    all_zero = Augment(**{k: 0.0 for k in knobs}, mosaic_until=10)
+    assert _draws(white_boxes, all_zero, monkeypatch) == per_tile * len(white_boxes) * 2
+    for k in sorted(knobs - set(ALWAYS_DRAWN)):  # and on, it does draw (or the check above proves nothing)
+        assert _draws(white_boxes, replace(first_only, **{k: 1.0}), monkeypatch) != per_tile * len(white_boxes) * 2, k
+
+
+def test_augment_takes_each_knob_from_train_params_by_name():
+    t = TrainParams(hflip=0.1, scale_jitter=0.2, translate=0.3, hsv_h=0.04, hsv_s=0.5, hsv_v=0.6, mosaic=0.7,
+                    mixup=0.8, grayscale=0.9, freeze_epochs=2, unfreeze_epochs=8, mosaic_fraction=0.5)
+    a = Augment.from_train_params(t)
+    assert {f.name: getattr(a, f.name) for f in fields(a) if f.name != "mosaic_until"} == \
+        {f.name: getattr(t, f.name) for f in fields(a) if f.name != "mosaic_until"}
+    assert a.mosaic_until == 5

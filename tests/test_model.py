@@ -3,7 +3,7 @@ import torch
 
 from detpipe.model import checkpoint as ckpt
 from detpipe.train.loss import assign, detection_loss, LossWeights
-from detpipe.train.accel import channels_last
+from detpipe.model.device import channels_last
 from detpipe.model.detector import ModelConfig, build_model, describe, fuse_conv_bn, model_summary
 from detpipe.model.pretrained import PretrainedError
 
@@ -155,7 +155,7 @@ def test_summary_command(capsys):
 
 
 def test_weights_that_do_not_fit_the_network_are_a_clear_error(tmp_path):
-    from detpipe.train.phase import load_detector
+    from detpipe.model.load import load_detector
     m = build_model(CFG)
     wrong = {**CFG.to_dict(), "neck_channels": 32}  # e.g. written by a version with another layout
     ckpt.save_atomic({"model": m.state_dict(), "ema": m.state_dict(), "model_config": wrong,

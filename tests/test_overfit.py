@@ -8,9 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detpipe.artifacts.error import ArtifactError
 from detpipe.artifacts.history import COLUMNS, write_history
-from detpipe.artifacts.metrics import ArtifactError
-from detpipe.reports.overfit.checks import VERDICTS, judge, load_history, split_shift, split_stats
+from detpipe.artifacts.overfit_verdict import VERDICTS, OverfitVerdict
+from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.reports.overfit.checks import split_shift
+from detpipe.reports.overfit.history import load_history
+from detpipe.reports.overfit.verdict import judge
+from detpipe.reports.split_check import compare_splits
 from detpipe.params import Params, TrainParams
 from detpipe.reports.plots_train import plot_training_curves
 
@@ -44,17 +49,23 @@ CONVERGED = 1.0 + 3.0 * np.exp(-E / 2)          # flat after ~epoch 12
 CONVERGED_MAP = 0.8 * (1 - np.exp(-np.minimum(E, 15) / 2))
 
 
-def split_report(val_counts=None, train_images=1000, val_sizes=None) -> dict:
-    """The split stage's shape (detpipe/reports/split_check.py): counts per class and per COCO size bucket."""
+def split_report(val_counts=None, train_images=1000, val_sizes=None) -> SplitReport:
+    """A split stage's report (its comparison by the split stage's own code) from counts per class
+    and per COCO size bucket."""
     train_counts = {"circle": 400, "square": 400, "triangle": 400, "star": 400}
     val_counts = val_counts or {"circle": 80, "square": 80, "triangle": 80, "star": 80}
     val_sizes = val_sizes or {"small": 40, "medium": 200, "large": 80}
-    return {"splits": {
-        "train": {"images": train_images, "objects": sum(train_counts.values()),
-                  "class_objects": train_counts, "box_sizes": {"small": 200, "medium": 1000, "large": 400}},
-        "val": {"images": train_images // 5, "objects": sum(val_counts.values()),
-                "class_objects": val_counts, "box_sizes": val_sizes},
-    }, "seconds": 0.1}
+
+    def stats(images: int, counts: dict, sizes: dict) -> SplitStats:
+        return SplitStats(images=images, objects=sum(counts.values()), images_without_objects=0, difficult=0,
+                          class_objects=counts, class_images={c: min(n, images) for c, n in counts.items()},
+                          box_sizes=sizes)
+
+    splits = {"train": stats(train_images, train_counts, {"small": 200, "medium": 1000, "large": 400}),
+              "val": stats(train_images // 5, val_counts, val_sizes)}
+    comparison = compare_splits(splits, PARAMS.split.max_shift)
+    return SplitReport(method="hashed", seed=0, fractions={"train": 0.8, "val": 0.2}, splits=splits,
+                       comparison=comparison, flagged=[n for n, c in comparison.items() if c.flagged], warnings=[])
 
 
 # --------------------------------------------------------------------------- every verdict
@@ -297,26 +308,40 @@ def test_history_reader_refuses_what_the_writer_never_wrote(tmp_path: Path, text
         load_history(path)
 
 
-def test_split_stats_reads_the_shapes_reports_use():
-    assert split_stats(None) == {} and split_shift({})["class_tv_distance"] is None
-    stats = split_stats(split_report())
-    assert stats["train"]["images"] == 1000 and stats["val"]["objects"] == 320
-    assert split_shift(stats)["class_tv_distance"] == pytest.approx(0.0)
-    assert split_shift(stats)["size_tv_distance"] == pytest.approx(0.0)
-    other = {"train": {"n_images": 10, "per_class": {"a": 5, "b": 5}, "box_area": [1, 2, 3]},
-             "val": {"images": 4, "classes": {"a": 2, "b": 2}, "box_size": {"median": 4.0}}}
-    got = split_stats(other)
-    assert got["train"]["images"] == 10 and got["train"]["objects"] == 10
-    assert split_shift(got)["box_size_ratio"] == pytest.approx(2.0)
+def test_split_shift_is_the_split_stages_comparison():
+    assert split_shift(None)["class_tv_distance"] is None
+    report = split_report({"circle": 300, "square": 10, "triangle": 5, "star": 5})
+    shift = split_shift(report)
+    assert shift["class_tv_distance"] == report.comparison["val"].class_shift > PARAMS.split.max_shift
+    assert shift["size_tv_distance"] == report.comparison["val"].size_shift
+    assert shift["objects_per_image_ratio"] == pytest.approx((320 / 200) / (1600 / 1000))
 
 
-def test_stage_writes_md_json_png(tmp_path: Path):
+def test_stage_refuses_a_split_report_of_another_layout(tmp_path: Path, capsys):
+    stage = _overfit_stage()
+    (tmp_path / "params.yaml").write_text("data:\n  classes: [a]\n")
+    (tmp_path / "split.json").write_text(json.dumps({"per_split": {"train": {"n_images": 10}}}))
+    out = tmp_path / "reports"
+    rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "f.tsv"),
+                     "--unfrozen", str(tmp_path / "u.tsv"), "--split-report", str(tmp_path / "split.json"),
+                     "--out-md", str(out / "o.md"), "--out-json", str(out / "o.json"), "--out-png", str(out / "o.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and "split.json" in err and "rerun the split stage" in err
+    assert not (out / "o.json").exists()
+
+
+def _overfit_stage():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "_stage_overfit", Path(__file__).resolve().parents[1] / "stages" / "overfit.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
+    return stage
+
+
+def test_stage_writes_md_json_png(tmp_path: Path):
+    stage = _overfit_stage()
 
     h = history(CONVERGED, CONVERGED * 1.08, CONVERGED_MAP)
     save(h.iloc[:FROZEN], tmp_path / "frozen.tsv")
@@ -328,8 +353,8 @@ def test_stage_writes_md_json_png(tmp_path: Path):
                      "--out-md", str(out / "overfitting.md"), "--out-json", str(out / "overfitting.json"),
                      "--out-png", str(out / "overfitting.png")])
     assert rc == 0
-    report = json.loads((out / "overfitting.json").read_text())
-    assert report["verdict"] == "good fit" and report["seconds"] >= 0
+    report = OverfitVerdict.read(out / "overfitting.json")
+    assert report.verdict == "good fit" and report.seconds >= 0
     md = (out / "overfitting.md").read_text()
     assert "](overfitting.png)" in md and "**Verdict: good fit**" in md
     assert (out / "overfitting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,10 +17,11 @@ import yaml
 
 from detpipe.train import accel
 from detpipe.train import engine
-from detpipe.model import detector as model
+from detpipe import catalog
+from detpipe.model.detector import Backbone
 from detpipe.params import (AmpDtype, DataParams, LrSchedule, Neck, Optimizer, Params, ParamsError, Scale, TrainParams,
                             from_dict, load_params, read_classes_file, to_dict)
-from detpipe.model.pretrained import pretrained_choices
+from detpipe.catalog import pretrained_choices
 from tests.conftest import REPO
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -202,8 +203,8 @@ def test_every_params_yaml_key_has_a_comment():
 
 def test_choices_are_the_ones_the_code_accepts():
     assert set(get_args(AmpDtype)) == set(accel.AMP_DTYPES)
-    assert set(get_args(Scale)) == set(model.SCALES)
-    assert get_args(Neck) == model.NECKS
+    assert set(get_args(Scale)) == set(catalog.SCALES)
+    assert get_args(Neck) == catalog.NECKS
     net = torch.nn.Linear(2, 2)
     for name in get_args(Optimizer):
         engine.build_optimizer(net, name, 0.01, 0.9, 0.0)
@@ -212,20 +213,20 @@ def test_choices_are_the_ones_the_code_accepts():
 
 
 def test_backbones_are_exactly_the_ones_the_model_builds():
-    names = model.backbone_names()
-    for family in model.TORCHVISION_FAMILIES:  # the smallest of each family: cheap, and every cut is tried
+    names = catalog.backbone_names()
+    for family in catalog.TORCHVISION_FAMILIES:  # the smallest of each family: cheap, and every cut is tried
         members = [n for n in names if n.startswith(family)]
         small = min(members, key=lambda n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"])
-        assert len(model.Backbone(small).channels) == 3
+        assert len(Backbone(small).channels) == 3
         from_dict(Params, {"model": {"backbone": small, "pretrained": "imagenet"}})
     other = [n for n in torchvision.models.list_models(module=torchvision.models) if n not in names]
     with pytest.raises(ValueError, match="not supported"):
-        model.Backbone(other[0])
+        Backbone(other[0])
     with pytest.raises(ParamsError, match=f"model.backbone is '{other[0]}'"):
         from_dict(Params, {"model": {"backbone": other[0]}})
     assert "cspdarknet" in names and pretrained_choices("cspdarknet") == ("none",)
-    for name in model.YOLO_FAMILIES:
-        assert name in names and len(model.Backbone(name).channels) == 3
+    for name in catalog.YOLO_FAMILIES:
+        assert name in names and len(Backbone(name).channels) == 3
     from_dict(Params, {"model": {"backbone": "resnet50", "pretrained": "coco"}})
 
 

@@ -25,7 +25,7 @@ from detpipe.infer.predictor import Predictor, count_by_class, format_counts, ti
 from detpipe.metrics import voc_map
 from detpipe.model.detector import Detector, ModelConfig
 from detpipe.infer.sources import open_source
-from detpipe.train.phase import load_detector
+from detpipe.model.load import load_detector
 from tests.conftest import CLASSES, REPO, tiny_params
 
 IMGSZ = 64

@@ -15,8 +15,9 @@ from torch import nn
 
 from detpipe.model import checkpoint as ckpt
 from detpipe.model import pretrained
-from detpipe.model.detector import YOLO_FAMILIES, ModelConfig, build_model
-from detpipe.model.pretrained import PretrainedError, ensure_pretrained_file, pretrained_choices
+from detpipe.catalog import COCO_DETECTORS, YOLO_FAMILIES, pretrained_choices
+from detpipe.model.detector import ModelConfig, build_model
+from detpipe.model.pretrained import PretrainedError, ensure_pretrained_file
 
 
 @pytest.fixture()
@@ -78,7 +79,7 @@ def test_the_published_files_are_torchvisions_own_names_and_hashes(torch_home):
     for backbone, kind in [("resnet18", "imagenet"), ("mobilenet_v3_large", "coco"), ("resnet50", "coco")]:
         pub = pretrained.published(backbone, kind)
         tv = (torchvision.models.get_model_weights(backbone).DEFAULT if kind == "imagenet"
-              else torchvision.models.get_weight(pretrained.COCO_DETECTORS[backbone][0]))
+              else torchvision.models.get_weight(COCO_DETECTORS[backbone][0]))
         assert pub.url == tv.url and pub.file_name in tv.url and len(pub.sha256_prefix) >= 8
         assert pub.sha256_prefix == torch.hub.HASH_REGEX.search(pub.file_name).group(1)
         assert pub.cache_path() == torch_home / pub.file_name
@@ -96,11 +97,11 @@ def test_pretrained_choices_follow_what_torchvision_ships():
         ensure_pretrained_file("resnet18", "coco")
 
 
-@pytest.mark.parametrize("weights_name", sorted(w for w, *_ in pretrained.COCO_DETECTORS.values()))
+@pytest.mark.parametrize("weights_name", sorted(w for w, *_ in COCO_DETECTORS.values()))
 def test_every_coco_entry_matches_the_torchvision_detector(weights_name, monkeypatch):
     """The table's key prefixes and BatchNorm eps against the detector torchvision builds for those
     weights: every backbone tensor is in it with detpipe's shape (a guard against drift)."""
-    backbone = next(b for b, (w, *_) in pretrained.COCO_DETECTORS.items() if w == weights_name)
+    backbone = next(b for b, (w, *_) in COCO_DETECTORS.items() if w == weights_name)
     det = _torchvision_detector(weights_name, monkeypatch, device="meta")
     pub = pretrained.published(backbone, "coco")
     theirs = det.state_dict()
@@ -118,7 +119,7 @@ def test_every_coco_entry_matches_the_torchvision_detector(weights_name, monkeyp
 def test_coco_weights_give_the_torchvision_detectors_backbone_maps(torch_home, monkeypatch, capsys):
     """mobilenet_v3_large from fasterrcnn_mobilenet_v3_large_fpn: frozen BatchNorm (eps 1e-5) folded
     into detpipe's BatchNorm (eps 1e-3); the stage outputs equal torchvision's body's."""
-    det = _torchvision_detector(pretrained.COCO_DETECTORS["mobilenet_v3_large"][0], monkeypatch)
+    det = _torchvision_detector(COCO_DETECTORS["mobilenet_v3_large"][0], monkeypatch)
     state = _randomize({k: v for k, v in det.state_dict().items() if k.startswith("backbone.body.")})
     path = _plant(state, "mobilenet_v3_large", "coco")
     _trust(monkeypatch, path)

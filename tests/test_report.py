@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import fields
 import json
 import re
 from pathlib import Path
@@ -15,8 +16,15 @@ from PIL import Image
 from detpipe.reports.prediction_grid import draw_detections, draw_prediction_grid, match
 from detpipe.artifacts.history import write_history
 from detpipe.artifacts.metrics import Counts, Headline, MapInfo, MapMetrics
-from detpipe.reports.index import Inputs, build_index, rel, write_index
-from detpipe.reports.overfit.checks import VERDICTS
+from detpipe.artifacts.overfit_verdict import VERDICTS
+from detpipe.reports.index import write_index
+from detpipe.artifacts.annotate_report import AnnotateReport
+from detpipe.artifacts.predict_summary import PredictSummary
+from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.metrics import voc_map
+from detpipe.pipeline.table import stage
+from detpipe.reports.index import Inputs, build_index, rel
+from detpipe.reports.split_check import compare_splits
 
 
 
@@ -49,23 +57,22 @@ def _json(path: Path, payload: dict) -> None:
 def fabricate(root: Path) -> Path:
     """A reports/ tree shaped like the stages write it (annotate, split, train, overfit, map, predict)."""
     r = root / "reports"
-    _json(r / "data/annotate.json", {
-        "classes": CLASSES, "images": {"in": 210, "kept": 200, "skipped": {"missing_image": 10},
-                                       "without_objects": 5},
+    AnnotateReport.model_validate({
+        "source": {"type": "voc"}, "classes": CLASSES,
+        "images": {"in": 210, "kept": 200, "skipped": {"missing_image": 10}, "without_objects": 5},
         "objects": {"in": 620, "kept": 600, "skipped": {"unknown_class": 20}},
         "per_class": {c: {"objects": 30, "images": 20, "difficult": 1} for c in CLASSES},
-        "images_without_objects": [f"img{i}.jpg" for i in range(5)],
+        "images_without_objects": [f"img{i}.jpg" for i in range(5)], "image_modes": {"RGB": 200},
         "warning_counts": {"converted_mode": 2},
         "warnings": [{"file": "a.jpg", "kind": "converted_mode", "message": "a.jpg: mode L converted to RGB."}] * 2,
-        "errors": [], "seconds": 1.5})
+        "errors": []}).write(r / "data/annotate.json")
     per = lambda k: {c: 3 * k for c in CLASSES}  # noqa: E731
-    _json(r / "data/split.json", {
-        "splits": {n: {"images": 20 * k, "objects": 60 * k, "class_objects": per(k), "class_images": per(k),
-                       "box_sizes": {"small": 10 * k, "medium": 30 * k, "large": 20 * k}}
-                   for n, k in (("train", 7), ("val", 2), ("test", 1))},
-        "comparison": {"val": {"class_shift": 0.0, "size_shift": 0.0, "flagged": False, "reason": ""},
-                       "test": {"class_shift": 0.0, "size_shift": 0.0, "flagged": False, "reason": ""}},
-        "flagged": [], "warnings": [], "seconds": 0.25})
+    splits = {n: SplitStats(images=20 * k, objects=60 * k, images_without_objects=0, difficult=0,
+                            class_objects=per(k), class_images=per(k),
+                            box_sizes={"small": 10 * k, "medium": 30 * k, "large": 20 * k})
+              for n, k in (("train", 7), ("val", 2), ("test", 1))}
+    SplitReport(method="hashed", seed=0, fractions={"train": 0.7, "val": 0.2, "test": 0.1}, splits=splits,
+                comparison=compare_splits(splits, 0.25), flagged=[], warnings=[]).write(r / "data/split.json")
     _png(r / "data/split.png")
     e = np.arange(1, 16, dtype=float)
     loss = 1 + 3 * np.exp(-e / 2)
@@ -98,13 +105,34 @@ def fabricate(root: Path) -> Path:
             seconds_voc=1.0, seconds_coco=1.0, seconds=2.0).write(r / "map/info.json")
     for c in CLASSES:
         _png(r / "map/pr" / f"{c}.png")
-    _png(r / "map/figures/prf_confidence.png")
-    _png(r / "map/figures/confusion_matrix.png")
+    _png(r / "map/prf_confidence.png")
+    _png(r / "map/confusion_matrix.png")
     _png(r / "predictions/grid.jpg".replace(".jpg", ".png"))
     for i in range(3):
         _png(r / f"predictions/{i:04d}_img.jpg")
-    _json(r / "predict.json", {"images": 20, "seconds": 4.0})
+    PredictSummary(images=20, detections=50, confidence_for_csv=0.001, confidence_for_samples=0.25, samples=3,
+                   ms_per_image=20.0, device="cpu", seconds=4.0).write(r / "predict.json")
     return r
+
+
+def inputs(r: Path, **moved: Path) -> Inputs:
+    """Every input where the stage table puts it (relative to the reports folder `r`), or `moved`."""
+    table = dict(stage("report").args)
+    return Inputs(**{flag[2:].replace("-", "_"): moved.get(flag[2:].replace("-", "_"), r.parent / path)
+                     for flag, path in table.items() if flag not in OUTPUTS})
+
+
+OUTPUTS = ("--out", "--headline")  # the report stage's two outputs; every other flag is an input
+
+
+def argv(i: Inputs, out: Path, headline: Path | None = None) -> list[str]:
+    """The stage's command line; the headline metrics go beside the page unless given."""
+    return ["--out", str(out), "--headline", str(headline or Path(out).parent / "metrics.json")] + [a for k, v in vars(i).items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
+def test_the_stage_takes_exactly_the_tables_inputs():
+    flags = [flag for flag, _ in stage("report").args if flag not in OUTPUTS]
+    assert flags == ["--" + f.name.replace("_", "-") for f in fields(Inputs)]
 
 
 def links(md: str) -> list[str]:
@@ -114,7 +142,7 @@ def links(md: str) -> list[str]:
 def test_index_from_full_tree(tmp_path: Path):
     r = fabricate(tmp_path)
     out = r / "index.md"
-    assert report_stage.main(["--reports", str(r), "--out", str(out), "--headline", str(r / "metrics.json")]) == 0
+    assert report_stage.main(argv(inputs(r), out)) == 0
     md = out.read_text(encoding="utf-8")
     headline = Headline.read(r / "metrics.json")
     assert headline == Headline(map50=0.8123, map50_95=0.5432, precision=0.9, recall=0.7, f1=0.79,
@@ -142,21 +170,18 @@ def test_index_from_full_tree(tmp_path: Path):
 def test_index_with_nothing_there_says_what_is_missing(tmp_path: Path):
     r = tmp_path / "reports"
     r.mkdir()
-    md = build_index(Inputs(r), r / "index.md")
+    md = build_index(inputs(r), r / "index.md")
     assert md.count("_Missing") >= 10
     for what in ("annotate", "split", "train_frozen", "map", "predict", "overfit"):
         assert f"`{what}` stage" in md, what
 
 
-def test_index_survives_malformed_inputs(tmp_path: Path):
-    r = tmp_path / "reports"
-    for name in ("data/annotate.json", "data/split.json", "map/metrics.json", "overfitting.json"):
-        (r / name).parent.mkdir(parents=True, exist_ok=True)
-        (r / name).write_text("[1, 2" if "map" in name else '{"images": "many", "splits": [], "voc": 3}')
-    (r / "train").mkdir()
+def test_index_survives_malformed_metrics_and_histories(tmp_path: Path):
+    r = fabricate(tmp_path)
+    (r / "map/metrics.json").write_text("[1, 2")
     (r / "train/frozen.tsv").write_text("")
     (r / "train/unfrozen.tsv").write_text("epoch\tphase\n")
-    write_index(Inputs(r), r / "index.md")
+    write_index(inputs(r), r / "index.md")
     md = (r / "index.md").read_text()
     assert "## Dataset" in md
     # The contracts' one-line reasons, not a crash and not a guess
@@ -165,14 +190,22 @@ def test_index_survives_malformed_inputs(tmp_path: Path):
     assert "unfrozen-phase history" in md and "missing column 'train_loss'" in md
 
 
+@pytest.mark.parametrize("name", ["data/annotate.json", "data/split.json", "overfitting.json", "predict.json"])
+def test_an_input_of_another_layout_fails_the_stage_in_one_line(tmp_path: Path, capsys, name):
+    r = fabricate(tmp_path)
+    (r / name).write_text('{"images": "many", "splits": [], "seconds": 1}')
+    assert report_stage.main(argv(inputs(r), r / "index.md")) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and name in err and "rerun the" in err and not (r / "index.md").exists()
+
+
 def test_explicit_input_paths_and_links_from_another_folder(tmp_path: Path):
     r = fabricate(tmp_path)
     moved = tmp_path / "elsewhere" / "my metrics.json"
     moved.parent.mkdir()
     (r / "map/metrics.json").rename(moved)
     out = tmp_path / "site" / "index.md"
-    assert report_stage.main(["--reports", str(r), "--out", str(out), "--metrics", str(moved),
-                              "--headline", str(tmp_path / "metrics.json")]) == 0
+    assert report_stage.main(argv(inputs(r, metrics=moved), out, tmp_path / "metrics.json")) == 0
     assert Headline.read(tmp_path / "metrics.json").map50 == 0.8123
     md = out.read_text()
     assert "../elsewhere/my%20metrics.json" in md and "0.812" in md
@@ -207,6 +240,25 @@ def test_match_tp_fp_miss():
     assert not tp.any() and len(found) == 0
     tp, found = match(gb, gl, np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
     assert len(tp) == 0 and not found.any()
+
+
+def test_grid_matching_counts_what_the_voc_map_counts():
+    # The grid's hits are the metric's true positives, image by image (one matching for both).
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n, k = int(rng.integers(0, 6)), int(rng.integers(0, 8))
+        gt = {"boxes": _boxes(rng, n), "labels": rng.integers(0, 3, n), "difficult": np.zeros(n, bool)}
+        det = {"boxes": _boxes(rng, k), "labels": rng.integers(0, 3, k), "scores": rng.random(k)}
+        tp, found = match(gt["boxes"], gt["labels"], det["boxes"], det["labels"], det["scores"], 0.5)
+        voc = voc_map([gt], [det], 3, 0.5)
+        assert tp.sum() == found.sum() == sum(int(t.sum()) for t in voc.tp)
+        for c in range(3):
+            assert tp[det["labels"] == c].sum() == voc.tp[c].sum()
+
+
+def _boxes(rng, n: int) -> np.ndarray:
+    xy = rng.random((n, 2)) * 40
+    return np.c_[xy, xy + 5 + rng.random((n, 2)) * 20]
 
 
 def test_prediction_grid_png_with_20_classes(tmp_path: Path):

@@ -138,7 +138,7 @@ def test_easy_train_hard_val_is_flagged():
     val = [rec(f"v{i}", [i % 4], side=10) for i in range(40)]
     stats = {"train": split_stats(train, CLASSES), "val": split_stats(val, CLASSES), "test": split_stats(train[:40], CLASSES)}
     cmp = compare_splits(stats, 0.25)
-    assert cmp["val"]["flagged"] and "box-size" in cmp["val"]["reason"] and not cmp["test"]["flagged"]
+    assert cmp["val"].flagged and "box-size" in cmp["val"].reason and not cmp["test"].flagged
 
 
 def _run_split(tmp_path: Path, records: list[Record], extra: str = "") -> subprocess.CompletedProcess:

@@ -124,7 +124,7 @@ def test_coco_source_gives_the_same_lines_as_voc(tmp_path):
                                     images=str(root / "JPEGImages")), base=tmp_path, workers=1)
     assert not voc.errors and not coco.errors
     assert [format_line(r) for r in voc.records] == [format_line(r) for r in coco.records]
-    assert coco.report["images"] == voc.report["images"]
+    assert coco.report.to_json()["images"] == voc.report.to_json()["images"]
 
 
 def test_coco_errors(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from detpipe.data.dataset_check import check_dataset
 from detpipe.params import DataParams
+from detpipe.artifacts.annotate_report import AnnotateReport
 from detpipe.data.warning_groups import INFORMATIONAL, format_warnings, nearest_name, ordered_groups
 from tests.vocgen import CLASSES, make_voc
 
@@ -63,7 +64,7 @@ def test_ignored_name_is_suggested_for_an_empty_class(tmp_path):
     res = check_dataset(DataParams(root=str(root), classes=("cirlce", "square", "triangle", "star"),
                                    ignore_classes=("circle",)), base=tmp_path, workers=1)
     assert not res.errors
-    [never] = [w for w in res.report["warnings"] if w["kind"] == "class_without_objects"]
+    [never] = [w for w in res.report.to_json()["warnings"] if w["kind"] == "class_without_objects"]
     assert "did you mean 'circle'?" in never["message"]
 
 
@@ -76,13 +77,21 @@ def test_order_is_derived_from_the_skip_counts():
     warnings = ([{"kind": "converted_mode", "file": f"f{i}", "message": f"f{i}: mode L"} for i in range(5)]
                 + [{"kind": "new_kind_that_drops", "file": "x", "message": "x: dropped"}]
                 + [{"kind": "class_without_objects", "file": "(dataset)", "message": f"class {c!r}"} for c in "ab"])
-    report = {"warnings": warnings, "images": {"skipped": {}}, "objects": {"skipped": {"new_kind_that_drops": 1}}}
-    kinds = [k for k, _ in ordered_groups(warnings, {"new_kind_that_drops"})]
+    report = _report(warnings, objects_skipped={"new_kind_that_drops": 1})
+    kinds = [k for k, _ in ordered_groups(report.warnings, {"new_kind_that_drops"})]
     assert kinds == ["class_without_objects", "new_kind_that_drops", "converted_mode"]
     lines = format_warnings(report, show=2)
     assert lines[1:3] == ["warning [class_without_objects] x2: class 'a'", "warning [class_without_objects] x2: class 'b'"]
     assert lines[-1] == "    also f1, f2 … and 2 more"
-    assert format_warnings({"warnings": []}) == []
+    assert format_warnings(_report([])) == []
+
+
+def _report(warnings: list[dict], objects_skipped: dict | None = None) -> AnnotateReport:
+    counts = {"in": 1, "kept": 1, "skipped": {}}
+    return AnnotateReport.model_validate({
+        "source": {"type": "voc"}, "classes": [], "images": {**counts, "without_objects": 0},
+        "objects": {**counts, "skipped": objects_skipped or {}}, "per_class": {}, "images_without_objects": [],
+        "image_modes": {}, "warning_counts": {}, "warnings": warnings, "errors": []})
 
 
 def test_annotate_stage_prints_the_groups(tmp_path):

@@ -65,11 +65,11 @@ def test_yolo_copy_gives_the_voc_lines(voc_dataset, tmp_path, layout):
     want = {Path(r.path).name: strip_difficult(format_line(r)).split(" ", 1)[1:] for r in voc.records}
     got = {Path(r.path).name: format_line(r).split(" ", 1)[1:] for r in yolo.records}
     assert got == want and sum(len(r) for r in yolo.records) > 40
-    assert yolo.report["images"] == voc.report["images"]
-    assert yolo.report["objects"]["kept"] == voc.report["objects"]["kept"]
-    assert {c: v["objects"] for c, v in yolo.report["per_class"].items()} == \
-        {c: v["objects"] for c, v in voc.report["per_class"].items()}
-    assert yolo.report["source"]["type"] == "yolo" and yolo.report["warning_counts"] == voc.report["warning_counts"]
+    assert yolo.report.to_json()["images"] == voc.report.to_json()["images"]
+    assert yolo.report.to_json()["objects"]["kept"] == voc.report.to_json()["objects"]["kept"]
+    assert {c: v["objects"] for c, v in yolo.report.to_json()["per_class"].items()} == \
+        {c: v["objects"] for c, v in voc.report.to_json()["per_class"].items()}
+    assert yolo.report.to_json()["source"]["type"] == "yolo" and yolo.report.to_json()["warning_counts"] == voc.report.to_json()["warning_counts"]
 
 
 def test_pixel_rule_reads_back_integer_voc_boxes_up_to_6666_px():
@@ -118,7 +118,7 @@ def run(root: Path, tmp_path: Path, **data):
 
 
 def kinds(res) -> dict[str, int]:
-    return res.report["warning_counts"]
+    return res.report.to_json()["warning_counts"]
 
 
 def test_bad_lines_boxes_and_files_are_counted(tmp_path):
@@ -141,14 +141,14 @@ def test_bad_lines_boxes_and_files_are_counted(tmp_path):
     assert lines["out.jpg"] == ["85,20,100,30,1"]          # clipped; the one outside and the zero-width dropped
     assert lines["bad.jpg"] == ["40,20,60,30,2"]
     assert lines["background.jpg"] == lines["empty.jpg"] == [] and "float_coordinates" not in kinds(res)
-    assert res.report["objects"]["skipped"] == {"bad_box": 4, "degenerate_box": 1, "image_skipped:missing_image": 1,
+    assert res.report.to_json()["objects"]["skipped"] == {"bad_box": 4, "degenerate_box": 1, "image_skipped:missing_image": 1,
                                                 "outside_image": 1}
     assert {k: kinds(res)[k] for k in ("bad_box", "clipped", "no_label_file", "outside_images_folder")} == \
         {"bad_box": 4, "clipped": 1, "no_label_file": 1, "outside_images_folder": 1}
-    assert res.report["images"]["skipped"] == {"missing_image": 1}
-    orphan = next(w for w in res.report["warnings"] if w["kind"] == "missing_image")
+    assert res.report.to_json()["images"]["skipped"] == {"missing_image": 1}
+    orphan = next(w for w in res.report.to_json()["warnings"] if w["kind"] == "missing_image")
     assert "labels/orphan.txt" in orphan["message"] and "images/orphan.*" in orphan["message"]
-    bad = [w["message"] for w in res.report["warnings"] if w["kind"] == "bad_box"]
+    bad = [w["message"] for w in res.report.to_json()["warnings"] if w["kind"] == "bad_box"]
     assert any("bad.txt:1" in m and "'x'" in m for m in bad) and any("bad.txt:3" in m for m in bad)
     strict = run(root, tmp_path)
     assert [e.kind for e in strict.errors] == ["missing_image"]
@@ -159,7 +159,7 @@ def test_class_index_beyond_the_names_is_an_error_with_a_hint(tmp_path):
     res = run(root, tmp_path)
     [err] = [e for e in res.errors if e.kind == "unknown_class"]
     assert "'<class index 7>'" in err.message and "past the 4 names (0..3)" in err.message
-    assert res.report["objects"]["skipped"] == {"unknown_class": 1}
+    assert res.report.to_json()["objects"]["skipped"] == {"unknown_class": 1}
 
 
 @pytest.mark.parametrize("names_file", [("data.yaml", "path: .\nnames:\n  0: star\n  1: circle\n"),
@@ -169,7 +169,7 @@ def test_names_come_from_the_dataset_names_file(tmp_path, names_file):
     res = run(root, tmp_path)
     assert not res.errors
     assert format_line(res.records[0]).split(" ", 1)[1] == "40,20,60,30,3 10,5,30,15,0"  # star = 3, circle = 0
-    assert res.report["source"]["class_names_from"].endswith(names_file[0])
+    assert res.report.to_json()["source"]["class_names_from"].endswith(names_file[0])
 
 
 def test_exif_rotated_image_boxes_are_fractions_of_the_displayed_frame(tmp_path):

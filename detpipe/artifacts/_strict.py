@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
 
 from .. import atomic
+from .error import ArtifactError
 
 T = TypeVar("T", bound="StrictJson")
-
-
-class ArtifactError(ValueError):
-    """A stage's file does not match its contract; the message names the file, the field and the fix."""
 
 
 @lru_cache(maxsize=None)

@@ -4,9 +4,7 @@ grouped by kind (a class that never appears first), each kind with its count and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import get_args
 
 from detpipe.cli.common import prog
@@ -61,8 +59,7 @@ def main(argv: list[str]) -> int:
         return 1
     report = result.report
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        report.write(args.report)
     if result.errors:
         print(format_errors(result.errors), file=sys.stderr, flush=True)
     print("\n".join(format_warnings(report, args.show) + [f"check-data: {summary_line(report)}"]))

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..model.detector import build_model, describe, model_summary
     from ..params import load_params_or_exit
-    from ..train.phase import load_detector, model_config
+    from ..model.load import load_detector, model_config
     if weights:
         try:
             model, state = load_detector(weights)

@@ -32,6 +32,11 @@ class Record:
         return len(self.labels)
 
 
+def ground_truths(records: list[Record]) -> list[dict[str, np.ndarray]]:
+    """Records as the metrics' per-image ground truth: {"boxes" [N, 4], "labels" [N], "difficult" [N]}."""
+    return [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in records]
+
+
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 

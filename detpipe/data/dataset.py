@@ -7,7 +7,7 @@ a fixed suffix (see `_MIXUP_STREAM`), so turning mixup on or off leaves every ot
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
 
 import cv2
@@ -35,7 +35,15 @@ Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image uint8 [S, S, 3], box
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation strengths; all zero means plain letterboxing."""
+    """Training augmentation strengths; all zero means plain letterboxing.
+
+    Each knob is `train.<its name>` in params.yaml (mosaic_until is derived from
+    train.mosaic_fraction). Adding one: a field here and one in params.TrainParams, nothing else.
+    Its random draws must happen only when it is on (`if aug.new > 0 and rng.random() < aug.new`,
+    or a generator of its own, as mixup): off, every sample of an old run stays bitwise what it
+    was, and so do its weights. tests/test_data.py fails when an option that is off draws. (The
+    first knobs, ALWAYS_DRAWN, draw whether on or not; they keep doing so for the same reason.)
+    """
 
     hflip: float = 0.0
     scale_jitter: float = 0.0
@@ -60,10 +68,14 @@ class Augment:
 
     @classmethod
     def from_train_params(cls, p) -> "Augment":
-        total = p.freeze_epochs + p.unfreeze_epochs
-        until = int(round(total * p.mosaic_fraction))
-        return cls(p.hflip, p.scale_jitter, p.translate, p.hsv_h, p.hsv_s, p.hsv_v, p.mosaic, until, mixup=p.mixup,
-                   grayscale=p.grayscale)
+        """The strengths of params.yaml's train section, each by its name."""
+        until = int(round((p.freeze_epochs + p.unfreeze_epochs) * p.mosaic_fraction))
+        return cls(**{f.name: getattr(p, f.name) for f in fields(cls) if f.name != "mosaic_until"}, mosaic_until=until)
+
+
+# The knobs whose draws predate the rule above: each tile draws its zoom, shift, flip coin and
+# colour gains whatever their strengths.
+ALWAYS_DRAWN = ("scale_jitter", "translate", "hflip", "hsv_h", "hsv_s", "hsv_v")
 
 
 def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:

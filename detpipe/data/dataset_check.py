@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from detpipe.artifacts.annotate_report import AnnotateReport, ClassCounts, ImageCounts, ObjectCounts
 from detpipe.data.annotations import Record
 from detpipe.data.checks import ImageIndex, Issue, ItemResult, check_item
 from detpipe.data.coco import CocoError, coco_items
@@ -40,10 +41,10 @@ class DataError(ValueError):
 
 @dataclass
 class DatasetResult:
-    """Kept records (image paths relative to `base`), the report dict and the errors."""
+    """Kept records (image paths relative to `base`), the report and the errors."""
 
     records: list[Record]
-    report: dict
+    report: AnnotateReport
     errors: list[Issue]
 
 
@@ -278,27 +279,27 @@ def _dataset_checks(t: Tally) -> None:
                               "Fix: check data.root, data.source and data.classes."))
 
 
-def build_report(t: Tally, records: list[Record], source: dict) -> dict:
+def build_report(t: Tally, records: list[Record], source: dict) -> AnnotateReport:
     """The annotate report; raises RuntimeError if the books do not balance (a bug, not bad data)."""
     kept_objects = sum(len(r) for r in records)
     images_ok = t.images_in == len(records) + sum(t.images_skipped.values())
     objects_ok = t.objects_in == kept_objects + sum(t.objects_skipped.values())
     if not (images_ok and objects_ok):
         raise RuntimeError(f"internal accounting error: images {images_ok}, objects {objects_ok}")
-    return {
-        "source": source,
-        "classes": list(t.classes),
-        "images": {"in": t.images_in, "kept": len(records), "skipped": dict(sorted(t.images_skipped.items())),
-                   "without_objects": len(t.without_objects)},
-        "objects": {"in": t.objects_in, "kept": kept_objects, "skipped": dict(sorted(t.objects_skipped.items()))},
-        "per_class": {c: {"objects": t.class_objects[c], "images": t.class_images[c],
-                          "difficult": t.class_difficult[c]} for c in t.classes},
-        "images_without_objects": t.without_objects,
-        "image_modes": dict(sorted(t.modes.items())),
-        "warning_counts": dict(sorted(Counter(w.kind for w in t.warnings).items())),
-        "warnings": [vars(w) for w in t.warnings],
-        "errors": [vars(e) for e in t.errors],
-    }
+    return AnnotateReport(
+        source=source,
+        classes=list(t.classes),
+        images=ImageCounts(in_=t.images_in, kept=len(records), skipped=dict(sorted(t.images_skipped.items())),
+                           without_objects=len(t.without_objects)),
+        objects=ObjectCounts(in_=t.objects_in, kept=kept_objects, skipped=dict(sorted(t.objects_skipped.items()))),
+        per_class={c: ClassCounts(objects=t.class_objects[c], images=t.class_images[c],
+                                  difficult=t.class_difficult[c]) for c in t.classes},
+        images_without_objects=t.without_objects,
+        image_modes=dict(sorted(t.modes.items())),
+        warning_counts=dict(sorted(Counter(w.kind for w in t.warnings).items())),
+        warnings=[vars(w) for w in t.warnings],
+        errors=[vars(e) for e in t.errors],
+    )
 
 
 def _finish(data: DataParams, results: list[ItemResult], index: ImageIndex, folder: Path, base: Path,
@@ -400,11 +401,11 @@ def format_errors(errors: Sequence[Issue], limit: int = MAX_LISTED) -> str:
     return "\n".join(lines)
 
 
-def summary_line(report: dict) -> str:
+def summary_line(report: AnnotateReport) -> str:
     """One line of counts for stdout."""
-    im, ob = report["images"], report["objects"]
+    im, ob = report.images, report.objects
     skipped = lambda d: ", ".join(f"{k} {v}" for k, v in d.items()) or "none"  # noqa: E731
-    return (f"images in {im['in']}, kept {im['kept']} ({im['without_objects']} without objects), "
-            f"skipped {sum(im['skipped'].values())} [{skipped(im['skipped'])}]; objects in {ob['in']}, "
-            f"kept {ob['kept']}, skipped {sum(ob['skipped'].values())} [{skipped(ob['skipped'])}]; "
-            f"{len(report['warnings'])} warnings, {len(report['errors'])} errors")
+    return (f"images in {im.in_}, kept {im.kept} ({im.without_objects} without objects), "
+            f"skipped {sum(im.skipped.values())} [{skipped(im.skipped)}]; objects in {ob.in_}, "
+            f"kept {ob.kept}, skipped {sum(ob.skipped.values())} [{skipped(ob.skipped)}]; "
+            f"{len(report.warnings)} warnings, {len(report.errors)} errors")

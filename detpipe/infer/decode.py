@@ -1,30 +1,30 @@
-"""Detections for a list of records: batched, letterboxed inference mapped back to image pixels."""
+"""Detections from the network's output: per-class NMS, boxes back to each image's pixels, and
+the ones a report or a file shows."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
+from torch import Tensor
 
-from ..data.annotations import Record
-
-CSV_COLUMNS = ["image", "class", "score", "x1", "y1", "x2", "y2"]
+from ..boxes import Letterbox, clip_boxes, from_letterbox, multiclass_nms
 
 
-def write_detections_csv(path: str | Path, records: list[Record], dets: list[dict],
-                         class_names: list[str]) -> int:
-    """One row per box (image path as in the split file); returns the number of rows."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    rows = 0
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(CSV_COLUMNS)
-        for record, det in zip(records, dets):
-            for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
-                writer.writerow([record.path, class_names[int(label)], f"{score:.6f}",
-                                 *(f"{v:.2f}" for v in box)])
-                rows += 1
-    return rows
+def decode(out: dict[str, Tensor], conf: float, iou: float, max_det: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per image of a batch: (boxes Tensor[K, 4] in input pixels, scores Tensor[K], labels Tensor[K])."""
+    scores = out["cls"].float().sigmoid()
+    return [multiclass_nms(b, s, conf, iou, max_det) for b, s in zip(out["boxes"].float(), scores)]
+
+
+def detections_per_image(out: dict[str, Tensor], letterboxes: list[Letterbox], conf: float, iou: float,
+                         max_det: int) -> list[dict[str, np.ndarray]]:
+    """Per-class NMS, then boxes back to each image's own pixels (clipped to the image).
+
+    One dict of boxes [K, 4] (float64), scores [K] and labels [K] per letterbox, in batch order.
+    """
+    dets = []
+    for (boxes, scores, labels), lb in zip(decode(out, conf, iou, max_det), letterboxes):
+        boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), lb.width, lb.height)
+        dets.append({"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(), "labels": labels.cpu().numpy()})
+    return dets
 
 
 def sample_indices(n: int, k: int) -> list[int]:

@@ -3,7 +3,7 @@
 The graph holds the network only, not NMS: input "images" float32 [B, 3, S, S] of 0-255 RGB
 values (letterboxed with grey 114, as `Predictor.preprocess` does), outputs "cls" (class
 logits [B, A, C]) and "boxes" (xyxy in input pixels [B, A, 4]). Decoding and per-class NMS run in
-Python (`detpipe.inference`), the same code as for the PyTorch model, so both give the same boxes
+Python (`detpipe.infer.predictor`), the same code as for the PyTorch model, so both give the same boxes
 and the graph needs no NMS operator that runtimes implement differently. Class names and the
 input size travel in the model's metadata. onnx and onnxruntime are optional extras.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..model.load import load_detector
 from .predictor import ONNX_HINT, Predictor, compare
 
 OPSET = 17
@@ -49,7 +50,6 @@ def export_onnx(weights: str | Path, out: str | Path, imgsz: int | None = None, 
                 opset: int = OPSET) -> Path:
     """Write the ONNX model; `dynamic` leaves batch size and image size free, else [1, 3, S, S]."""
     onnx, _ = require_onnx()
-    from ..train.phase import load_detector
     model, state = load_detector(weights, "cpu")
     size = int(imgsz or state["imgsz"])
     example = torch.full((1, 3, size, size), 114.0)

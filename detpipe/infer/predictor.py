@@ -18,14 +18,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
-from ..train.accel import channels_last
 from torchvision.ops import box_iou
 
 from ..boxes import Letterbox, letterbox_params
 from ..data.dataset import PAD_VALUE, batch_loader, letterbox_image
-from ..train.engine import detections_per_image, select_device
+from .decode import detections_per_image
 from ..data.images import DEFAULT_LIMIT, PixelLimit, load_rgb
 from ..model.detector import fuse_conv_bn
+from ..model.device import channels_last, select_device
+from ..model.load import load_detector
 
 ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
              "pip install onnx onnxruntime (CUDA: onnxruntime-gpu)")
@@ -144,7 +145,6 @@ class Predictor:
             self.backend = OnnxBackend(weights, self.device)
             self.class_names, trained = self.backend.class_names, self.backend.imgsz
         else:
-            from ..train.phase import load_detector
             model, state = load_detector(weights, self.device)
             self.backend = TorchBackend(model, self.device, dtype)
             self.class_names, trained = list(state["class_names"]), int(state["imgsz"])
@@ -180,19 +180,12 @@ class Predictor:
 
     def letterbox(self, rgb: np.ndarray) -> tuple[Tensor, Letterbox]:
         """One image as uint8 Tensor[3, S, S] and how it was placed."""
-        h, w = rgb.shape[:2]
-        lb = letterbox_params(w, h, self.imgsz)
-        return torch.from_numpy(np.array(letterbox_image(np.ascontiguousarray(rgb), lb))).permute(2, 0, 1), lb
+        return letterbox_tensor(rgb, self.imgsz)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Tensor, list[Letterbox]]:
         """Letterbox and stack: uint8 Tensor[B, 3, S, S] (padded to a fixed-batch ONNX model's size)."""
         pairs = [self.letterbox(im) for im in images]
-        batch = torch.stack([p[0] for p in pairs])
-        fixed = self.batch_limit
-        if fixed and len(batch) < fixed:
-            pad = torch.full((fixed - len(batch), *batch.shape[1:]), PAD_VALUE, dtype=batch.dtype)
-            batch = torch.cat([batch, pad])
-        return batch, [p[1] for p in pairs]
+        return pad_batch(torch.stack([p[0] for p in pairs]), self.batch_limit), [p[1] for p in pairs]
 
     def forward(self, batch: Tensor) -> dict[str, Tensor]:
         return self.backend(batch)
@@ -228,10 +221,7 @@ class Predictor:
                               collate_fn=_collate)
         dets: list[dict[str, np.ndarray]] = []
         for batch, lbs in progress(loader):
-            if self.batch_limit and len(batch) < self.batch_limit:
-                pad = torch.full((self.batch_limit - len(batch), *batch.shape[1:]), PAD_VALUE, dtype=batch.dtype)
-                batch = torch.cat([batch, pad])
-            dets.extend(self.postprocess(self.forward(batch), lbs))
+            dets.extend(self.postprocess(self.forward(pad_batch(batch, self.batch_limit)), lbs))
         return dets
 
 
@@ -243,10 +233,22 @@ class _Letterboxed(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Letterbox]:
-        rgb = load_rgb(self.paths[i], self.pixel_limit)
-        h, w = rgb.shape[:2]
-        lb = letterbox_params(w, h, self.imgsz)
-        return torch.from_numpy(np.array(letterbox_image(rgb, lb))).permute(2, 0, 1), lb
+        return letterbox_tensor(load_rgb(self.paths[i], self.pixel_limit), self.imgsz)
+
+
+def letterbox_tensor(rgb: np.ndarray, imgsz: int) -> tuple[Tensor, Letterbox]:
+    """uint8 [H, W, 3] -> uint8 Tensor[3, S, S] letterboxed as in training, and how it was placed."""
+    h, w = rgb.shape[:2]
+    lb = letterbox_params(w, h, imgsz)
+    return torch.from_numpy(np.array(letterbox_image(np.ascontiguousarray(rgb), lb))).permute(2, 0, 1), lb
+
+
+def pad_batch(batch: Tensor, size: int | None) -> Tensor:
+    """uint8 Tensor[B, 3, S, S] filled up to `size` images with the letterbox grey (a fixed-batch
+    ONNX model takes no other batch size; the padding's detections are cut by postprocess)."""
+    if not size or len(batch) >= size:
+        return batch
+    return torch.cat([batch, torch.full((size - len(batch), *batch.shape[1:]), PAD_VALUE, dtype=batch.dtype)])
 
 
 def _collate(items: list) -> tuple[Tensor, list[Letterbox]]:

@@ -6,17 +6,16 @@ format go through the same checks (`validate.check_numbers`).
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..data.annotations import Record
+from ..artifacts.detections import NUMBERS, read_detections
 from .flat import EvalData
 from .validate import InputError, check_numbers
 
-__all__ = ["InputError", "records_to_gts", "read_detections_csv", "read_coco_json", "coco_to_flat",
+__all__ = ["InputError", "read_detections_csv", "read_coco_json", "coco_to_flat",
            "to_coco_json"]
 
 
@@ -27,36 +26,21 @@ def _float(token: str, where: str, what: str) -> float:
         raise InputError(f"{where}: {what} {token!r} is not a number") from None
 
 
-def records_to_gts(records: list[Record]) -> list[dict]:
-    """Annotation-line records (detpipe's split files) to the per-image ground-truth format."""
-    return [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in records]
-
-
 def read_detections_csv(path: str | Path, image_paths: list[str], class_names: list[str]) -> list[dict]:
-    """detpipe's detections CSV (image, class, score, x1, y1, x2, y2) in the order of
-    `image_paths`; images without rows have no detections."""
+    """detpipe's detections CSV (artifacts.detections) in the order of `image_paths`; images
+    without rows have no detections. Its format errors are ArtifactErrors, its content errors
+    (an image not in the split, an unknown class, a bad box) InputErrors."""
     index = {p: i for i, p in enumerate(image_paths)}
     classes = {n: i for i, n in enumerate(class_names)}
-    img, lab, values, lines = [], [], [], []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        need = ["image", "class", "score", "x1", "y1", "x2", "y2"]
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}:1: missing column(s) {', '.join(missing)}; expected {','.join(need)}")
-        for number, row in enumerate(reader, 2):
-            where = f"{path}:{number}"
-            if row["image"] not in index:
-                raise InputError(f"{where}: image {row['image']!r} is not in the split")
-            if row["class"] not in classes:
-                raise InputError(f"{where}: unknown class {row['class']!r}; classes: {', '.join(class_names)}")
-            img.append(index[row["image"]])
-            lab.append(classes[row["class"]])
-            values.append([_float(row[c], where, c) for c in need[2:]])
-            lines.append(number)
-    values = np.array(values, np.float64).reshape(-1, 5)
-    check_numbers(values, need[2:], lambda r: f"{path}:{lines[r]}", slice(1, 5), xywh=False)
-    img, lab = np.array(img, np.int64), np.array(lab, np.int64)
+    images, names, values, lines = read_detections(path)
+    for image, name, line in zip(images, names, lines):
+        if image not in index:
+            raise InputError(f"{path}:{line}: image {image!r} is not in the split")
+        if name not in classes:
+            raise InputError(f"{path}:{line}: unknown class {name!r}; classes: {', '.join(class_names)}")
+    check_numbers(values, list(NUMBERS), lambda r: f"{path}:{lines[r]}", slice(1, 5), xywh=False)
+    img = np.array([index[i] for i in images], np.int64)
+    lab = np.array([classes[n] for n in names], np.int64)
     order = np.argsort(img, kind="stable")
     bounds = np.searchsorted(img[order], np.arange(len(image_paths) + 1))
     return [{"boxes": values[sel, 1:], "labels": lab[sel], "scores": values[sel, 0]}

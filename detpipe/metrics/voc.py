@@ -95,6 +95,50 @@ def ap_11_point(recall: np.ndarray, precision: np.ndarray) -> float:
     return ap
 
 
+def voc_matches(data: EvalData, num_classes: int, min_overlap: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The matching of the module docstring, in the order the AP reads detections.
+
+    Returns (d_order [K]: detection rows by class, then descending score; and in that order:
+    tp [K] bool, matched a difficult object [K] bool, the matched ground-truth row [K], -1 if none).
+    """
+    g_key = data.g_img * num_classes + data.g_lab
+    g_order = np.argsort(g_key, kind="stable")
+    g_box, g_key, g_diff = data.g_box[g_order], g_key[g_order], data.g_diff[g_order]
+    # best objects in input (image-major) order: boxes are read in place, only results move
+    ovmax, arg = best_gt(data.d_box, data.d_img * num_classes + data.d_lab, g_box, g_key)
+    # class, then descending score; lexsort is stable so ties keep image then input order
+    d_order = lexsort((-data.d_score, data.d_lab))
+    ovmax, arg = ovmax[d_order], arg[d_order]
+    hit = ovmax >= min_overlap
+    difficult_hit = hit & (g_diff[np.maximum(arg, 0)] if len(g_diff) else False)  # no objects: no hit
+    claim = hit & ~difficult_hit
+    tp = np.zeros(len(d_order), dtype=bool)
+    claim_idx = np.flatnonzero(claim)
+    first = np.full(len(g_key), len(d_order))  # first claimant in score order wins
+    np.minimum.at(first, arg[claim_idx], claim_idx)
+    tp[first[first < len(d_order)]] = True
+    matched = np.where(arg >= 0, g_order[np.maximum(arg, 0)], -1) if len(g_order) else arg
+    return d_order, tp, difficult_hit, matched
+
+
+def match_image(gt: dict, det: dict, min_overlap: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One image's detections against its objects, exactly as the VOC AP counts them.
+
+    gt: {"boxes" [M, 4], "labels" [M], "difficult" [M] (optional)}; det: {"boxes" [K, 4],
+    "labels" [K], "scores" [K]}. Returns (true positive [K] bool, object found [M] bool), in
+    their input orders; a detection on a difficult object is neither true nor found.
+    """
+    data = from_lists([gt], [det])
+    num_classes = int(max(data.g_lab.max(initial=-1), data.d_lab.max(initial=-1))) + 1
+    d_order, tp, _, arg = voc_matches(data, num_classes, min_overlap)
+    is_tp = np.zeros(len(d_order), dtype=bool)
+    is_tp[d_order] = tp
+    found = np.zeros(len(data.g_lab), dtype=bool)
+    found[arg[tp]] = True
+    return is_tp, found
+
+
 def voc_map(gts: list[dict], dets: list[dict], num_classes: int, min_overlap: float = 0.5,
             use_07: bool = False) -> VocResult:
     """VOC AP per class and mAP. `gts[i]`/`dets[i]` describe image i (see module docstring).
@@ -109,24 +153,8 @@ def voc_map_flat(data: EvalData, num_classes: int, min_overlap: float = 0.5,
                  use_07: bool = False) -> VocResult:
     """`voc_map` on flat arrays (image-major rows, see `flat.EvalData`)."""
     data.check(num_classes)
-    g_box, g_lab, g_diff = data.g_box, data.g_lab, data.g_diff
-    d_box, d_lab, d_img, d_score = data.d_box, data.d_lab, data.d_img, data.d_score
-    g_key = data.g_img * num_classes + g_lab
-    g_order = np.argsort(g_key, kind="stable")
-    g_box, g_key, g_diff, g_lab = g_box[g_order], g_key[g_order], g_diff[g_order], g_lab[g_order]
-    # best objects in input (image-major) order: boxes are read in place, only results move
-    ovmax, arg = best_gt(d_box, d_img * num_classes + d_lab, g_box, g_key)
-    # class, then descending score; lexsort is stable so ties keep image then input order
-    d_order = lexsort((-d_score, d_lab))
-    d_lab, d_score, ovmax, arg = d_lab[d_order], d_score[d_order], ovmax[d_order], arg[d_order]
-    hit = ovmax >= min_overlap
-    difficult_hit = hit & g_diff[np.maximum(arg, 0)]
-    claim = hit & ~difficult_hit
-    tp = np.zeros(len(d_lab), dtype=bool)
-    claim_idx = np.flatnonzero(claim)
-    first = np.full(len(g_lab), len(d_lab))  # first claimant in score order wins
-    np.minimum.at(first, arg[claim_idx], claim_idx)
-    tp[first[first < len(d_lab)]] = True
+    d_order, tp, difficult_hit, _ = voc_matches(data, num_classes, min_overlap)
+    d_lab, d_score, g_lab, g_diff = data.d_lab[d_order], data.d_score[d_order], data.g_lab, data.g_diff
     keep = ~difficult_hit
 
     n_gt = np.bincount(g_lab[~g_diff], minlength=num_classes)[:num_classes]

@@ -19,30 +19,13 @@ import torchvision
 from torch import Tensor, nn
 
 from ..boxes import distances_to_boxes
+from ..catalog import NECKS, REGNETS, RESNETS, SCALES, SEQUENTIAL, SHUFFLENETS, YOLO_FAMILIES, YOLO_SCALES, pan_width
 from .layers import C2f, c3k2, conv_bn, cspdarknet, scaled_channels, ultralytics_batchnorm, yolo11_backbone
 
 STRIDES = (8, 16, 32)
-# Ultralytics' (width, depth, max_channels) per scale, from yolov8.yaml and yolo11.yaml: they scale
-# the channels (capped), the block repeats and the neck. detpipe's own cspdarknet and the PAN neck
-# (256 x width channels, 3 x depth blocks) take YOLOv8's width and depth, without the cap.
-YOLO_SCALES = {
-    "yolov8": {"n": (0.25, 0.33, 1024), "s": (0.5, 0.33, 1024), "m": (0.75, 0.67, 768), "l": (1.0, 1.0, 512)},
-    "yolo11": {"n": (0.25, 0.5, 1024), "s": (0.5, 0.5, 1024), "m": (1.0, 0.5, 512), "l": (1.0, 1.0, 512)},
-}
-SCALES = {k: v[:2] for k, v in YOLO_SCALES["yolov8"].items()}
-# Ultralytics' layouts: the backbone (and neck) with its BatchNorm settings and 0-1 inputs, so weights
-# converted by `detpipe import-weights` compute what they computed in Ultralytics.
-YOLO_FAMILIES = tuple(YOLO_SCALES)
-NECKS = ("pan",) + YOLO_FAMILIES
 # ImageNet statistics: torchvision backbones (and their pretrained weights) expect them.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-# torchvision classifier families _stages can cut at strides 8, 16 and 32, by how it cuts them.
-_RESNETS = ("resnet", "resnext", "wide_resnet")
-_SHUFFLENETS = ("shufflenet",)
-_REGNETS = ("regnet",)
-_SEQUENTIAL = ("mobilenet_v3", "efficientnet", "mobilenet_v2")
-TORCHVISION_FAMILIES = _RESNETS + _SHUFFLENETS + _REGNETS + _SEQUENTIAL
 
 
 @dataclass(frozen=True)
@@ -75,7 +58,7 @@ class ModelConfig:
     @property
     def neck_width(self) -> int:
         """The PAN neck's channels (and the head's); the YOLO necks have one width per level."""
-        return self.neck_channels or int(256 * self.width)
+        return pan_width(self.scale, self.neck_channels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +66,7 @@ class ModelConfig:
 
 def _stages(name: str, scale: str = "n") -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     """Split the backbone into stem and the stages ending at strides 8, 16, 32 (random weights:
-    build_model loads pretrained ones after construction, through detpipe.pretrained)."""
+    build_model loads pretrained ones after construction, through detpipe.model.pretrained)."""
     if name == "cspdarknet":
         return cspdarknet(*SCALES[scale])
     if name == "yolov8":
@@ -95,31 +78,20 @@ def _stages(name: str, scale: str = "n") -> tuple[nn.Module, nn.Module, nn.Modul
 
 def torchvision_stages(net: nn.Module, name: str) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     """The stem and the stride 8, 16, 32 stages of a torchvision classifier `net` (its own modules)."""
-    if name.startswith(_RESNETS):
+    if name.startswith(RESNETS):
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         return stem, net.layer2, net.layer3, net.layer4
-    if name.startswith(_SHUFFLENETS):
+    if name.startswith(SHUFFLENETS):
         return nn.Sequential(net.conv1, net.maxpool), net.stage2, net.stage3, net.stage4
-    if name.startswith(_REGNETS):
+    if name.startswith(REGNETS):
         t = net.trunk_output
         return nn.Sequential(net.stem, t.block1), t.block2, t.block3, t.block4
-    if name.startswith(_SEQUENTIAL):
+    if name.startswith(SEQUENTIAL):
         feats = net.features
         a, b, c = _stride_cuts(feats)
         return feats[:a], feats[a:b], feats[b:c], feats[c:]
     raise ValueError(f"model.backbone: {name!r} is not supported; use cspdarknet, yolov8, yolo11 or a resnet*, "
                      "shufflenet_v2_*, regnet_*, mobilenet_v2/v3_* or efficientnet_* model of torchvision")
-
-
-def backbone_names() -> tuple[str, ...]:
-    """Every model.backbone _stages builds (params.yaml is validated against this)."""
-    return ("cspdarknet",) + YOLO_FAMILIES + _torchvision_backbones()
-
-
-def _torchvision_backbones() -> tuple[str, ...]:
-    """torchvision's classifiers of the families _stages knows how to cut."""
-    models = torchvision.models.list_models(module=torchvision.models)
-    return tuple(n for n in models if n.startswith(TORCHVISION_FAMILIES))
 
 
 @contextmanager

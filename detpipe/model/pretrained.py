@@ -22,16 +22,8 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from ..artifacts.image_manifest import file_sha256
-from .detector import TORCHVISION_FAMILIES, YOLO_FAMILIES, Backbone, Detector, ModelConfig, torchvision_stages
-
-PUBLISHED_KINDS = ("imagenet", "coco")
-# torchvision detectors whose backbone is one of detpipe's torchvision backbones: their COCO weights
-# start it. (weights enum, the backbone's key prefix in the file, its prefix in the classifier, the
-# file's BatchNorm eps where it differs from the classifier's: FrozenBatchNorm2d's 1e-5.)
-COCO_DETECTORS = {
-    "resnet50": ("FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1", "backbone.body.", "", None),
-    "mobilenet_v3_large": ("FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1", "backbone.body.", "features.", 1e-5),
-}
+from ..catalog import COCO_DETECTORS, PUBLISHED_KINDS, YOLO_FAMILIES, imagenet_weights, pretrained_choices
+from .detector import Backbone, Detector, ModelConfig, torchvision_stages
 
 
 class PretrainedError(ckpt.CheckpointError):
@@ -62,21 +54,6 @@ class Published:
         return Path(torch.hub.get_dir()) / "checkpoints" / self.file_name
 
 
-def _imagenet_weights(backbone: str):
-    if not backbone.startswith(TORCHVISION_FAMILIES):
-        return None
-    try:
-        return torchvision.models.get_model_weights(backbone).DEFAULT
-    except (ValueError, KeyError, AttributeError):
-        return None
-
-
-def pretrained_choices(backbone: str) -> tuple[str, ...]:
-    """The `model.pretrained` values that work with this backbone, besides the path of a checkpoint."""
-    return (("none",) + (("imagenet",) if _imagenet_weights(backbone) is not None else ())
-            + (("coco",) if backbone in COCO_DETECTORS else ()))
-
-
 def _choices_hint(backbone: str) -> str:
     with_weights = {"imagenet": "e.g. resnet18, mobilenet_v3_large", "coco": ", ".join(COCO_DETECTORS)}
     alternatives = "; ".join(f"{k} works with {v}" for k, v in with_weights.items())
@@ -92,7 +69,7 @@ def published(backbone: str, kind: str) -> Published:
         raise PretrainedError(f"model.pretrained: {kind}: torchvision has no {kind} weights for {backbone}; "
                               + _choices_hint(backbone))
     if kind == "imagenet":
-        w = _imagenet_weights(backbone)
+        w = imagenet_weights(backbone)
         return Published(f"{type(w).__name__}.{w.name}", w.url)
     name, prefix, net_prefix, eps = COCO_DETECTORS[backbone]
     return Published(name, torchvision.models.get_weight(name).url, prefix, net_prefix, eps)

@@ -19,7 +19,8 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .layers import C2PSA, C3, SPPF, Bottleneck, C2f, scaled_channels
-from .detector import SCALES, YOLO_FAMILIES, YOLO_SCALES, Detector, ModelConfig, yolo_head_widths
+from ..catalog import SCALES, YOLO_FAMILIES, YOLO_SCALES
+from .detector import Detector, ModelConfig, yolo_head_widths
 
 # Ultralytics' sub-layer names for each detpipe block (detpipe path -> Ultralytics path).
 _NAMES: dict[type, dict[str, str]] = {

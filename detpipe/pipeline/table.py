@@ -75,6 +75,18 @@ def _report(path: str, kind: str = "outs", directory: bool = False) -> Out:
     return Out(path, kind, cache=False, directory=directory)
 
 
+# The index page reads every other stage's report: each path once, as its argument and its dep.
+_REPORT_INPUTS = (
+    ("--annotate", "reports/data/annotate.json"), ("--split", "reports/data/split.json"),
+    ("--split-png", "reports/data/split.png"), ("--frozen", "reports/train/frozen.tsv"),
+    ("--unfrozen", "reports/train/unfrozen.tsv"), ("--overfit-json", "reports/overfitting.json"),
+    ("--overfit-md", "reports/overfitting.md"), ("--overfit-png", "reports/overfitting.png"),
+    ("--metrics", "reports/map/metrics.json"), ("--map-info", "reports/map/info.json"),
+    ("--pr-dir", "reports/map/pr"), ("--prf-png", "reports/map/prf_confidence.png"),
+    ("--confusion", "reports/map/confusion_matrix.png"), ("--predictions", "reports/predictions"),
+    ("--predict-summary", "reports/predict.json"),
+)
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "annotate", "stages/annotate.py",
@@ -160,12 +172,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "report", "stages/report.py",
-        args=(("--reports", "reports"), ("--out", "reports/index.md"), ("--headline", "reports/metrics.json")),
-        deps=("reports/data/annotate.json", "reports/data/split.json", "reports/data/split.png",
-              "reports/train/frozen.tsv", "reports/train/unfrozen.tsv", "reports/overfitting.md",
-              "reports/overfitting.json", "reports/overfitting.png", "reports/map/metrics.json",
-              "reports/map/info.json", "reports/map/pr", "reports/map/confusion_matrix.png",
-              "reports/map/prf_confidence.png", "reports/predict.json", "reports/predictions"),
+        args=(("--out", "reports/index.md"), ("--headline", "reports/metrics.json")) + _REPORT_INPUTS,
+        deps=tuple(path for _, path in _REPORT_INPUTS),
         outs=(_report("reports/index.md"), _report("reports/metrics.json")),
         description="reports/index.md, the page that ties it together, and the headline metrics",
     ),

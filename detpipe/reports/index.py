@@ -1,75 +1,68 @@
 """reports/index.md: the one page a person opens first.
 
-Every section reads its inputs defensively: a missing or unreadable file gives a line saying
-what is missing and which stage writes it, never a crash. Links and images are relative to the
+Every input comes from the stage's command line (the stage table). A missing file gives a line
+saying what is missing and which stage writes it; a file that does not fit its contract
+(detpipe/artifacts/) stops the stage with one line naming it. Links and images are relative to the
 index so the page reads the same on GitHub, in a local Markdown viewer and offline.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
 from ..artifacts.history import read_history
-from ..artifacts.metrics import COCO_STATS, ArtifactError, Headline, MapInfo, MapMetrics, Prf
+from ..artifacts.metrics import COCO_STATS, Headline, MapInfo, MapMetrics, Prf
+from ..artifacts.annotate_report import AnnotateReport
+from ..artifacts.base import Artifact
+from ..artifacts.error import ArtifactError
+from ..artifacts.overfit_verdict import OverfitVerdict
+from ..artifacts.predict_summary import PredictSummary
+from ..artifacts.split_report import SplitReport
 
 
-@dataclass
+
+def _input(what: str) -> Any:
+    return field(metadata={"help": what})
+
+
+@dataclass(frozen=True)
 class Inputs:
-    """Where each input lives; defaults follow the layout under the reports folder."""
+    """Where each input lives: every path from the report stage's command line (the stage table)."""
 
-    reports: Path
-    annotate: Path | None = None
-    split: Path | None = None
-    split_png: Path | None = None
-    frozen: Path | None = None
-    unfrozen: Path | None = None
-    overfit_json: Path | None = None
-    overfit_md: Path | None = None
-    overfit_png: Path | None = None
-    metrics: Path | None = None
-    map_info: Path | None = None
-    pr_dir: Path | None = None
-    confusion: Path | None = None
-    predictions: Path | None = None
-    predict_summary: Path | None = None
+    annotate: Path = _input("annotate stage's JSON")
+    split: Path = _input("split stage's JSON")
+    split_png: Path = _input("split distributions PNG")
+    frozen: Path = _input("frozen-phase history TSV")
+    unfrozen: Path = _input("unfrozen-phase history TSV")
+    overfit_json: Path = _input("overfit stage's JSON")
+    overfit_md: Path = _input("overfit stage's Markdown")
+    overfit_png: Path = _input("training curves PNG")
+    metrics: Path = _input("map stage's metrics.json")
+    map_info: Path = _input("map stage's info.json (its seconds)")
+    pr_dir: Path = _input("folder of PR-curve PNGs")
+    prf_png: Path = _input("precision/recall/F1 against confidence PNG")
+    confusion: Path = _input("confusion matrix PNG")
+    predictions: Path = _input("folder of sample prediction images")
+    predict_summary: Path = _input("predict stage's JSON (its seconds)")
 
-    def __post_init__(self) -> None:
-        r = Path(self.reports)
-        # First existing candidate wins, else the first is reported as missing.
-        defaults = {
-            "annotate": ["data/annotate.json"], "split": ["data/split.json"],
-            "split_png": ["data/split.png"], "frozen": ["train/frozen.tsv"],
-            "unfrozen": ["train/unfrozen.tsv"], "overfit_json": ["overfitting.json"],
-            "overfit_md": ["overfitting.md"], "overfit_png": ["overfitting.png"],
-            "metrics": ["map/metrics.json"], "map_info": ["map/info.json"], "pr_dir": ["map/pr"],
-            "confusion": ["map/confusion_matrix.png", "map/figures/confusion_matrix.png"],
-            "predictions": ["predictions"],
-            "predict_summary": ["predict.json", "predictions/summary.json"],
-        }
-        for key, candidates in defaults.items():
-            value = getattr(self, key)
-            if value is None:
-                value = next((r / c for c in candidates if (r / c).exists()), r / candidates[0])
-            setattr(self, key, Path(value))
+
+A = TypeVar("A", bound=Artifact)
+
+
+def load(contract: type[A], path: Path) -> A | None:
+    """The artifact, or None when the file is not there (the page then says what is missing);
+    a file that does not fit its contract is an ArtifactError: the page would be wrong."""
+    return contract.read(path) if Path(path).is_file() else None
 
 
 # --------------------------------------------------------------------------- helpers
 
-def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def load(read: Callable[[Path], Any], path: Path) -> tuple[Any, str | None]:
+def attempt(read: Callable[[Path], Any], path: Path) -> tuple[Any, str | None]:
     """(content, None) through a contract's reader, or (None, why not: None for a missing file,
     else the contract's one-line error)."""
     if not Path(path).is_file():
@@ -86,7 +79,7 @@ def unreadable(what: str, why: str) -> str:
 
 def read_tsv(path: Path) -> pd.DataFrame | None:
     """A training history with at least one epoch, else None."""
-    frame, _ = load(read_history, path)
+    frame, _ = attempt(read_history, path)
     return frame if frame is not None and len(frame) else None
 
 
@@ -124,15 +117,6 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def pick(d: Any, *keys: str) -> Any:
-    """First present key of a mapping; dotted keys walk nested mappings."""
-    for key in keys:
-        cur = d
-        for part in key.split("."):
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        if cur is not None:
-            return cur
-    return None
 
 
 def image(path: Path, out_dir: Path, alt: str, width: str | None = None) -> str:
@@ -141,55 +125,8 @@ def image(path: Path, out_dir: Path, alt: str, width: str | None = None) -> str:
     return f"![{alt}]({rel(path, out_dir)})"
 
 
-def _count(v: Any) -> Any:
-    """A count given as a number, a list (its length) or a mapping with a count field."""
-    if isinstance(v, list):
-        return len(v)
-    if isinstance(v, dict):
-        return pick(v, "objects", "count", "n", "boxes", "instances", "images")
-    return v
-
-
-def per_class_counts(d: Any) -> dict[str, dict[str, Any]]:
-    """{class: {"objects": n, "images": n, "difficult": n}} from the shapes a report may use."""
-    raw = pick(d, "per_class", "classes", "class_counts", "objects_per_class", "class_objects",
-               "counts", "objects.per_class")
-    out: dict[str, dict[str, Any]] = {}
-    if isinstance(raw, dict):
-        for name, v in raw.items():
-            if isinstance(v, dict):
-                out[str(name)] = {"objects": pick(v, "objects", "count", "boxes", "instances"),
-                                  "images": pick(v, "images"), "difficult": pick(v, "difficult")}
-            elif isinstance(v, (int, float)):
-                out[str(name)] = {"objects": v}
-    elif isinstance(raw, list):
-        for v in raw:
-            if isinstance(v, dict) and pick(v, "name", "class") is not None:
-                out[str(pick(v, "name", "class"))] = {
-                    "objects": pick(v, "objects", "count", "boxes"), "images": pick(v, "images"),
-                    "difficult": pick(v, "difficult")}
-    for key, extra in (("images", ("class_images", "images_per_class")),
-                       ("difficult", ("class_difficult", "difficult_per_class"))):
-        more = pick(d, *extra)
-        if isinstance(more, dict):
-            for name, v in more.items():
-                out.setdefault(str(name), {})[key] = v
-    return out
-
-
-def _kept(d: dict, key: str) -> tuple[Any, Any]:
-    """(kept, skipped-by-reason) for "images"/"objects" given as a number or as
-    {"in", "kept", "skipped": {reason: n}} (the annotate stage's shape)."""
-    v = d.get(key)
-    if isinstance(v, dict):
-        kept = pick(v, "kept", "count", "n")
-        return (kept if kept is not None else v.get("in")), v.get("skipped")
-    return _count(v if v is not None else pick(d, f"n_{key}", f"num_{key}", f"{key}_kept")), None
-
-
-def _skipped(pair: tuple[Any, Any]) -> str:
-    skipped = pair[1]
-    if not isinstance(skipped, dict) or not sum(v for v in skipped.values() if isinstance(v, (int, float))):
+def _skipped(skipped: dict[str, int]) -> str:
+    if not sum(skipped.values()):
         return ""
     return " (skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) + ")"
 
@@ -201,64 +138,46 @@ Section = Callable[[Inputs, Path], list[str]]
 
 def section_dataset(inp: Inputs, out_dir: Path) -> list[str]:
     lines = ["## Dataset", ""]
-    d = read_json(inp.annotate)
+    d = load(AnnotateReport, inp.annotate)
     if d is None:
         return lines + [missing("dataset summary", inp.annotate, out_dir, "annotate"), ""]
-    images, objects = _kept(d, "images"), _kept(d, "objects")
-    empty = pick(d, "images.without_objects") if isinstance(d.get("images"), dict) else None
-    empty = empty if empty is not None else _count(pick(d, "images_without_objects", "without_objects"))
-    warnings = pick(d, "warnings") or []
-    facts = [f"**{num(images[0])}** images" + _skipped(images), f"**{num(objects[0])}** objects" + _skipped(objects),
-             f"**{num(empty)}** images without objects", f"**{_count(warnings) or 0}** warnings"]
+    facts = [f"**{d.images.kept}** images" + _skipped(d.images.skipped),
+             f"**{d.objects.kept}** objects" + _skipped(d.objects.skipped),
+             f"**{d.images.without_objects}** images without objects", f"**{len(d.warnings)}** warnings"]
     lines += [" · ".join(facts) + f" ([annotate.json]({rel(inp.annotate, out_dir)}))", ""]
-    kinds = pick(d, "warning_counts")
-    if isinstance(kinds, dict) and kinds:
-        lines += ["Warnings by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ".", ""]
-    counts = per_class_counts(d)
-    if counts:
-        rows = [[name, num(c.get("objects")), num(c.get("images")), num(c.get("difficult"))]
-                for name, c in counts.items()]
+    if d.warning_counts:
+        lines += ["Warnings by kind: " + ", ".join(f"{k} {v}" for k, v in d.warning_counts.items()) + ".", ""]
+    if d.per_class:
+        rows = [[name, c.objects, c.images, c.difficult] for name, c in d.per_class.items()]
         lines += table(["class", "objects", "images", "difficult"], rows) + [""]
-    if isinstance(warnings, list) and warnings:
-        shown = f"first 20 of {len(warnings)}" if len(warnings) > 20 else str(len(warnings))
+    if d.warnings:
+        shown = f"first 20 of {len(d.warnings)}" if len(d.warnings) > 20 else str(len(d.warnings))
         lines += [f"<details><summary>Warnings ({shown})</summary>", ""]
-        for w in warnings[:20]:
-            text = pick(w, "message", "text") if isinstance(w, dict) else w
-            lines.append(f"- {text}")
+        lines += [f"- {w.message}" for w in d.warnings[:20]]
         lines += ["", "</details>", ""]
     return lines
 
 
 def section_split(inp: Inputs, out_dir: Path) -> list[str]:
-    from detpipe.reports.overfit.checks import split_shift, split_stats  # the same reading the verdict uses
-
     lines = ["## Split check", ""]
-    d = read_json(inp.split)
+    d = load(SplitReport, inp.split)
     if d is None:
         lines += [missing("split report", inp.split, out_dir, "split"), ""]
     else:
-        stats = split_stats(d)
-        comparison = d.get("comparison") if isinstance(d.get("comparison"), dict) else {}
-        buckets = list(dict.fromkeys(k for s in stats.values() for k in (s.get("size_counts") or {})))
+        buckets = list(dict.fromkeys(k for s in d.splits.values() for k in s.box_sizes))
         rows = []
-        for name, s in stats.items():
-            c = comparison.get(name) or {}
-            flag = ("**flagged**: " + str(c.get("reason", "")) if c.get("flagged") else
-                    f"class shift {num(c.get('class_shift'), 2)}, size shift {num(c.get('size_shift'), 2)}"
-                    if c else ("reference" if name == "train" else "–"))
-            rows.append([name, num(s["images"]), num(s["objects"])]
-                        + [num((s.get("size_counts") or {}).get(b)) for b in buckets] + [flag])
-        if rows:
-            lines += table(["split", "images", "objects"] + [f"{b} boxes" for b in buckets]
-                           + ["vs train (total variation)"], rows) + [""]
-        names = list(dict.fromkeys(c for s in stats.values() for c in (s.get("class_counts") or {})))
+        for name, s in d.splits.items():
+            c = d.comparison.get(name)
+            flag = ("reference" if c is None else f"**flagged**: {c.reason}" if c.flagged
+                    else f"class shift {num(c.class_shift, 2)}, size shift {num(c.size_shift, 2)}")
+            rows.append([name, s.images, s.objects] + [num(s.box_sizes.get(b)) for b in buckets] + [flag])
+        lines += table(["split", "images", "objects"] + [f"{b} boxes" for b in buckets]
+                       + ["vs train (total variation)"], rows) + [""]
+        names = list(dict.fromkeys(c for s in d.splits.values() for c in s.class_objects))
         if names:
             lines += ["Objects per class and split:", ""]
-            lines += table(["class"] + list(stats), [[c] + [num((s.get("class_counts") or {}).get(c))
-                                                          for s in stats.values()] for c in names]) + [""]
-        shift = split_shift(stats)
-        if shift["class_tv_distance"] is None and rows:
-            lines += ["_The split report has no per-class counts to compare._", ""]
+            lines += table(["class"] + list(d.splits), [[c] + [num(s.class_objects.get(c)) for s in d.splits.values()]
+                                                         for c in names]) + [""]
         lines += [f"Details: [split.json]({rel(inp.split, out_dir)}).", ""]
     if inp.split_png.is_file():
         lines += [image(inp.split_png, out_dir, "Class and box-size distributions per split"), ""]
@@ -281,7 +200,7 @@ def section_training(inp: Inputs, out_dir: Path) -> list[str]:
     lines = ["## Training", ""]
     rows = []
     for phase, path in (("frozen", inp.frozen), ("unfrozen", inp.unfrozen)):
-        frame, why = load(read_history, path)
+        frame, why = attempt(read_history, path)
         s = _train_summary(frame if frame is not None and len(frame) else None)
         if not s:
             lines.append(unreadable(f"{phase}-phase history", why) if why
@@ -311,19 +230,15 @@ def _signed(v: Any) -> str:
 
 def section_verdict(inp: Inputs, out_dir: Path) -> list[str]:
     lines = ["## Is the model overfitting?", ""]
-    d = read_json(inp.overfit_json)
+    d = load(OverfitVerdict, inp.overfit_json)
     if d is None:
         return lines + [missing("overfitting verdict", inp.overfit_json, out_dir, "overfit"), ""]
-    reason = d.get("reason")
-    reason = " ".join(map(str, reason)) if isinstance(reason, list) else str(reason or "")
-    lines += [f"**{str(d.get('verdict', '?')).capitalize()}** — {reason}.", ""]
-    gap = d.get("gap") or {}
-    lines += [f"Best epoch {num(d.get('best_epoch'))} (val mAP50 {num(d.get('best_val_map50'))}); "
-              f"relative gap (val − train) / train now {num(gap.get('final_relative'), 2)}, "
-              f"change over the last {gap.get('last_k', '?')} epochs {_signed(gap.get('change_relative_last_k'))}.", ""]
-    advice = d.get("advice") or []
-    if advice:
-        lines += ["What to try:", ""] + [f"- {a}" for a in advice[:4]] + [""]
+    lines += [f"**{d.verdict.capitalize()}** — {' '.join(d.reason)}.", ""]
+    lines += [f"Best epoch {num(d.best_epoch)} (val mAP50 {num(d.best_val_map50)}); "
+              f"relative gap (val − train) / train now {num(d.gap.final_relative, 2)}, "
+              f"change over the last {d.gap.last_k} epochs {_signed(d.gap.change_relative_last_k)}.", ""]
+    if d.advice:
+        lines += ["What to try:", ""] + [f"- {a}" for a in d.advice[:4]] + [""]
     if inp.overfit_md.is_file():
         lines += [f"Evidence and all checks: [overfitting.md]({rel(inp.overfit_md, out_dir)}).", ""]
     return lines
@@ -340,7 +255,7 @@ def _prf(p: Prf) -> str:
 
 def section_map(inp: Inputs, out_dir: Path) -> list[str]:
     lines = ["## mAP on the test split", ""]
-    m, why = load(MapMetrics.read, inp.metrics)
+    m, why = attempt(MapMetrics.read, inp.metrics)
     if m is None:
         return lines + [unreadable("mAP metrics", why) if why else missing("mAP metrics", inp.metrics, out_dir, "map"), ""]
     lines += table(["metric", "value"], [
@@ -351,7 +266,7 @@ def section_map(inp: Inputs, out_dir: Path) -> list[str]:
         ["at predict confidence", _prf(m.at_confidence)],
         ["at best-F1 confidence", _prf(m.best_f1)],
     ]) + [""]
-    info, _ = load(MapInfo.read, inp.map_info)
+    info, _ = attempt(MapInfo.read, inp.map_info)
     gt = info.counts.ground_truth if info is not None else {}
     rows = [[c, num(gt.get(c)), num(ap), num(m.coco.per_class.get(c))] for c, ap in m.voc.per_class.items()]
     if rows:
@@ -377,15 +292,10 @@ def section_pr(inp: Inputs, out_dir: Path) -> list[str]:
 
 
 def section_confidence(inp: Inputs, out_dir: Path) -> list[str]:
-    folder = inp.metrics.parent
-    pngs = [p for p in sorted([*folder.glob("*.png"), *folder.glob("figures/*.png")])
-            if p.resolve() != inp.confusion.resolve() and inp.pr_dir.resolve() not in p.resolve().parents]
-    if not pngs:
-        return []
     lines = ["## Precision, recall and F1 against confidence", ""]
-    if len(pngs) == 1:
-        return lines + [image(pngs[0], out_dir, "Precision, recall and F1 against confidence"), ""]
-    return lines + [" ".join(image(p, out_dir, p.stem.replace("_", " "), width="48%") for p in pngs), ""]
+    if not inp.prf_png.is_file():
+        return lines + [missing("P/R/F1 against confidence", inp.prf_png, out_dir, "map"), ""]
+    return lines + [image(inp.prf_png, out_dir, "Precision, recall and F1 against confidence"), ""]
 
 
 def section_confusion(inp: Inputs, out_dir: Path) -> list[str]:
@@ -413,19 +323,19 @@ def section_predictions(inp: Inputs, out_dir: Path) -> list[str]:
 
 def stage_times(inp: Inputs) -> list[tuple[str, Any, Path]]:
     """(stage, seconds or None, where the figure comes from) in pipeline order."""
-    def seconds(path: Path) -> Any:
-        d = read_json(path)
-        return pick(d, "seconds", "wall_seconds", "time_s") if d else None
+    def seconds(contract: type[PredictSummary] | type[OverfitVerdict], path: Path) -> float | None:
+        d = load(contract, path)
+        return d.seconds if d else None
 
     # annotate and split keep their reports free of timings (an unchanged result must not rerun
     # the stages after them; their seconds are in their logs), so the table starts at training.
     rows = []
     for phase, path in (("train_frozen", inp.frozen), ("train_unfrozen", inp.unfrozen)):
         rows.append((phase, _train_summary(read_tsv(path)).get("seconds"), path))
-    summary = inp.predict_summary
-    info, _ = load(MapInfo.read, inp.map_info)
-    rows += [("predict", seconds(summary), summary), ("map", info.seconds if info else None, inp.map_info),
-             ("overfit", seconds(inp.overfit_json), inp.overfit_json)]
+    info, _ = attempt(MapInfo.read, inp.map_info)
+    rows += [("predict", seconds(PredictSummary, inp.predict_summary), inp.predict_summary),
+             ("map", info.seconds if info else None, inp.map_info),
+             ("overfit", seconds(OverfitVerdict, inp.overfit_json), inp.overfit_json)]
     return rows
 
 
@@ -443,16 +353,17 @@ def headline_metrics(inp: Inputs) -> tuple[Headline, list[str]]:
     """DVC's metrics file (`Headline`) from the map stage's metrics, the training history and the
     verdict, with a note for each input that is missing (its figures are then null)."""
     notes = []
-    m, why = load(MapMetrics.read, inp.metrics)
+    m, why = attempt(MapMetrics.read, inp.metrics)
     if m is None:
         notes.append(f"no test scores: {why or f'{inp.metrics} missing'}")
     frames = [f for f in (read_tsv(inp.frozen), read_tsv(inp.unfrozen)) if f is not None]
     maps = pd.concat(frames)["val_map50"].dropna() if frames else pd.Series(dtype=float)
     if maps.empty:
         notes.append(f"no val mAP50: no epochs in {inp.frozen} or {inp.unfrozen}")
-    verdict = (read_json(inp.overfit_json) or {}).get("verdict")
-    if not isinstance(verdict, str):
-        notes.append(f"no overfitting verdict in {inp.overfit_json}")
+    v = load(OverfitVerdict, inp.overfit_json)
+    verdict = v.verdict if v else None
+    if verdict is None:
+        notes.append(f"no overfitting verdict: {inp.overfit_json} missing")
     at = m.at_confidence if m else None
     return Headline(map50=m.map50 if m else None, map50_95=m.map50_95 if m else None,
                     precision=at.precision if at else None, recall=at.recall if at else None,
@@ -462,12 +373,12 @@ def headline_metrics(inp: Inputs) -> tuple[Headline, list[str]]:
 
 def headline(inp: Inputs, out_dir: Path) -> list[str]:
     h, _ = headline_metrics(inp)
-    v = read_json(inp.overfit_json) or {}
+    v = load(OverfitVerdict, inp.overfit_json)
     total = sum(s for _, s, _ in stage_times(inp) if isinstance(s, (int, float)))
     rows = [["VOC mAP@0.5 (test)", num(h.map50)],
             ["COCO mAP@[.5:.95] (test)", num(h.map50_95)],
             ["overfitting verdict", h.verdict],
-            ["best epoch (val mAP50)", f"{num(v.get('best_epoch'))} ({num(h.best_val_map50)})"],
+            ["best epoch (val mAP50)", f"{num(v.best_epoch) if v else '–'} ({num(h.best_val_map50)})"],
             ["pipeline wall time", duration(total) if total else "–"]]
     return table(["at a glance", ""], rows) + [""]
 

@@ -20,6 +20,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from detpipe.colors import class_color, class_color_mpl  # noqa: E402
+from detpipe.metrics.voc import match_image  # noqa: E402
 
 FP_COLOR = "#ff1f1f"
 MISS_COLOR = "#ffffff"
@@ -67,35 +68,12 @@ def draw_detections(rgb: np.ndarray, boxes: np.ndarray, labels: np.ndarray, scor
 
 # --------------------------------------------------------------------------- matching
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [len(a), len(b)] of xyxy boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
-
-
 def match(gt_boxes: np.ndarray, gt_labels: np.ndarray, pred_boxes: np.ndarray, pred_labels: np.ndarray,
           pred_scores: np.ndarray, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy VOC-style matching, highest score first, same class only.
-
-    Returns (pred_is_tp [P] bool, gt_is_found [G] bool).
-    """
-    ious = _iou(np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(gt_boxes, float).reshape(-1, 4))
-    tp = np.zeros(len(pred_labels), dtype=bool)
-    found = np.zeros(len(gt_labels), dtype=bool)
-    for p in np.argsort(-np.asarray(pred_scores, float), kind="stable"):
-        cand = np.where((np.asarray(gt_labels) == pred_labels[p]) & ~found)[0]
-        if len(cand) == 0:
-            continue
-        best = cand[np.argmax(ious[p, cand])]
-        if ious[p, best] >= iou:
-            tp[p], found[best] = True, True
-    return tp, found
+    """Hits and misses exactly as the VOC mAP counts them (one matching: metrics.voc.match_image),
+    so the grid never disagrees with the score. Returns (pred_is_tp [P] bool, gt_is_found [G] bool)."""
+    return match_image({"boxes": gt_boxes, "labels": gt_labels},
+                       {"boxes": pred_boxes, "labels": pred_labels, "scores": pred_scores}, iou)
 
 
 def _unpack(item: Any, n: int) -> list[np.ndarray]:

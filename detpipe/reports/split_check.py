@@ -13,8 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from detpipe.data.annotations import Record
+from detpipe.artifacts.split_report import SplitComparison, SplitStats
 from detpipe.colors import class_color_mpl
+from detpipe.data.annotations import Record
 
 SIZE_NAMES = ("small", "medium", "large")
 SMALL_AREA, LARGE_AREA = 32.0 ** 2, 96.0 ** 2
@@ -29,22 +30,22 @@ def size_bucket_counts(records: Sequence[Record]) -> list[int]:
             int((area >= LARGE_AREA).sum())]
 
 
-def split_stats(records: Sequence[Record], classes: Sequence[str]) -> dict:
+def split_stats(records: Sequence[Record], classes: Sequence[str]) -> SplitStats:
     """Images, objects, per-class object and image counts, box sizes of one split."""
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=int)
     objects = np.bincount(labels, minlength=len(classes))
     images = np.zeros(len(classes), dtype=int)
     for r in records:
         images[np.unique(r.labels)] += 1
-    return {
-        "images": len(records),
-        "objects": int(len(labels)),
-        "images_without_objects": sum(1 for r in records if len(r) == 0),
-        "difficult": int(sum(r.difficult.sum() for r in records)),
-        "class_objects": {c: int(objects[i]) for i, c in enumerate(classes)},
-        "class_images": {c: int(images[i]) for i, c in enumerate(classes)},
-        "box_sizes": dict(zip(SIZE_NAMES, size_bucket_counts(records))),
-    }
+    return SplitStats(
+        images=len(records),
+        objects=int(len(labels)),
+        images_without_objects=sum(1 for r in records if len(r) == 0),
+        difficult=int(sum(r.difficult.sum() for r in records)),
+        class_objects={c: int(objects[i]) for i, c in enumerate(classes)},
+        class_images={c: int(images[i]) for i, c in enumerate(classes)},
+        box_sizes=dict(zip(SIZE_NAMES, size_bucket_counts(records))),
+    )
 
 
 def total_variation(a: Sequence[float], b: Sequence[float]) -> float:
@@ -55,21 +56,21 @@ def total_variation(a: Sequence[float], b: Sequence[float]) -> float:
     return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
 
 
-def compare_splits(stats: dict[str, dict], max_shift: float) -> dict[str, dict]:
+def compare_splits(stats: dict[str, SplitStats], max_shift: float) -> dict[str, SplitComparison]:
     """Per non-train split: class and size shift against train, and a flag with its reason."""
     out = {}
     train = stats["train"]
     for name, st in stats.items():
         if name == "train":
             continue
-        cls = total_variation(list(st["class_objects"].values()), list(train["class_objects"].values()))
-        size = total_variation(list(st["box_sizes"].values()), list(train["box_sizes"].values()))
-        enough = min(st["objects"], train["objects"]) >= MIN_OBJECTS_TO_COMPARE
+        cls = total_variation(list(st.class_objects.values()), list(train.class_objects.values()))
+        size = total_variation(list(st.box_sizes.values()), list(train.box_sizes.values()))
+        enough = min(st.objects, train.objects) >= MIN_OBJECTS_TO_COMPARE
         reasons = [f"{what} mix differs from train by {v:.2f} > {max_shift:g}"
                    for what, v in (("class", cls), ("box-size", size)) if enough and v > max_shift]
-        out[name] = {"class_shift": round(cls, 4), "size_shift": round(size, 4), "flagged": bool(reasons),
-                     "reason": "; ".join(reasons) if enough else
-                     f"fewer than {MIN_OBJECTS_TO_COMPARE} objects; not compared"}
+        out[name] = SplitComparison(class_shift=round(cls, 4), size_shift=round(size, 4), flagged=bool(reasons),
+                                    reason="; ".join(reasons) if enough else
+                                    f"fewer than {MIN_OBJECTS_TO_COMPARE} objects; not compared")
     return out
 
 
@@ -87,24 +88,23 @@ def _bars(ax, groups: Sequence[str], series: dict[str, list[float]], colors: lis
     ax.legend(fontsize=8, ncol=len(series), loc="upper center")
 
 
-def plot_splits(stats: dict[str, dict], comparison: dict[str, dict], classes: Sequence[str], path: str | Path) -> None:
+def plot_splits(stats: dict[str, SplitStats], comparison: dict[str, SplitComparison], classes: Sequence[str], path: str | Path) -> None:
     """Two panels: share of objects per class per split (class colours), and box-size shares."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(stats)
-    labels = [f"{n}{' (FLAGGED)' if comparison.get(n, {}).get('flagged') else ''}\n{stats[n]['images']} img"
-              for n in names]
+    flagged = [n for n in names if n in comparison and comparison[n].flagged]
+    labels = [f"{n}{' (FLAGGED)' if n in flagged else ''}\n{stats[n].images} img" for n in names]
     share = lambda d: np.asarray(list(d.values()), float) / max(sum(d.values()), 1)  # noqa: E731
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    by_class = {c: [share(stats[n]["class_objects"])[i] for n in names] for i, c in enumerate(classes)}
+    by_class = {c: [share(stats[n].class_objects)[i] for n in names] for i, c in enumerate(classes)}
     _bars(left, labels, by_class, [class_color_mpl(i) for i in range(len(classes))],
           "Class mix per split", "share of the split's objects")
-    by_size = {s: [share(stats[n]["box_sizes"])[i] for n in names] for i, s in enumerate(SIZE_NAMES)}
+    by_size = {s: [share(stats[n].box_sizes)[i] for n in names] for i, s in enumerate(SIZE_NAMES)}
     _bars(right, labels, by_size, ["0.85", "0.55", "0.25"], "Box sizes per split (COCO area)",
           "share of the split's boxes")
-    flagged = [n for n in names if comparison.get(n, {}).get("flagged")]
     fig.suptitle("Split distributions" + (f" — differs markedly: {', '.join(flagged)}" if flagged else ""))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

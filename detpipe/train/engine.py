@@ -14,24 +14,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data.annotations import Record
-from ..boxes import Letterbox, clip_boxes, from_letterbox, letterbox_params, multiclass_nms
+from ..boxes import letterbox_params
 from ..data.dataset import DetectionDataset, make_loader
 from ..data.images import DEFAULT_LIMIT, PixelLimit
+from ..infer.decode import detections_per_image
 from .loss import LossWeights, detection_loss
 
 # Accumulated per step on the device, read once per epoch: [loss, box, cls] x images and the
 # images of steps with a finite loss, then the count of steps whose loss was not finite.
 STAT_FIELDS = ("loss", "box", "cls", "counted", "nonfinite")
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present (honouring CUDA_VISIBLE_DEVICES), else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name!r} asked for CUDA but none is available; use auto or cpu")
-    return device
 
 
 class ModelEMA:
@@ -127,6 +118,23 @@ def progress(iterable: Iterable, **kwargs) -> tqdm:
     return tqdm(iterable, dynamic_ncols=True, mininterval=1.0, **kwargs)
 
 
+def train_step(model: nn.Module, images: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer, scaler,
+               grad_clip: float, weights: LossWeights, autocast_dtype: torch.dtype | None) -> dict[str, Tensor]:
+    """One optimisation step on a batch already on the device (images [B, 3, S, S], targets
+    [B, G, 5]): forward under autocast (off when autocast_dtype is None), loss in float32, backward
+    through the scaler, gradients clipped to `grad_clip`. Returns the loss parts, on the device."""
+    with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float16, enabled=autocast_dtype is not None):
+        out = model(images)
+    loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return parts
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     scheduler, ema: ModelEMA, device: torch.device, scaler, grad_clip: float,
                     desc: str, weights: LossWeights = LossWeights(), amp_dtype: torch.dtype | None = None,
@@ -154,15 +162,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         # the copy would go through an unpinned host buffer, which makes the copy synchronous.
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            out = model(images)
-        loss, parts = detection_loss({k: v.float() for k, v in out.items()}, targets, weights)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        parts = train_step(model, images, targets, optimizer, scaler, grad_clip, weights, dtype if autocast else None)
         scheduler.step()
         ema.update(ema_source if ema_source is not None else model)
         b = images.shape[0]
@@ -187,25 +187,6 @@ def check_epoch_stats(tr: dict, desc: str, lr: float, scaled: bool, steps: int) 
                                  f"lower lr (now {lr:.3g}) or check the data")
     print(f"{desc}: float16 GradScaler skipped {bad} of {steps} steps with a non-finite loss "
           "(it lowers the loss scale after each)", flush=True)
-
-
-def decode(out: dict[str, Tensor], conf: float, iou: float, max_det: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Per image of a batch: (boxes Tensor[K, 4] in input pixels, scores Tensor[K], labels Tensor[K])."""
-    scores = out["cls"].float().sigmoid()
-    return [multiclass_nms(b, s, conf, iou, max_det) for b, s in zip(out["boxes"].float(), scores)]
-
-
-def detections_per_image(out: dict[str, Tensor], letterboxes: list[Letterbox], conf: float, iou: float,
-                         max_det: int) -> list[dict[str, np.ndarray]]:
-    """Per-class NMS, then boxes back to each image's own pixels (clipped to the image).
-
-    One dict of boxes [K, 4] (float64), scores [K] and labels [K] per letterbox, in batch order.
-    """
-    dets = []
-    for (boxes, scores, labels), lb in zip(decode(out, conf, iou, max_det), letterboxes):
-        boxes = clip_boxes(from_letterbox(boxes.cpu().double(), lb), lb.width, lb.height)
-        dets.append({"boxes": boxes.numpy(), "scores": scores.cpu().double().numpy(), "labels": labels.cpu().numpy()})
-    return dets
 
 
 @torch.no_grad()
@@ -248,11 +229,6 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int
     """
     sums, dets = evaluate_batches(model, loader, device, size, conf, iou, max_det, with_loss, desc, weights)
     return mean_losses(sums), [dets[i] for i in sorted(dets)]
-
-
-def ground_truth(records: list[Record]) -> list[dict[str, np.ndarray]]:
-    """Records as the metric functions' ground-truth dicts."""
-    return [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in records]
 
 
 def eval_loader(records: list[Record], size: int, batch_size: int, num_workers: int,

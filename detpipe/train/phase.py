@@ -17,15 +17,18 @@ from ..model import checkpoint as ckpt
 from . import distributed as ddp
 from . import resume
 from . import runlock
-from ..data.annotations import Record
+from ..data.annotations import Record, ground_truths
 from ..data.dataset import Augment, DetectionDataset
 from ..data.images import PixelLimit, check_headers
 from ..cpus import usable_cpus
-from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, ground_truth,
-                     lr_lambda, mean_losses, select_device, train_one_epoch)
+from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, lr_lambda, mean_losses,
+                     train_one_epoch)
+from ..metrics import voc_map
 from ..metrics.epoch import val_scores
 from .loss import LossWeights
 from ..model.detector import Detector, ModelConfig, build_model, describe, model_summary
+from ..model.device import channels_last, select_device
+from ..model.load import model_config
 from ..artifacts.history import EpochRow, write_history
 from ..artifacts.image_manifest import file_sha256
 from ..params import Params
@@ -71,11 +74,6 @@ def phase_of(params: Params, name: str) -> Phase:
         raise ValueError(f"phase must be frozen or unfrozen, not {name!r}")
     # Linear scaling rule: lr is given for nominal_batch_size images per step.
     return Phase(name, epochs, first, bs, params.lr * scale * bs / t.nominal_batch_size)
-
-
-def model_config(params: Params) -> ModelConfig:
-    return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels,
-                       params.model.scale, params.model.neck)
 
 
 def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with_epochs: bool = True) -> str:
@@ -341,7 +339,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         start = ckpt.load(init)
         model.load_state_dict(start["model"])
     model.backbone.freeze(phase.name == "frozen")
-    nhwc = accel.channels_last(device, model)
+    nhwc = channels_last(device, model)
     model.to(device, memory_format=torch.channels_last if nhwc else torch.preserve_format)
     ema = ModelEMA(model, t.ema_decay)
     if init is not None and "ema" in start:
@@ -363,7 +361,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
     val_loader = ddp.val_loader(DetectionDataset(val_records, params.model.imgsz, pixel_limit=limit), phase.batch_size,
                                 t.num_workers, info, device)
-    gts = ground_truth(val_records)
+    gts = ground_truths(val_records)
     weights = LossWeights.from_train_params(t)
     # Without val images mAP50 is 0 in every epoch: that says nothing, so it stops nothing.
     patience = t.patience if val_records else 0
@@ -469,17 +467,3 @@ def export_weights(state: dict, which: str) -> dict:
     return out
 
 
-def load_detector(path: str | Path, device: torch.device | str = "cpu") -> tuple[Detector, dict]:
-    """Rebuild a detector from a detpipe weights file, preferring the EMA weights."""
-    state = ckpt.load(path)
-    if "model_config" not in state:
-        raise ckpt.CheckpointError(f"{path}: not a detpipe weights file (no model_config); "
-                                   "use models/best.pt or models/last.pt from a training stage")
-    model = Detector(ModelConfig(**state["model_config"]))
-    try:
-        model.load_state_dict(state.get("ema") or state["model"])
-    except RuntimeError as exc:  # e.g. a file from a detpipe version with another neck layout
-        raise ckpt.CheckpointError(f"{path}: its weights do not fit the network this detpipe version builds "
-                                   f"for {state['model_config']} ({str(exc).splitlines()[0]}); retrain, or start "
-                                   "from it with model.pretrained: <path>, which loads the matching layers") from None
-    return model.to(device).eval(), state

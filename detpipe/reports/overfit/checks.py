@@ -1,42 +1,20 @@
-"""Is my model overfitting? A verdict with its evidence and advice, from the per-epoch history.
-
-Everything here is a pure function of the training history (the two phase TSVs concatenated),
-the split report and the params, so tests can feed synthetic histories for every verdict.
-
-Verdicts, checked in this order (the first that fires wins; the others that fire are listed as
-"also noted"):
-
-- overfitting: val loss has risen for >= `patience` epochs since its minimum while train loss
-  kept falling, or the relative gap (val - train) / train exceeds `gap_ratio` and grew over
-  the last `patience` epochs.
-- data mismatch: val loss far below train loss (train / val >= `mismatch_ratio` over the last
-  epochs), or far above it in every epoch from the first, or the split report shows val's class
-  or box-size mix differing from train's (total-variation distance > `split.max_shift`, the split
-  stage's own flag), or its objects per image by more than `mismatch_ratio` times.
-- not converged: val loss still falling by >= `min_improvement` (relative) per epoch, or val
-  mAP50 still rising by >= `min_improvement` per epoch, over the last `patience` epochs; or too
-  few epochs to judge.
-- underfitting: val has stopped improving but best val mAP50 < `low_map`, or train loss fell by
-  less than `min_loss_drop` of its first value.
-- still improving: none of the above, but the best val mAP50 epoch is among the last `patience`.
-- good fit: none of the above.
-"""
+"""The checks behind the overfitting verdict (verdict.py says their order and thresholds): each a
+Finding, fired or not, with one sentence why and the figures behind it. Pure functions of the
+history, the split report's comparison and the params."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from detpipe.artifacts.history import COLUMNS, read_history
-from detpipe.params import OverfitParams, Params
+from detpipe.artifacts.split_report import SplitReport
+from detpipe.params import OverfitParams
+from detpipe.reports.overfit.history import gap_figures, slope
 # Below this many objects in a split, differences in mix are mostly noise: the split stage's rule.
 from detpipe.reports.split_check import MIN_OBJECTS_TO_COMPARE
-
-VERDICTS = ("overfitting", "data mismatch", "not converged", "underfitting", "still improving", "good fit")
 
 
 @dataclass
@@ -49,225 +27,17 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Verdict:
-    verdict: str
-    reason: str
-    best_epoch: int | None
-    best_val_map50: float | None
-    gap: dict[str, Any]
-    findings: list[Finding]
-    advice: list[str]
-    epochs: int
-    phase_boundary: float | None
-    final: dict[str, Any] = field(default_factory=dict)
+def split_shift(report: SplitReport | None, a: str = "train", b: str = "val") -> dict[str, Any]:
+    """How split b differs from split a: the split stage's own class-mix and size-mix distances
+    (total variation: 0 = identical, 1 = disjoint) and the objects-per-image ratio."""
+    if report is None:
+        return {"class_tv_distance": None, "size_tv_distance": None, "objects_per_image_ratio": None,
+                "val_objects": None, "train_objects": None}
+    sa, sb, cmp = report.splits[a], report.splits[b], report.comparison[b]
+    ratio = (sb.objects / sb.images) / (sa.objects / sa.images) if sa.images and sb.images and sa.objects else None
+    return {"class_tv_distance": cmp.class_shift, "size_tv_distance": cmp.size_shift,
+            "objects_per_image_ratio": ratio, "val_objects": sb.objects, "train_objects": sa.objects}
 
-    def to_json(self) -> dict[str, Any]:
-        """The overfitting.json payload (without the stage's "seconds").
-
-        It is a DVC metrics file, and `dvc metrics show` / `dvc exp show` make a column of every
-        number, string and bool in it but skip lists: so the headline figures are scalars, and
-        the sentences (reason, every check, advice) are lists.
-        """
-        fired = next((f for f in self.findings if f.name == self.verdict), None)
-        return _clean({
-            "verdict": self.verdict,
-            "epochs": self.epochs,
-            "best_epoch": self.best_epoch,
-            "best_val_map50": self.best_val_map50,
-            "final": self.final,
-            "gap": self.gap,
-            "evidence": fired.evidence if fired else {},
-            "reason": [self.reason],
-            "also_noted": [f.name for f in self.findings if f.fired and f.name != self.verdict],
-            "checks": [{"check": f.name, "fired": f.fired, "reason": f.reason, "evidence": f.evidence}
-                       for f in self.findings],
-            "advice": self.advice,
-        })
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/inf to None, floats rounded for reading."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return None if not math.isfinite(v) else round(v, 6)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-# --------------------------------------------------------------------------- history
-
-def load_history(*paths: str | Path) -> pd.DataFrame:
-    """Concatenate the phase TSVs (`artifacts.history`; files not there yet skipped), sorted by global epoch."""
-    frames = [read_history(p) for p in paths if Path(p).is_file()]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=str if c == "phase" else float) for c in COLUMNS})
-    history = pd.concat(frames, ignore_index=True)
-    return history.sort_values("epoch", kind="stable").reset_index(drop=True)
-
-
-def phase_boundary(history: pd.DataFrame) -> float | None:
-    """Epoch position (x.5) just after the last frozen epoch, if both phases have epochs.
-
-    Not the midpoint to the first unfrozen epoch: a frozen phase stopped early by train.patience
-    leaves a gap in the global epoch numbers.
-    """
-    frozen = history.loc[history["phase"] == "frozen", "epoch"]
-    unfrozen = history.loc[history["phase"] == "unfrozen", "epoch"]
-    if frozen.empty or unfrozen.empty:
-        return None
-    return float(frozen.max()) + 0.5
-
-
-def best_epoch(history: pd.DataFrame) -> tuple[int | None, float | None]:
-    """Epoch of best val mAP50 (the one models/best.pt keeps), else of lowest val loss."""
-    maps = history.dropna(subset=["val_map50"])
-    if len(maps):
-        row = maps.loc[maps["val_map50"].idxmax()]
-        return int(row["epoch"]), float(row["val_map50"])
-    losses = history.dropna(subset=["val_loss"])
-    if len(losses):
-        return int(losses.loc[losses["val_loss"].idxmin(), "epoch"]), None
-    return None, None
-
-
-def slope(values: np.ndarray, relative: bool = True) -> float:
-    """Least-squares change per epoch; relative to the mean magnitude when `relative`."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return float("nan")
-    s = float(np.polyfit(np.arange(len(values)), values, 1)[0])
-    if not relative:
-        return s
-    scale = float(np.mean(np.abs(values)))
-    return s / scale if scale > 0 else 0.0
-
-
-def final_figures(history: pd.DataFrame) -> dict[str, Any]:
-    """Last epoch's losses and mAP (what `dvc metrics show` lists as the final losses)."""
-    if history.empty:
-        return {"epoch": None, "train_loss": None, "val_loss": None, "val_map50": None}
-    last = history.iloc[-1]
-    return {"epoch": int(last["epoch"]), "train_loss": float(last["train_loss"]),
-            "val_loss": float(last["val_loss"]), "val_map50": float(last["val_map50"])}
-
-
-def gap_figures(history: pd.DataFrame, k: int) -> dict[str, Any]:
-    """Generalisation gap now and its trend over the last k epochs.
-
-    gap = val_loss - train_loss, relative gap = gap / train_loss. Train loss is averaged over
-    the epoch under augmentation while val loss is measured after it without, so a small
-    negative gap is normal.
-    """
-    rows = history.dropna(subset=["train_loss", "val_loss"])
-    if rows.empty:
-        return {"final": None, "final_relative": None, "trend_relative_per_epoch": None,
-                "change_relative_last_k": None, "last_k": k}
-    rel = ((rows["val_loss"] - rows["train_loss"]) / rows["train_loss"].abs().clip(lower=1e-12)).to_numpy()
-    tail = rel[-(k + 1):]
-    return {
-        "final": float(rows["val_loss"].iloc[-1] - rows["train_loss"].iloc[-1]),
-        "final_relative": float(rel[-1]),
-        "trend_relative_per_epoch": slope(tail, relative=False),
-        "change_relative_last_k": float(tail[-1] - tail[0]) if len(tail) > 1 else None,
-        "last_k": k,
-    }
-
-
-# --------------------------------------------------------------------------- split report
-
-def _first(d: dict, *keys: str) -> Any:
-    for key in keys:
-        if isinstance(d, dict) and key in d and d[key] is not None:
-            return d[key]
-    return None
-
-
-def _median_of(value: Any) -> float | None:
-    """A distribution summary's median: a number, {"median"/"p50": x}, or a list of samples."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, dict):
-        m = _first(value, "median", "p50", "50%", "q50")
-        return float(m) if isinstance(m, (int, float)) else None
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-        return float(np.median(value))
-    return None
-
-
-def _counts(value: Any) -> dict[str, int | float] | None:
-    if not isinstance(value, dict):
-        return None
-    out = {str(k): (int(v) if float(v).is_integer() else float(v)) for k, v in value.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return out or None
-
-
-def split_stats(report: dict | None) -> dict[str, dict[str, Any]]:
-    """Per-split figures from reports/data/split.json, read defensively.
-
-    Returns {split: {"images", "objects", "class_counts", "size_counts", "box_size"}} for the
-    splits found; figures the report lacks are None. size_counts are box counts per size bucket
-    (the split stage writes COCO small/medium/large); box_size a median size if a report has one.
-    """
-    if not isinstance(report, dict):
-        return {}
-    splits = _first(report, "splits", "per_split") or report
-    out: dict[str, dict[str, Any]] = {}
-    for name in ("train", "val", "test"):
-        s = splits.get(name) if isinstance(splits, dict) else None
-        if not isinstance(s, dict):
-            continue
-        counts = _counts(_first(s, "class_objects", "class_counts", "objects_per_class", "per_class", "classes"))
-        images = _first(s, "images", "n_images", "num_images", "image_count")
-        objects = _first(s, "objects", "n_objects", "num_objects", "object_count")
-        if objects is None and counts:
-            objects = sum(counts.values())
-        sizes = _first(s, "box_sizes", "size_counts", "box_size", "box_area", "box_areas")
-        out[name] = {
-            "images": int(images) if isinstance(images, (int, float)) else None,
-            "objects": int(objects) if isinstance(objects, (int, float)) else None,
-            "class_counts": counts,
-            "size_counts": _counts(sizes) if _median_of(sizes) is None else None,
-            "box_size": _median_of(sizes),
-        }
-    return out
-
-
-def split_shift(stats: dict[str, dict[str, Any]], a: str = "train", b: str = "val") -> dict[str, Any]:
-    """How split b differs from split a: class-mix and size-mix total-variation distances
-    (0 = identical, 1 = disjoint), median box size and objects-per-image ratios."""
-    sa, sb = stats.get(a) or {}, stats.get(b) or {}
-    shift: dict[str, Any] = {"class_tv_distance": _tv(sa.get("class_counts"), sb.get("class_counts")),
-                             "size_tv_distance": _tv(sa.get("size_counts"), sb.get("size_counts")),
-                             "box_size_ratio": None, "objects_per_image_ratio": None,
-                             "val_objects": sb.get("objects"), "train_objects": sa.get("objects")}
-    if sa.get("box_size") and sb.get("box_size"):
-        shift["box_size_ratio"] = sb["box_size"] / sa["box_size"]
-    if sa.get("images") and sb.get("images") and sa.get("objects") and sb.get("objects") is not None:
-        shift["objects_per_image_ratio"] = (sb["objects"] / sb["images"]) / (sa["objects"] / sa["images"])
-    return shift
-
-
-def _tv(ca: dict[str, float] | None, cb: dict[str, float] | None) -> float | None:
-    if not ca or not cb or sum(ca.values()) <= 0 or sum(cb.values()) <= 0:
-        return None
-    names = sorted(set(ca) | set(cb))
-    pa = np.array([ca.get(n, 0.0) for n in names]) / sum(ca.values())
-    pb = np.array([cb.get(n, 0.0) for n in names]) / sum(cb.values())
-    return float(0.5 * np.abs(pa - pb).sum())
-
-
-# --------------------------------------------------------------------------- checks
 
 def _losses(history: pd.DataFrame) -> pd.DataFrame:
     return history.dropna(subset=["train_loss", "val_loss"]).reset_index(drop=True)
@@ -333,10 +103,9 @@ def check_mismatch(history: pd.DataFrame, shift: dict[str, Any], p: OverfitParam
         tv = shift.get(key)
         if enough and tv is not None and tv > max_shift:
             reasons.append(f"val's {what} differs from train's (total-variation distance {tv:.2f} > {max_shift:g})")
-    for key, what in (("box_size_ratio", "median box size"), ("objects_per_image_ratio", "objects per image")):
-        v = shift.get(key)
-        if enough and v is not None and v > 0 and max(v, 1 / v) >= r:
-            reasons.append(f"val's {what} is {v:.2f}x train's")
+    v = shift.get("objects_per_image_ratio")
+    if enough and v is not None and v > 0 and max(v, 1 / v) >= r:
+        reasons.append(f"val's objects per image is {v:.2f}x train's")
     if not reasons:
         return Finding("data mismatch", False, "val and train look alike in losses and split distributions", ev)
     return Finding("data mismatch", True, "; ".join(reasons), ev)
@@ -388,197 +157,3 @@ def check_underfitting(history: pd.DataFrame, best_map: float | None, p: Overfit
         return Finding("underfitting", True, " and ".join(reasons) + " while progress has stalled", ev)
     return Finding("underfitting", False, f"train loss fell {drop:.0%} and best val mAP50 is "
                    f"{best_map if best_map is None else round(best_map, 3)}", ev)
-
-
-# --------------------------------------------------------------------------- advice
-
-def _stop_at_best(best: int | None, n_frozen: int, params: Params) -> str | None:
-    if best is None:
-        return None
-    if best > n_frozen:
-        return (f"Stop at the best epoch: models/best.pt already keeps epoch {best}; to stop "
-                f"training there, set `train.unfreeze_epochs: {best - n_frozen}` "
-                f"(now {params.train.unfreeze_epochs}).")
-    return (f"The best epoch ({best}) came before unfreezing: unfreeze later or not at all "
-            f"(`train.unfreeze_epochs` lower than {params.train.unfreeze_epochs}), "
-            f"and keep the frozen model.")
-
-
-def _more_data(n_train: int | None, p: OverfitParams, strong: bool) -> str | None:
-    if n_train is not None and n_train < p.small_dataset:
-        return (f"More data: only {n_train} training images (< {p.small_dataset}). Labelling more "
-                f"images helps more than any knob; practice suggests ~1500 images and ~10000 "
-                f"objects per class for a robust detector.")
-    if strong:
-        return "More (and more varied) labelled data is the most reliable cure."
-    return None
-
-
-def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | None,
-           best: int | None) -> list[str]:
-    """Concrete next steps for `verdict`, naming the params.yaml keys and values to try."""
-    t, m, p = params.train, params.model, params.overfit
-    # Global epochs before the unfrozen phase: its first epoch - 1, which is not the number of
-    # frozen rows when patience stopped the frozen phase early.
-    unfrozen = history.loc[history["phase"] == "unfrozen", "epoch"] if len(history) else pd.Series(dtype=float)
-    if len(unfrozen):
-        n_frozen = int(unfrozen.min()) - 1
-    else:
-        n_frozen = int((history["phase"] == "frozen").sum()) if len(history) else t.freeze_epochs
-    out: list[str | None] = []
-    if verdict == "overfitting":
-        out += [
-            _stop_at_best(best, n_frozen, params),
-            (f"Let training stop itself: `train.patience: {max(5, t.unfreeze_epochs // 5)}` ends a phase after "
-             "that many epochs without a val mAP50 gain (models/best.pt keeps the best epoch either way)."
-             if t.patience == 0 else None),
-            _more_data(n_train, p, strong=True),
-            ("Augment harder: turn mosaic on (`train.mosaic: 0.5`, now 0)." if t.mosaic <= 0 else
-             f"Augmentation: mosaic is on ({t.mosaic}); raise `train.scale_jitter` "
-             f"({t.scale_jitter}) or `train.translate` ({t.translate}) as well."),
-            f"Regularise: raise `train.weight_decay` from {t.weight_decay:g} to {t.weight_decay * 2:g}.",
-            f"A smaller model has fewer parameters to memorise with: {_resize_model(m, smaller=True)}.",
-            (f"Unfreeze later: keep the pretrained backbone frozen longer "
-             f"(`train.freeze_epochs: {t.freeze_epochs + max(1, t.freeze_epochs)}`, now {t.freeze_epochs})."
-             if m.pretrained != "none" else
-             f"Start from pretrained weights ({_pretrained_hint(m)}): a backbone trained from "
-             "scratch on few images memorises them."),
-        ]
-    elif verdict == "data mismatch":
-        out += [
-            "Look at reports/data/split.png: val should show the same classes, box sizes and "
-            "objects per image as train. A seeded random split of a small dataset can draw an "
-            f"unlucky val set: try another `seed` or a larger `split.val` (now {params.split.val}).",
-            "If val loss is far below train loss, check for near-duplicate images shared by train "
-            "and val (leakage), and remember train loss is measured under augmentation "
-            f"(mosaic {t.mosaic}, scale jitter {t.scale_jitter}).",
-            "If val is harder, check that val images come from the same cameras/sources and are "
-            "labelled by the same rules (reports/data/annotate.json lists annotation warnings).",
-            _more_data(n_train, p, strong=False),
-        ]
-    elif verdict == "not converged":
-        extra = max(p.patience, t.unfreeze_epochs // 2)
-        out += [
-            f"Train longer: `train.unfreeze_epochs: {t.unfreeze_epochs + extra}` (now {t.unfreeze_epochs}); "
-            "val is still improving at the last epoch.",
-            (f"Mosaic ({t.mosaic}) makes training images harder and slows convergence; lower it "
-             "or switch it off for a final run." if t.mosaic > 0 else None),
-            f"If the curves are smooth but slow, raise the learning rate (`lr: {params.lr * 2:g}`, now {params.lr:g}).",
-            (f"Unfreeze earlier (`train.freeze_epochs: {max(0, t.freeze_epochs // 2)}`, now "
-             f"{t.freeze_epochs}) so the backbone adapts sooner." if t.freeze_epochs > 1 else None),
-        ]
-    elif verdict == "underfitting":
-        out += [
-            f"A bigger model: {_resize_model(m, smaller=False)}.",
-            (f"Unfreeze earlier (`train.freeze_epochs: {max(0, t.freeze_epochs // 2)}`, now "
-             f"{t.freeze_epochs}): a frozen backbone limits what the model can fit." if t.freeze_epochs > 0 else None),
-            (f"Start from pretrained weights ({_pretrained_hint(m)})." if m.pretrained == "none" else None),
-            f"Regularise less: lower `train.weight_decay` ({t.weight_decay:g} → {t.weight_decay / 2:g})"
-            + (f" and mosaic (`train.mosaic: 0`, now {t.mosaic})." if t.mosaic > 0 else "."),
-            f"Train longer or faster: more `train.unfreeze_epochs` (now {t.unfreeze_epochs}) or a higher `lr` (now {params.lr:g}).",
-            "Check the labels: wrong or missing boxes cap what any model can learn "
-            "(reports/data/annotate.json lists warnings).",
-        ]
-    else:
-        out += [
-            (f"Keep models/best.pt (epoch {best})." if best is not None else None),
-            _more_data(n_train, p, strong=False) or
-            "To go further, add data or try a larger model (`model.scale`, `model.backbone`) and watch the gap.",
-        ]
-    return [a for a in out if a]
-
-
-# --------------------------------------------------------------------------- verdict
-
-def judge(history: pd.DataFrame, params: Params, split_report: dict | None = None) -> Verdict:
-    """The verdict, its evidence and advice. Pure: no files read or written."""
-    p = params.overfit
-    stats = split_stats(split_report)
-    shift = split_shift(stats)
-    best, best_map = best_epoch(history)
-    findings = [
-        check_overfitting(history, p),
-        check_mismatch(history, shift, p, params.split.max_shift),
-    ]
-    findings.append(check_not_converged(history, p))
-    findings.append(check_underfitting(history, best_map, p, improving=findings[-1].fired))
-    first = next((f for f in findings if f.fired), None)
-    gap = gap_figures(history, p.patience)
-    if first is None:
-        g = gap["final_relative"]
-        gap_text = f"the gap ({'n/a' if g is None else f'{g:.0%}'}) stays under {p.gap_ratio:.0%}"
-        # Levelled off by the trend tests, yet the best epoch is one of the last: it has not peaked.
-        if best is not None and best in set(history["epoch"].tail(p.patience).astype(int)):
-            score = "" if best_map is None else f", val mAP50 {best_map:.3f}"
-            reason = f"more epochs would help: the best epoch ({best}{score}) is among the last {p.patience}, and {gap_text}"
-            findings.append(Finding("still improving", True, reason, {"best_epoch": best, "gap_relative": g,
-                                                                      "best_val_map50": best_map}))
-        else:
-            reason = (f"val loss has levelled off near its minimum, {gap_text}"
-                      + (f" and best val mAP50 is {best_map:.3f}" if best_map is not None else ""))
-            findings.append(Finding("good fit", True, reason, {"gap_relative": g, "best_val_map50": best_map}))
-        first = findings[-1]
-    n_train = stats.get("train", {}).get("images")
-    return Verdict(
-        verdict=first.name, reason=first.reason, best_epoch=best, best_val_map50=best_map,
-        gap=gap, findings=findings, advice=advise("not converged" if first.name == "still improving" else first.name, history, params, n_train, best),
-        epochs=len(history), phase_boundary=phase_boundary(history), final=final_figures(history),
-    )
-
-
-# --------------------------------------------------------------------------- markdown
-
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None) -> str:
-    """reports/overfitting.md: verdict first, then the figure, the figures, the checks, advice."""
-    last = history.iloc[-1] if len(history) else None
-    lines = ["# Overfitting report", "", f"**Verdict: {v.verdict}** — {v.reason}.", ""]
-    if png_name:
-        lines += [f"![Training curves: loss, val mAP50 and gap per epoch]({png_name})", ""]
-    rows = [
-        ("epochs (frozen + unfrozen)", f"{v.epochs}" + (f" (boundary after epoch {int(v.phase_boundary)})" if v.phase_boundary else "")),
-        ("best epoch (val mAP50)", _fmt(v.best_epoch)),
-        ("best val mAP50", _fmt(v.best_val_map50)),
-        ("final train loss", _fmt(None if last is None else float(last["train_loss"]))),
-        ("final val loss", _fmt(None if last is None else float(last["val_loss"]))),
-        ("final gap val − train", _fmt(v.gap["final"])),
-        ("final relative gap (val − train) / train", _fmt(v.gap["final_relative"])),
-        (f"relative gap change over last {v.gap['last_k']} epochs", _fmt(v.gap["change_relative_last_k"])),
-    ]
-    lines += ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
-    lines += ["## Advice", ""] + [f"- {a}" for a in v.advice] + [""]
-    lines += ["## Checks", "", "| check | fired | why |", "|---|---|---|"]
-    lines += [f"| {f.name} | {'yes' if f.fired else 'no'} | {f.reason} |" for f in v.findings]
-    lines += ["", "## Evidence", ""]
-    for f in v.findings:
-        ev = ", ".join(f"{k} = {_fmt(x)}" for k, x in f.evidence.items())
-        lines.append(f"- **{f.name}**: {ev or '–'}")
-    lines += ["", "Train loss is averaged over each epoch under augmentation; val loss is measured "
-              "after the epoch without it, so val slightly below train is normal.", ""]
-    return "\n".join(lines)
-
-
-def _resize_model(m, smaller: bool) -> str:
-    """The next model size down or up: model.scale along n/s/m/l, then the neck width."""
-    from ...model.detector import SCALES, ModelConfig
-    sizes = list(SCALES)
-    i = sizes.index(m.scale) + (-1 if smaller else 1)
-    if 0 <= i < len(sizes):
-        return f"`model.scale: {sizes[i]}` (now {m.scale})"
-    neck = ModelConfig(1, m.backbone, m.neck_channels, m.scale).neck_width
-    new = max(16, neck // 2) if smaller else neck * 2
-    return f"`model.neck_channels: {new}` (now {neck}) or a {'smaller' if smaller else 'larger'} `model.backbone` (now {m.backbone})"
-
-
-def _pretrained_hint(m) -> str:
-    if m.backbone == "cspdarknet":  # torchvision has no ImageNet weights for it
-        return ("`model.pretrained: path/to/best.pt` of an earlier detpipe run, or a torchvision backbone "
-                "with ImageNet weights: `model.backbone: resnet18` and `model.pretrained: imagenet`")
-    return "`model.pretrained: imagenet`"
