@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     rel_png = Path(os.path.relpath(png.resolve(), md.resolve().parent)).as_posix()
     md.write_text(render_markdown(verdict, history, rel_png), encoding="utf-8")
 
-    verdict.artifact(time.perf_counter() - start).write(args.out_json)
-    print(f"overfit: {verdict.verdict} — {verdict.reason} (best epoch {verdict.best_epoch})")
+    verdict.artifact().write(args.out_json)
+    print(f"overfit: {verdict.verdict} — {verdict.reason} (best epoch {verdict.best_epoch}; "
+          f"{time.perf_counter() - start:.1f} s)")
     return 0
 
 

@@ -54,4 +54,3 @@ class OverfitVerdict(Artifact):
     also_noted: list[str]            # the other checks that fired
     checks: list[Check]
     advice: list[str]
-    seconds: float

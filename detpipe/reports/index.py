@@ -323,19 +323,15 @@ def section_predictions(inp: Inputs, out_dir: Path) -> list[str]:
 
 def stage_times(inp: Inputs) -> list[tuple[str, Any, Path]]:
     """(stage, seconds or None, where the figure comes from) in pipeline order."""
-    def seconds(contract: type[PredictSummary] | type[OverfitVerdict], path: Path) -> float | None:
-        d = load(contract, path)
-        return d.seconds if d else None
-
-    # annotate and split keep their reports free of timings (an unchanged result must not rerun
-    # the stages after them; their seconds are in their logs), so the table starts at training.
+    # annotate, split and overfit keep their reports free of timings (an unchanged result must not
+    # rerun the stages after them; their seconds are in their logs), so the table has the others.
     rows = []
     for phase, path in (("train_frozen", inp.frozen), ("train_unfrozen", inp.unfrozen)):
         rows.append((phase, _train_summary(read_tsv(path)).get("seconds"), path))
     info, _ = attempt(MapInfo.read, inp.map_info)
-    rows += [("predict", seconds(PredictSummary, inp.predict_summary), inp.predict_summary),
-             ("map", info.seconds if info else None, inp.map_info),
-             ("overfit", seconds(OverfitVerdict, inp.overfit_json), inp.overfit_json)]
+    summary = load(PredictSummary, inp.predict_summary)
+    rows += [("predict", summary.seconds if summary else None, inp.predict_summary),
+             ("map", info.seconds if info else None, inp.map_info)]
     return rows
 
 

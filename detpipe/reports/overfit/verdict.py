@@ -72,9 +72,10 @@ class Verdict:
             "advice": self.advice,
         })
 
-    def artifact(self, seconds: float) -> OverfitVerdict:
-        """reports/overfitting.json's content, with the stage's wall time."""
-        return OverfitVerdict.model_validate({**self.to_json(), "seconds": round(seconds, 3)})
+    def artifact(self) -> OverfitVerdict:
+        """reports/overfitting.json's content. No wall time: the report stage reads this file, and an
+        unchanged verdict must not rerun it (the stage prints its time instead)."""
+        return OverfitVerdict.model_validate(self.to_json())
 
 
 def _clean(obj: Any) -> Any:
