@@ -336,13 +336,13 @@ def _refused_from_header(tmp_path: Path, ext: str, make) -> None:
             res = check_dataset(DataParams(root=str(root), classes=CLASSES, skip_bad_files=skip), base=tmp_path,
                                 workers=1)
         if skip:
-            assert not res.errors and res.report["images"]["skipped"] == {"image_too_large": 1}
+            assert not res.errors and res.report.to_json()["images"]["skipped"] == {"image_too_large": 1}
             assert warned(res, "image_too_large")[0]["file"].endswith("bomb.xml")
         else:
             msg = assert_error(res, "image_too_large", "bomb.xml", f"bomb{ext}", "60000x60000",
                                "data.max_image_pixels", "not decoded")
             assert "\n" not in msg
-        assert res.report["images"]["kept"] == len(GOOD)
+        assert res.report.to_json()["images"]["kept"] == len(GOOD)
 
 
 @case("PNG bomb (1 kB file declaring 60000x60000)", "error image_too_large naming file and key, never decoded; "
@@ -370,7 +370,7 @@ def _large_png(tmp_path):
         Image.new("RGB", (5000, 4000), (90, 120, 150)).save(root / "JPEGImages" / "big.png", compress_level=1)
         res = check_dataset(DataParams(root=str(root), classes=CLASSES, skip_bad_files=skip), base=tmp_path,
                             workers=1)
-        assert not res.errors and res.report["images"]["kept"] == len(GOOD) + 1 and not res.report["images"]["skipped"]
+        assert not res.errors and res.report.to_json()["images"]["kept"] == len(GOOD) + 1 and not res.report.to_json()["images"]["skipped"]
 
 
 @case("image above a lowered data.max_image_pixels", "error image_too_large with the size and the key; "
@@ -381,7 +381,7 @@ def _lowered_limit(tmp_path):
     assert_error(res, "image_too_large", "over.xml", "1001x1000", "1 MPx", "data.max_image_pixels")
     assert any(Path(r.path).stem == "at" for r in res.records)
     res = run(tmp_path / "b", items, max_image_pixels=1_000_000, skip_bad_files=True)
-    assert not res.errors and res.report["images"]["skipped"] == {"image_too_large": 1}
+    assert not res.errors and res.report.to_json()["images"]["skipped"] == {"image_too_large": 1}
 
 
 def _formats(tmp_path, mode, ext):
