@@ -136,3 +136,11 @@ def test_outside_dvc_repo_and_dvc_failure(tmp_path, monkeypatch, capsys):
     assert compare.main([]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`dvc exp show --json` failed" in err and "git" in err
+
+
+def test_readme_shows_the_demo_table():
+    """The README's output is this command's on the committed demo JSON (no hand edits)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ COLUMNS=120 detpipe compare\n", 1)[1].split("```", 1)[0].rstrip("\n")
+    runs = compare.parse_exp_show(load("demo.json"))
+    assert block == compare.render_text(runs, compare.differing_params(runs), 120)
