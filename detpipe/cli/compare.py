@@ -95,10 +95,11 @@ def _run(entry: dict[str, Any], name: Optional[str], state: str) -> Run:
     data = entry.get("data")
     if entry.get("error") and state == "success":
         state = "error"
+    short = "" if rev == "workspace" else rev[:7]
     if not isinstance(data, dict):
-        return Run(label, "" if rev == "workspace" else rev[:7], state, {}, None)
+        return Run(label, short, state, {}, None)
     metrics = _metrics(data, where) if state == "success" else None
-    return Run(label, "" if rev == "workspace" else rev[:7], state, _params(data, where), metrics)
+    return Run(label, short, state, _params(data, where), metrics)
 
 
 def parse_exp_show(shown: Any) -> list[Run]:
@@ -255,11 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.width is not None and args.width < 30:
+        parser.error(f"--width {args.width}: give at least 30 columns")
     try:
         runs = parse_exp_show(dvc_exp_show(Path.cwd()))
     except CompareError as exc:
         print(f"{prog('compare')}: {exc}", file=sys.stderr)
+        return 1
+    if not runs:
+        print(f"{prog('compare')}: DVC knows no runs here: commit a `dvc repro`, then `dvc exp run -S lr=1e-4`",
+              file=sys.stderr)
         return 1
     keys = (list(dict.fromkeys(k for r in runs for k in r.params)) if args.all_params
             else differing_params(runs))
@@ -267,7 +275,5 @@ def main(argv: list[str] | None = None) -> int:
         print(render_markdown(runs, keys))
     else:
         print(render_text(runs, keys, args.width or shutil.get_terminal_size().columns))
-    if not runs:
-        print("no runs: commit a `dvc repro`, then `dvc exp run -S lr=1e-4`", file=sys.stderr)
     return 0
 
