@@ -12,6 +12,7 @@ from . import __version__
 # `detpipe evaluate` does not pay for torch.
 COMMANDS = {
     "evaluate": ("detpipe.cli.evaluate", "score detections of any tool against ground truth (VOC and COCO mAP)"),
+    "compare": ("detpipe.cli.compare", "the workspace and `dvc exp run` experiments: headline metrics and the params that differ"),
     "check-data": ("detpipe.cli.check_data", "validate a VOC/COCO/YOLO dataset without running the pipeline"),
     "predict": ("detpipe.cli.predict", "detect objects in images, folders, globs, list files, videos or a camera"),
     "fps": ("detpipe.cli.fps", "time a model: ms per image per part, images/s at batch 1, 8, 32"),

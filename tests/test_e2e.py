@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,21 @@ def test_dvc_repro_then_exp_run(tmp_path):
     assert {"map50", "map50_95", "lr"} <= set(header) and header.index("map50") < header.index("lr"), table
     assert max(map(len, lines)) <= 120, table
     assert any(str(baseline_lr) in line for line in lines) and any("0.0001" in line for line in lines), table
+    # `detpipe compare`: the same runs in one table, without options, headline metrics first.
+    compared = run([sys.executable, "-m", "detpipe", "compare"], repo, env={"COLUMNS": "120"}).stdout
+    rows = compared.splitlines()
+    assert max(map(len, rows)) <= 120 and "" not in rows, compared  # one block: nothing wrapped below
+    dashes = next(i for i, row in enumerate(rows) if row.startswith("---"))
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", rows[dashes])]
+    grid = [[row[a:b].strip() for a, b in spans] for row in [rows[dashes - 1]] + rows[dashes + 1:]]
+    header, body = grid[0], {cells[0]: dict(zip(grid[0], cells)) for cells in grid[1:]}
+    assert header[:4] == ["run", "rev", "mAP50", "mAP50-95"] and "lr" in header, compared
+    head = run(["git", "rev-parse", "--short=7", "HEAD"], repo).stdout.strip()
+    base = next(cells for cells in body.values() if cells["rev"] == head)
+    exp = next(cells for name, cells in body.items() if name != "workspace" and cells["rev"] != head)
+    exp_map = json.loads((repo / "reports/metrics.json").read_text())["map50"]  # the workspace holds the exp's
+    assert exp["mAP50"] == f"{exp_map:.4f}" and base["mAP50"] == f"{headline['map50']:.4f}", compared
+    assert exp["lr"] == "0.0001" and base["lr"] == str(baseline_lr), compared
 
 
 def test_snakemake_map(tmp_path):
