@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from scripts.tiny_repo import make_tiny_repo  # noqa: E402
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "DVC_NO_ANALYTICS": "1"}
 ALWAYS = {"pretrained"}  # DVC runs it on every repro (it hashes the starting weights file)
@@ -36,27 +37,6 @@ def sh(cmd: list[str], cwd: Path) -> str:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout + proc.stderr
-
-
-def make_repo(dest: Path) -> Path:
-    from scripts.synth import generate
-    files = sh(["git", "ls-files", "-co", "--exclude-standard"], REPO).splitlines()
-    for f in files:
-        if f.startswith(("data/", "reports/", "models/")) or not (REPO / f).is_file():
-            continue
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, dest / f)
-    generate(dest / "data", n_images=30, seed=5, style="shapes", min_size=64, max_size=128)
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["model"].update(imgsz=96, neck_channels=16, backbone="shufflenet_v2_x0_5")
-    params["train"].update(freeze_epochs=1, unfreeze_epochs=1, freeze_batch_size=4, unfreeze_batch_size=4,
-                           threads=1)
-    params["predict"]["samples"] = 2
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
-        sh(cmd, dest)
-    return dest
 
 
 def ran(tool: str, repo: Path) -> list[str]:
@@ -123,7 +103,7 @@ def main() -> int:
     ap.add_argument("--out", default="reports/bench/rerun_matrix.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        repos = {tool: make_repo(Path(tmp) / tool) for tool in ("dvc", "snakemake")}
+        repos = {tool: make_tiny_repo(Path(tmp) / tool) for tool in ("dvc", "snakemake")}
         for tool, repo in repos.items():
             ran(tool, repo)
             assert not [r for r in ran(tool, repo) if r != "(trained)"], f"{tool}: a second run reran something"

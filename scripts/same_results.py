@@ -2,8 +2,8 @@
 
     python scripts/same_results.py CHECKOUT_A CHECKOUT_B [--work DIR]
 
-For each checkout: a tiny repo of its files (the same generated dataset and the same tiny params
-for both, as scripts/rerun_matrix.py builds), `dvc repro`, then the sha256 of every tensor of
+For each checkout: a tiny repo of its files (scripts/tiny_repo.py: the same generated dataset and the same
+tiny params for both), `dvc repro`, then the sha256 of every tensor of
 models/best.pt, the values of reports/map/metrics.json and the sha256 of the detections CSV.
 Prints both and exits 1 when they differ.
 A refactoring that claims "no behaviour change" runs this against the commit it started from.
@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts import rerun_matrix  # noqa: E402
+from scripts.tiny_repo import make_tiny_repo  # noqa: E402
 
 
 def run_checkout(checkout: Path, dest: Path) -> dict:
     """Build the tiny repo from `checkout`'s files, `dvc repro` it, return its weights and metrics."""
-    rerun_matrix.REPO = checkout  # make_repo copies the files git lists in REPO
-    repo = rerun_matrix.make_repo(dest)
+    repo = make_tiny_repo(dest, checkout)
     rerun_matrix.sh(["dvc", "repro"], repo)
     state = torch.load(repo / "models/best.pt", map_location="cpu", weights_only=True)
     tensors = {f"{part}.{k}": hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()

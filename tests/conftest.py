@@ -11,20 +11,10 @@ from detpipe.data.annotations import Record
 from detpipe.data.dataset_check import check_dataset
 from detpipe.params import DataParams
 from scripts.synth import generate
+from scripts.tiny_repo import tiny_params  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle", "star")
-
-
-def tiny_params(root: str, **train) -> dict:
-    """params.yaml content for a seconds-long run on a tiny dataset."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["data"]["root"] = root
-    params["model"].update(imgsz=96, neck_channels=16, backbone="shufflenet_v2_x0_5")
-    params["train"].update({"freeze_epochs": 1, "unfreeze_epochs": 1, "freeze_batch_size": 4,
-                            "unfreeze_batch_size": 4, "num_workers": 0, "threads": 1, **train})
-    params["predict"]["samples"] = 2
-    return params
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.synth import generate
-from tests.conftest import REPO, tiny_params
+from scripts.tiny_repo import make_tiny_repo
 
 pytestmark = pytest.mark.timeout(900)
 BIN = str(Path(sys.executable).parent)
@@ -29,21 +27,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
 
 def make_repo(tmp: Path, name: str) -> Path:
     """A git repo holding the project's files, a tiny generated dataset and tiny params."""
-    dest = tmp / name
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
-    for f in files:
-        if f.startswith(("data/", "reports/", "models/")) or not (REPO / f).is_file():
-            continue
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, dest / f)
-    generate(dest / "data", n_images=30, seed=5, style="shapes", min_size=64, max_size=128)
-    params = tiny_params("data/VOCdevkit/VOC2007")
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
-        run(cmd, dest)
-    return dest
+    return make_tiny_repo(tmp / name)
 
 
 def declared_outputs(repo: Path) -> list[str]:
