@@ -8,7 +8,9 @@ with 4 boxes each, reporting images/s. The same child runs "quiet" and "busy", w
 one other process spinning on the CPU (`while True: pass`, nice 0) for the whole measurement, as
 another user's job would. Rows:
 
-- detpipe with its default threads (`train.threads: 0` = detpipe.cpus.usable_cpus()),
+- detpipe with its default threads (`train.threads: 0`: detpipe.cpus.training_threads(), the
+  usable CPUs less those other processes keep busy as a phase starts — the child picks it, so
+  "busy" sees the busy process as a training phase would),
 - detpipe with 1 thread,
 - Ultralytics YOLOv8n (built from yolov8n.yaml, its v8DetectionLoss, SGD) with the threads its
   CPU trainer sets (`ultralytics.utils.NUM_THREADS` = cpu_count - 1, at least 1),
@@ -90,6 +92,9 @@ def synthetic(batch: int, imgsz: int, classes: int):
 
 def child(tool: str, threads: int, steps: int, batch: int, imgsz: int) -> None:
     import torch
+    if threads == 0:  # what a training phase with train.threads: 0 picks
+        from detpipe.cpus import training_threads
+        threads = training_threads()[0]
     torch.set_num_threads(threads)
     step = (detpipe_step if tool == "detpipe" else ultralytics_step)(batch, imgsz)
     for _ in range(2):
@@ -101,7 +106,7 @@ def child(tool: str, threads: int, steps: int, batch: int, imgsz: int) -> None:
                       "threads": torch.get_num_threads()}))
 
 
-def measure(tool: str, threads: int, busy: bool, args) -> float:
+def measure(tool: str, threads: int, busy: bool, args) -> tuple[float, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
@@ -114,7 +119,8 @@ def measure(tool: str, threads: int, busy: bool, args) -> float:
             spinner.wait()
     if out.returncode:
         raise SystemExit(f"{tool} child failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["images_per_s"], result["threads"]
 
 
 def main() -> int:
@@ -134,23 +140,27 @@ def main() -> int:
     from detpipe.cpus import usable_cpus
     from ultralytics.utils import NUM_THREADS
     ours = usable_cpus()
-    rows = [("detpipe", ours, "detpipe (default threads)"), ("detpipe", 1, "detpipe (1 thread)"),
+    rows = [("detpipe", 0, "detpipe (default threads)"), ("detpipe", 1, "detpipe (1 thread)"),
             ("ultralytics", NUM_THREADS, "ultralytics (its CPU default)"),
             ("ultralytics", ours, f"ultralytics ({ours} threads)")]
     rates: dict[tuple[str, bool], list[float]] = {}
+    used: dict[tuple[str, bool], set[int]] = {}
     for r in range(args.rounds):
         for tool, threads, name in (rows if r % 2 == 0 else rows[::-1]):
             for busy in ((False, True) if r % 2 == 0 else (True, False)):
-                rates.setdefault((name, busy), []).append(measure(tool, threads, busy, args))
+                rate, n = measure(tool, threads, busy, args)
+                rates.setdefault((name, busy), []).append(rate)
+                used.setdefault((name, busy), set()).add(n)
                 print(f"round {r + 1}: {name:32s} {'busy ' if busy else 'quiet'} "
                       f"{rates[(name, busy)][-1]:6.1f} images/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\nbatch {args.batch}, imgsz {args.imgsz}, {args.steps} steps, median of {args.rounds} rounds; "
           f"usable CPUs {ours}, ultralytics NUM_THREADS {NUM_THREADS}")
-    print(f"{'':34s}{'threads':>8s}{'quiet img/s':>13s}{'busy img/s':>12s}{'busy/quiet':>12s}")
-    for tool, threads, name in rows:
+    print(f"{'':34s}{'threads quiet/busy':>19s}{'quiet img/s':>13s}{'busy img/s':>12s}{'busy/quiet':>12s}")
+    for _, _, name in rows:
         q, b = med[(name, False)], med[(name, True)]
-        print(f"{name:34s}{threads:8d}{q:13.1f}{b:12.1f}{b / q:12.2f}")
+        n = "/".join(",".join(map(str, sorted(used[(name, busy)]))) for busy in (False, True))
+        print(f"{name:34s}{n:>19s}{q:13.1f}{b:12.1f}{b / q:12.2f}")
     ref = rows[2][2]
     for name in (rows[0][2], rows[1][2]):
         print(f"{name} / {ref}: quiet {med[(name, False)] / med[(ref, False)]:.2f}x, "

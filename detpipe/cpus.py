@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -88,3 +89,66 @@ def _v1_quota(folder: Path) -> float | None:
     if not quota or not period or not quota.isdigit() or not period.isdigit() or int(period) == 0:
         return None  # -1: no limit
     return int(quota) / int(period)
+
+
+# Busy CPUs: counted from /proc/stat, so the default thread count leaves out the cores other
+# processes occupy when a run starts (issue #16: 2 threads next to one busy process ran at 0.27 of
+# their quiet speed, 1 thread at ~1.0). Numerics depend on the thread count, so the count is chosen
+# once, when a phase starts fresh, recorded in its checkpoints and reused on resume.
+PROC_STAT = Path("/proc/stat")
+SELF_STAT = Path("/proc/self/stat")
+BUSY_WINDOW = 0.5  # seconds: long enough to see a busy process, short beside any training phase
+
+
+def busy_jiffies(stat_text: str, cpus: set[int]) -> int:
+    """Non-idle clock ticks (user, nice, system, irq, softirq, steal) of the `cpus` lines of /proc/stat."""
+    total = 0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        ticks = [int(f) for f in fields[:8]] + [0] * (8 - len(fields[:8]))
+        total += ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]  # not idle (3) or iowait (4)
+    return total
+
+
+def own_jiffies(self_stat_text: str) -> int:
+    """utime + stime of /proc/<pid>/stat (all threads), read after the parenthesised command name."""
+    fields = self_stat_text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted from the state field
+
+
+def others_busy_cpus(window: float = BUSY_WINDOW, stat: Path = PROC_STAT, self_stat: Path = SELF_STAT) -> float | None:
+    """CPUs' worth of time other processes used on this process's CPUs during `window` seconds;
+    None where /proc is missing (macOS, Windows) or unreadable."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        before = busy_jiffies(stat.read_text(), cpus) - own_jiffies(self_stat.read_text())
+        time.sleep(window)
+        after = busy_jiffies(stat.read_text(), cpus) - own_jiffies(self_stat.read_text())
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+    return max(0.0, (after - before) / os.sysconf("SC_CLK_TCK") / window)
+
+
+def training_threads(window: float = BUSY_WINDOW) -> tuple[int, str]:
+    """Threads for a training phase that starts fresh with `train.threads: 0`, and why when fewer
+    than usable_cpus(): one per usable CPU, minus the CPUs other processes keep busy right now."""
+    usable = usable_cpus()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return usable, ""
+    # Under a cgroup quota the CPUs of /proc/stat are the host's, shared with other containers
+    # whose load says nothing about this container's share: the quota already bounds the count.
+    if usable < 2 or usable < affinity:
+        return usable, ""
+    busy = others_busy_cpus(window)
+    if busy is None:
+        return usable, ""
+    threads = max(1, usable - round(busy))
+    if threads == usable:
+        return usable, ""
+    return threads, (f"{threads} of {usable} usable CPUs: other processes kept {busy:.1f} CPUs busy as this phase "
+                     "started, and a thread sharing a core with them stalls every step; resuming keeps this "
+                     "count (set train.threads to choose it)")

@@ -193,7 +193,7 @@ class TrainParams(Section):
     compile: bool = False               # torch.compile the model (CUDA speed-up after a compile wait)
     cache_images: bool = True
     num_workers: Count = 0
-    threads: Count = 0                  # torch CPU threads; 0 = one per usable CPU (detpipe.cpus)
+    threads: Count = 0                  # torch CPU threads; 0 = usable CPUs not busy elsewhere (cpus.training_threads)
     nproc: AtLeastOne = 1               # > 1: DDP under torchrun, this many processes (GPUs) on the node
     sync_bn: bool = False               # DDP: SyncBatchNorm across ranks (CUDA only)
     deterministic: bool = False         # CUDA: fixed cuDNN algorithms and deterministic kernels (slower); off = cudnn.benchmark

@@ -293,3 +293,37 @@ def test_trainables_state_holds_everything_the_next_step_depends_on(tmp_path):
     torch.set_rng_state(rng)
     _toy_step(b)
     assert ckpt.checksum(a.state()) == ckpt.checksum(b.state())
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_automatic_threads_are_chosen_at_a_fresh_start_and_kept_on_resume(base, tiny_records, tmp_path, monkeypatch,
+                                                                          capsys, restore_threads):
+    """threads 0: the count training_threads() picks (here 1, as next to a busy process) trains the phase and
+    is recorded; a resume takes the recorded count, not a new pick, so it ends bitwise where the base ran."""
+    auto = from_dict(Params, {**RAW, "train": {**RAW["train"], "threads": 0}})
+    monkeypatch.setattr(training, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(training, "training_threads", lambda: (1, "1 of 2 usable CPUs: busy"))
+    root = tmp_path / "auto"
+    state = training.train_phase(auto, "frozen", tiny_records[:16], tiny_records[16:], [], root / "ckpt", root / "h.tsv")
+    assert "train_frozen: threads: 1 of 2 usable CPUs: busy" in capsys.readouterr().out
+    assert state["env"]["threads"] == 1
+    assert all(torch.equal(state["model"][k], v) for k, v in base[1]["model"].items())  # base trained on 1 thread
+
+    (run,) = (root / "ckpt" / "train_frozen").iterdir()
+    (run / "last.pt").unlink()  # interrupted after epoch 1: resumes from prev.pt
+
+    def no_new_pick():
+        raise AssertionError("a resumed phase must keep its recorded thread count")
+    monkeypatch.setattr(training, "training_threads", no_new_pick)
+    torch.set_num_threads(2)
+    resumed = training.train_phase(auto, "frozen", tiny_records[:16], tiny_records[16:], [], root / "ckpt",
+                                   root / "h.tsv")
+    assert torch.get_num_threads() == 1 and "warning" not in capsys.readouterr().out
+    assert all(torch.equal(resumed["model"][k], v) for k, v in base[1]["model"].items())
+

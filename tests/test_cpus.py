@@ -86,3 +86,56 @@ def test_no_other_code_counts_cpus():
             if re.search(r"\bcpu_count\(|sched_getaffinity", line):
                 offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, "count CPUs with detpipe.cpus.usable_cpus():\n" + "\n".join(offenders)
+
+
+STAT = ("cpu  300 0 60 900 10 0 5 0 0 0\ncpu0 100 0 20 300 5 0 1 0 0 0\ncpu1 150 0 30 300 5 0 2 0 0 0\n"
+        "cpu2 50 0 10 300 0 0 2 0 0 0\nintr 1 2 3\nctxt 99\n")
+SELF = "4242 (python (x) 1) R 1 2 3 4 5 6 7 8 9 10 {u} {s} 0 0 20 0 3 0\n"
+
+
+def test_busy_and_own_jiffies_read_proc_formats():
+    assert cpus.busy_jiffies(STAT, {0, 1}) == (100 + 20 + 1) + (150 + 30 + 2)  # idle and iowait are not busy
+    assert cpus.busy_jiffies(STAT, {2}) == 62
+    assert cpus.own_jiffies(SELF.format(u=70, s=5)) == 75  # a ')' inside the command name is no field
+
+
+def test_others_busy_cpus_leaves_out_this_process(tmp_path, monkeypatch):
+    """Over the window the CPUs gained 2 busy ticks per tick of wall time... of which this process used 1."""
+    stat, me = tmp_path / "stat", tmp_path / "self"
+    stat.write_text(STAT)
+    me.write_text(SELF.format(u=70, s=5))
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def sleep(seconds):  # the counters move while the window elapses: +2 CPUs busy, +1 of them ours
+        stat.write_text(STAT.replace("cpu0 100", f"cpu0 {100 + int(hz * seconds)}")
+                        .replace("cpu1 150", f"cpu1 {150 + int(hz * seconds)}"))
+        me.write_text(SELF.format(u=70 + int(hz * seconds), s=5))
+    monkeypatch.setattr(cpus.time, "sleep", sleep)
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert cpus.others_busy_cpus(window=1.0, stat=stat, self_stat=me) == pytest.approx(1.0)
+    assert cpus.others_busy_cpus(window=1.0, stat=tmp_path / "missing", self_stat=me) is None
+
+
+@pytest.mark.parametrize("affinity, usable, busy, want", [
+    (2, 2, 1.0, 1), (2, 2, 0.4, 2), (4, 4, 2.6, 1), (4, 4, 9.0, 1), (8, 8, 0.0, 8),
+    (4, 2, 3.0, 2),  # a cgroup quota binds: the host's /proc/stat is not this container's share
+    (1, 1, 1.0, 1), (2, 2, None, 2)])
+def test_training_threads_leave_out_cpus_other_processes_keep_busy(affinity, usable, busy, want, monkeypatch):
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: usable)
+    monkeypatch.setattr(cpus, "others_busy_cpus", lambda window=0: busy)
+    threads, why = cpus.training_threads()
+    assert threads == want
+    assert (why != "") == (want < usable) and (not why or "train.threads" in why)
+
+
+@pytest.mark.skipif(cpus.usable_cpus() < 2, reason="needs 2 CPUs: one for the busy process, one for the test")
+def test_a_real_busy_process_is_seen():
+    import subprocess
+    import sys
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert cpus.others_busy_cpus(window=0.5) >= 0.6
+    finally:
+        spinner.kill()
+        spinner.wait()

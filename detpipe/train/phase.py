@@ -20,7 +20,7 @@ from . import runlock
 from ..data.annotations import Record, ground_truths
 from ..data.dataset import Augment, DetectionDataset
 from ..data.images import PixelLimit, check_headers
-from ..cpus import usable_cpus
+from ..cpus import training_threads, usable_cpus
 from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, lr_lambda, mean_losses,
                      train_one_epoch)
 from ..metrics import voc_map
@@ -328,6 +328,11 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
                       init)
 
 
+def _automatic_threads(t, info) -> bool:
+    """`train.threads: 0` on one process: detpipe picks the count (DDP ranks split the CPUs evenly)."""
+    return not t.threads and info.world == 1
+
+
 def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, train_records: list[Record],
            val_records: list[Record], run_dir: Path, fp: str, tsv_path: str | Path,
            init: str | Path | None) -> dict:
@@ -380,9 +385,18 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         history, best, done = state["history"], state["best"], state["epoch"]
         stopped = state["stopped_early"]
         best_states = {k: state[k] for k in ("best_model", "best_ema")}
+        if _automatic_threads(t, info):  # the count this phase started with, so numerics stay bitwise
+            torch.set_num_threads(min(int(state["env"].get("threads", usable_cpus())), usable_cpus()))
+            env = resume.environment(device, amp_dtype)
         resume.warn_environment(state, env, name)
         _announce_resume(phase, path, done, stopped, best, t.patience)
     else:
+        if _automatic_threads(t, info):
+            threads, why = training_threads()
+            torch.set_num_threads(threads)
+            env = resume.environment(device, amp_dtype)
+            if why:
+                print(f"{name}: threads: {why}", flush=True)
         print(f"model: {describe(model.config, model_summary(model, params.model.imgsz))}", flush=True)
         print(f"{name}: starting fresh ({phase.epochs} epochs, batch {phase.batch_size}, "
               f"lr {phase.lr:.3g}, {len(train_records)} train / {len(val_records)} val images, "
