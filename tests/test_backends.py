@@ -100,3 +100,22 @@ def test_graph_cache_is_not_read_from_a_folder_others_may_write(tmp_path, monkey
     os.chmod(folder, 0o700)
     os.chmod(planted, 0o666)  # a file others may rewrite is exported again, private
     assert onnx_cache.cached_graph(model, NAMES, IMGSZ, folder) == planted and planted.stat().st_mode & 0o077 == 0
+
+
+def test_predict_command_writes_the_same_boxes_with_either_backend(tmp_path):
+    from tests.test_predict_cli import make_weights, read_txt, run_cli, write_images
+
+    weights = make_weights(tmp_path / "tiny.pt")
+    write_images(tmp_path / "in")
+    for backend in ("torch", "auto"):
+        assert run_cli(tmp_path / "in", "--weights", weights, "--out", tmp_path / backend, "--save-txt",
+                       "--conf", "0.3", "--backend", backend) == 0
+    for txt in ("a.txt", "b.txt", "sub__c.txt"):
+        ref, got = (read_txt(tmp_path / backend / "labels" / txt) for backend in ("torch", "auto"))
+        assert ref and len(got) == len(ref)
+        # Written to 0.01 px: boxes 1e-3 px apart may round to neighbouring hundredths, and scores
+        # tied to 6 digits may swap rows.
+        got, ref = (sorted(rows, key=lambda r: (r[0], round(r[2]), round(r[3]))) for rows in (got, ref))
+        assert [r[0] for r in got] == [r[0] for r in ref]
+        np.testing.assert_allclose([r[2:] for r in got], [r[2:] for r in ref], atol=0.0101)
+        np.testing.assert_allclose([r[1] for r in got], [r[1] for r in ref], atol=2e-6)
