@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print(f"error: {args.source}: no readable images", file=sys.stderr)
         return 2
-    print(f"{args.weights} on {predictor.backend.where}, imgsz {predictor.imgsz}, "
+    kind = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch weights"
+    print(f"{args.weights} ({kind}) on {predictor.backend.where}, imgsz {predictor.imgsz}, "
           f"{torch.get_num_threads()} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
           f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}, {args.warmup} warm-up batches")
     print(HEADER)
