@@ -79,6 +79,11 @@ def test_graph_cache_is_keyed_by_the_weights_and_reused(tmp_path, monkeypatch):
     exports = []
     monkeypatch.setattr(onnx_cache, "export_graph", lambda *args: exports.append(args))
     assert onnx_cache.cached_graph(detector(0), NAMES, IMGSZ, folder) == first and exports == []  # reused
+    monkeypatch.setattr(onnx_cache, "export_graph", lambda model, names, size, path: path.write_bytes(b"graph"))
+    for seed in range(2, 2 + onnx_cache.KEEP):  # a graph per training run: only the KEEP most recently used stay
+        os.utime(first)
+        onnx_cache.cached_graph(detector(seed), NAMES, IMGSZ, folder)
+    assert len(list(folder.glob("*.onnx"))) == onnx_cache.KEEP and first.exists()
     keys = {onnx_cache.graph_key(m, names, size) for m, names, size in
             ((a, NAMES, IMGSZ), (b, NAMES, IMGSZ), (a, NAMES[::-1], IMGSZ), (a, NAMES, 2 * IMGSZ))}
     assert len(keys) == 4

@@ -7,7 +7,8 @@ The exported graph is cached under $DETPIPE_CACHE (default $XDG_CACHE_HOME/detpi
 the weights (every tensor of the state dict), the model config, class names, input size, torch's
 version and the source of the code that builds and exports the network. A cache file is written
 atomically and read only from a folder that this user owns and no one else can write; otherwise
-the graph is exported for this process only (one line says so).
+the graph is exported for this process only (one line says so). The KEEP most recently used
+graphs are kept.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .onnx_graph import export_model
 
 BACKENDS = get_args(InferBackend)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+KEEP = 16  # graphs kept in the cache (the most recently used; each is the size of its weights)
 _noted: set[str] = set()
 
 
@@ -120,8 +122,18 @@ def cached_graph(model: nn.Module, class_names: Sequence[str], imgsz: int, folde
     there could have been written by someone else)."""
     path = folder / f"{graph_key(model, class_names, imgsz)}.onnx"
     if path.is_file() and private(path):
+        os.utime(path)  # recently used: kept by prune()
         return path
-    return export_graph(model, class_names, imgsz, path)
+    export_graph(model, class_names, imgsz, path)
+    prune(folder, KEEP)
+    return path
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the `keep` most recently used graphs (every training run makes a new one)."""
+    graphs = sorted(folder.glob("*.onnx"), key=lambda f: f.stat().st_mtime if f.exists() else 0, reverse=True)
+    for old in graphs[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def onnxruntime_backend(model: nn.Module, class_names: Sequence[str], imgsz: int) -> OnnxBackend:
