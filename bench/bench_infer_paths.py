@@ -14,6 +14,7 @@ Variants (untrained params.yaml model, the same 8 synthetic photos as bench/benc
   jit-ofi       torch-lb, torch.jit.trace + torch.jit.optimize_for_inference
   ort-basic     torch-lb, onnxruntime with basic graph optimisations only
   ort           torch-lb, onnxruntime, all graph optimisations (detpipe's default CPU path)
+  ort-spin      `ort` with its threads spinning between operators within a run (2+ threads)
   compile       torch-lb, torch.compile (with --compile only: tens of seconds per shape; compile
                 time printed)
 Each row: median ms per image of preprocess, forward and decode + NMS, the latency (their sum per
@@ -98,10 +99,10 @@ def traced(optimize: bool):
     return make
 
 
-def ort_backend(model, names, imgsz: int, level: str, folder: Path) -> OnnxBackend:
+def ort_backend(model, names, imgsz: int, level: str, folder: Path, spin: bool = False) -> OnnxBackend:
     import onnxruntime as ort
     path = export_model(model, names, imgsz, folder / "model.onnx", dynamic="batch")
-    backend = OnnxBackend(path, torch.device("cpu"))
+    backend = OnnxBackend(path, torch.device("cpu"), spin)
     if level == "basic":
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -130,7 +131,8 @@ def variants(model, names, imgsz: int, folder: Path, compile_too: bool) -> dict[
            "jit-freeze": predictor(ScriptedBackend(model, traced(False), "jit freeze")),
            "jit-ofi": predictor(ScriptedBackend(model, traced(True), "jit optimize_for_inference")),
            "ort-basic": predictor(ort_backend(model, names, imgsz, "basic", folder)),
-           "ort": predictor(ort_backend(model, names, imgsz, "all", folder))}
+           "ort": predictor(ort_backend(model, names, imgsz, "all", folder)),
+           "ort-spin": predictor(ort_backend(model, names, imgsz, "all", folder, spin=True))}
     if compile_too:
         out["compile"] = predictor(ScriptedBackend(model, lambda raw, x: torch.compile(raw, dynamic=False), "compile"))
     return out

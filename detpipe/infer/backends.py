@@ -68,7 +68,7 @@ class OnnxBackend:
     inputs go, is always the CPU, and a batch handed over from another device is copied back.
     """
 
-    def __init__(self, path: str | Path, device: torch.device) -> None:
+    def __init__(self, path: str | Path, device: torch.device, spin: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -77,9 +77,12 @@ class OnnxBackend:
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
-        # Idle onnxruntime threads otherwise spin for a while after each run, starving PyTorch
-        # or the image decoding that runs next in the same process.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No spinning: idle onnxruntime threads would otherwise spin for a while after each run,
+        # starving PyTorch or the image decoding that runs next in the same process, and a
+        # neighbour's busy process takes the cores they spin on. `spin` lets them spin within a
+        # run only (bench/bench_infer_paths.py's ort-spin).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = torch.device("cpu")
