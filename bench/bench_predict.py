@@ -1,9 +1,13 @@
 """Inference speed per part on the CPU: detpipe's detector vs Ultralytics YOLOv8n, same images, same run.
 
-    python bench/bench_predict.py [--threads 1] [--images 32] [--weights models/best.pt]
+    python bench/bench_predict.py [--threads 1] [--images 32] [--sizes 320,640] [--backend auto]
+        [--weights models/best.pt]
 
-For imgsz 320 and 640 and batch 1 and 8, prints ms per image for preprocessing (letterbox, stack),
-model forward, decoding + NMS, and drawing, plus images/s. The images are 8 synthetic 640x480 /
+For each imgsz and batch 1 and 8, prints ms per image for preprocessing (letterbox, stack),
+model forward, decoding + NMS, and drawing, plus images/s, and the ratio of detpipe's latency
+(preprocess + forward + NMS, what Ultralytics' `Results.speed` counts; drawing apart) to
+YOLOv8n's. The two tools alternate batch by batch, so a neighbour's load slows both alike; each
+part's figure is its median over the timed batches. The images are 8 synthetic 640x480 /
 480x640 pictures. detpipe's model is the params.yaml architecture with untrained weights unless
 --weights is given (the cost of a forward pass does not depend on the weight values; NMS and
 drawing cost a little more with a trained model's boxes). YOLOv8n is built from its yaml, so no
@@ -18,6 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -27,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detpipe.cpus import usable_cpus  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images, time_parts  # noqa: E402
 from detpipe.model.detector import build_model, describe, model_summary  # noqa: E402
-from detpipe.params import load_params  # noqa: E402
+from detpipe.params import InferBackend, load_params  # noqa: E402
 from detpipe.model.load import model_config  # noqa: E402
 
-SIZES = (320, 640)
 BATCHES = (1, 8)
 INSTALL = """Ultralytics is not installed here (and is not a detpipe dependency). To include YOLOv8n, use a
 separate venv, e.g.:
@@ -38,46 +42,64 @@ separate venv, e.g.:
     ~/yolo-venv/bin/python bench/bench_predict.py"""
 
 
-def detpipe_predictor(weights: str | None, params_path: Path) -> tuple[Predictor, str]:
+PARTS = ("preprocess", "forward", "nms", "draw")
+
+
+def detpipe_predictor(weights: str | None, params_path: Path, size: int, backend: str) -> tuple[Predictor, str]:
     if weights:
-        return Predictor(weights, "cpu", conf=0.25, iou=0.45), weights
+        return Predictor(weights, "cpu", conf=0.25, iou=0.45, imgsz=size, backend=backend), weights
     params = load_params(params_path)
     torch.manual_seed(0)
     model = build_model(model_config(params)).eval()
     label = f"{describe(model.config, model_summary(model, params.model.imgsz))} (params.yaml, untrained weights)"
-    return Predictor.from_model(model, params.data.classes, params.model.imgsz, torch.device("cpu"),
-                                0.25, 0.45, 100), label
+    return Predictor.from_model(model, params.data.classes, size, torch.device("cpu"), 0.25, 0.45, 100,
+                                backend=backend), label
 
 
-def time_yolo(model, images: list[np.ndarray], size: int, batch: int, runs: int, warmup: int = 1) -> dict:
-    """ms per image via Ultralytics' own pipeline; drawing timed around Results.plot()."""
-    bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
-    parts = {"preprocess": 0.0, "forward": 0.0, "nms": 0.0, "draw": 0.0}
-    n = 0
+def detpipe_batch(predictor: Predictor, chosen: list[np.ndarray]) -> dict[str, float]:
+    """ms per image of each part for one batch (detpipe's own timer, one run)."""
+    r = time_parts(predictor, chosen, len(chosen), runs=1, warmup=0)
+    return {k: r[k] for k in PARTS}
+
+
+def yolo_batch(model, chosen_bgr: list[np.ndarray], size: int) -> dict[str, float]:
+    """ms per image of each part via Ultralytics' own pipeline; drawing timed around Results.plot()."""
+    results = model.predict(chosen_bgr, imgsz=size, batch=len(chosen_bgr), conf=0.25, iou=0.45, device="cpu",
+                            verbose=False, rect=False)
+    t0 = time.perf_counter()
+    for r in results:
+        r.plot()
+    draw = 1000 * (time.perf_counter() - t0) / len(results)
+    # Results.speed is ms per image of the batch it came from
+    return {"preprocess": float(np.mean([r.speed["preprocess"] for r in results])),
+            "forward": float(np.mean([r.speed["inference"] for r in results])),
+            "nms": float(np.mean([r.speed["postprocess"] for r in results])), "draw": draw}
+
+
+def alternate(steps: dict, n_images: int, batch: int, runs: int, warmup: int = 2) -> dict[str, dict]:
+    """Each step(indices of the batch's images) in turn on the same batch, `runs` timed rounds after `warmup`:
+    per step the median ms per image of each part, "latency" (the median of each batch's
+    preprocess + forward + NMS), "total" (with drawing) and images/s."""
+    parts = {name: [] for name in steps}
     for it in range(warmup + runs):
-        chosen = [bgr[(it * batch + k) % len(bgr)] for k in range(batch)]
-        results = model.predict(chosen, imgsz=size, batch=batch, conf=0.25, iou=0.45, device="cpu",
-                                verbose=False, rect=False)
-        t0 = time.perf_counter()
-        for r in results:
-            r.plot()
-        draw = time.perf_counter() - t0
-        if it >= warmup:
-            # Results.speed is ms per image of the batch it came from
-            for r in results:
-                parts["preprocess"] += r.speed["preprocess"]
-                parts["forward"] += r.speed["inference"]
-                parts["nms"] += r.speed["postprocess"]
-            parts["draw"] += 1000 * draw
-            n += len(results)
-    ms = {k: v / max(1, n) for k, v in parts.items()}
-    infer = ms["preprocess"] + ms["forward"] + ms["nms"]
-    return {**ms, "total": infer + ms["draw"], "images_per_s": 1000 / max(infer, 1e-9)}
+        chosen = [(it * batch + k) % n_images for k in range(batch)]
+        for name, step in steps.items():
+            r = step(chosen)
+            if it >= warmup:
+                parts[name].append(r)
+    out = {}
+    for name, rows in parts.items():
+        latency = float(np.median([r["preprocess"] + r["forward"] + r["nms"] for r in rows]))
+        out[name] = {**{k: float(np.median([r[k] for r in rows])) for k in PARTS}, "latency": latency,
+                     "total": float(np.median([sum(r[k] for k in PARTS) for r in rows])),
+                     "images_per_s": 1000 / max(latency, 1e-9)}
+    return out
 
 
-def row(name: str, size: int, batch: int, r: dict) -> str:
+def row(name: str, size: int, batch: int, r: dict, ref: dict | None) -> str:
+    ratio = f"{r['latency'] / ref['latency']:>7.2f}x" if ref else f"{'':>8}"
     return (f"{name:<9} {size:>5} {batch:>5} {r['preprocess']:>10.2f} {r['forward']:>9.2f} {r['nms']:>11.2f} "
-            f"{r['draw']:>8.2f} {r['total']:>8.2f} {r['images_per_s']:>9.1f}")
+            f"{r['latency']:>8.2f} {ratio} {r['draw']:>8.2f} {r['images_per_s']:>9.1f}")
 
 
 def main() -> int:
@@ -85,37 +107,46 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: steady figures on a shared machine; 0 = torch's default)")
     p.add_argument("--images", type=int, default=32, help="images timed per (size, batch) (default 32)")
+    p.add_argument("--sizes", default="320,640", help="input sizes, comma-separated (default 320,640)")
+    p.add_argument("--backend", default="auto", choices=get_args(InferBackend),
+                   help="detpipe's inference backend (predict.backend; default auto)")
     p.add_argument("--weights", help="a detpipe checkpoint or .onnx instead of the untrained params.yaml model")
     p.add_argument("--params", default=str(Path(__file__).resolve().parents[1] / "params.yaml"))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     images = sample_images(8)
-    predictor, label = detpipe_predictor(args.weights, Path(args.params))
+    bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
     try:
         os.environ.setdefault("YOLO_OFFLINE", "1")
         import ultralytics
         from ultralytics import YOLO
+        from ultralytics.utils import torch_utils
+        torch_utils.NUM_THREADS = torch.get_num_threads()  # its select_device() would reset the threads
         yolo = YOLO("yolov8n.yaml")  # architecture only: nothing downloaded
         yolo_note = f"Ultralytics {ultralytics.__version__} YOLOv8n (from yolov8n.yaml, untrained)"
     except ImportError:
         yolo, yolo_note = None, None
+    sizes = [int(s) for s in args.sizes.split(",")]
+    predictors = {size: detpipe_predictor(args.weights, Path(args.params), size, args.backend) for size in sizes}
+    label, where = predictors[sizes[0]][1], predictors[sizes[0]][0].backend.where
     print(f"CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {usable_cpus()} usable CPUs; "
           f"8 synthetic 640x480/480x640 images, conf 0.25, IoU 0.45, {args.images} images per row")
-    print(f"detpipe: {label}")
+    print(f"detpipe: {label}, on {where} (--backend {args.backend})")
     print(f"yolov8n: {yolo_note or 'not installed (see below)'}")
     print(f"\n{'model':<9} {'imgsz':>5} {'batch':>5} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} "
-          f"{'drawing':>8} {'total':>8} {'images/s':>9}\n{'':<21}(ms per image; images/s without drawing)")
-    for size in SIZES:
-        if predictor.backend.fixed_size not in (None, size):
-            print(f"detpipe   {size:>5}  skipped: the ONNX file was exported for {predictor.backend.fixed_size}")
-            continue
-        predictor.imgsz = size
+          f"{'latency':>8} {'/yolov8n':>8} {'drawing':>8} {'images/s':>9}\n{'':<21}(ms per image; latency = "
+          "preprocess + forward + NMS; images/s from the latency; the tools alternate batch by batch)")
+    for size in sizes:
+        predictor = predictors[size][0]
         for batch in BATCHES:
-            runs = max(1, args.images // batch)
-            print(row("detpipe", size, batch, time_parts(predictor, images, batch, runs=runs, warmup=1)), flush=True)
+            steps = {"detpipe": lambda idx: detpipe_batch(predictor, [images[i] for i in idx])}
             if yolo is not None:
-                print(row("yolov8n", size, batch, time_yolo(yolo, images, size, batch, runs)), flush=True)
+                steps["yolov8n"] = lambda idx: yolo_batch(yolo, [bgr[i] for i in idx], size)
+            r = alternate(steps, len(images), batch, runs=max(3, args.images // batch))
+            print(row("detpipe", size, batch, r["detpipe"], r.get("yolov8n")), flush=True)
+            if yolo is not None:
+                print(row("yolov8n", size, batch, r["yolov8n"], None), flush=True)
     if yolo is None:
         print("\n" + INSTALL)
     return 0

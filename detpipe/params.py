@@ -32,6 +32,7 @@ class ParamsError(ValueError):
 DataSource = Literal["voc", "coco", "yolo"]            # dataset_check.CHECKERS
 Scale = Literal["n", "s", "m", "l"]                      # catalog.SCALES
 Neck = Literal["pan", "yolov8", "yolo11"]                # catalog.NECKS
+InferBackend = Literal["auto", "torch", "onnxruntime"]   # infer.onnx_cache.resolve_backend
 Optimizer = Literal["adamw", "sgd"]                      # engine.build_optimizer
 LrSchedule = Literal["cosine", "linear", "step", "constant"]  # engine.lr_lambda
 AmpDtype = Literal["float16", "bfloat16"]                # accel.AMP_DTYPES
@@ -214,6 +215,7 @@ class PredictParams(Section):
     max_det: AtLeastOne = 100
     batch_size: AtLeastOne = 8
     samples: Count = 8
+    backend: InferBackend = "auto"
 
 
 class MapParams(Section):

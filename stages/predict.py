@@ -67,7 +67,7 @@ def main() -> int:
     p = params.predict
     # The same batched, letterboxed inference as `python -m detpipe predict`, so both give the same boxes.
     predictor = Predictor.from_model(model, names, state["imgsz"], device, params.map.confidence, p.nms_iou,
-                                     p.max_det)
+                                     p.max_det, backend=p.backend)
     infer_start = time.time()
     dets = predictor.predict_files([r.path for r in records], p.batch_size, params.train.num_workers,
                                    progress=lambda it: tqdm(it, desc="predict", leave=False, dynamic_ncols=True),

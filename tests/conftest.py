@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny generated VOC dataset and params small enough to train in seconds."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ from scripts.tiny_repo import tiny_params  # noqa: F401  (tests import it from h
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle", "star")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_onnx_cache(tmp_path_factory):
+    """The onnxruntime backend's exported graphs go to a cache of the session's own (subprocesses
+    inherit it), not the user's."""
+    os.environ["DETPIPE_CACHE"] = str(tmp_path_factory.mktemp("detpipe-cache"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ import torch
 from PIL import Image
 
 from detpipe.data.annotations import Record
-from detpipe.data.dataset import ALWAYS_DRAWN, Augment, DetectionDataset, EpochBatchSampler, collate, mixup, to_gray3
+from detpipe.boxes import letterbox_params
+from detpipe.data.dataset import (ALWAYS_DRAWN, PAD_VALUE, Augment, DetectionDataset, EpochBatchSampler, collate,
+                                  letterbox_image, mixup, to_gray3)
 from detpipe.params import TrainParams
 
 STRONG = Augment(hflip=0.5, scale_jitter=0.4, translate=0.2, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0,
@@ -243,3 +245,31 @@ def test_augment_takes_each_knob_from_train_params_by_name():
     assert {f.name: getattr(a, f.name) for f in fields(a) if f.name != "mosaic_until"} == \
         {f.name: getattr(t, f.name) for f in fields(a) if f.name != "mosaic_until"}
     assert a.mosaic_until == 5
+
+
+def _pillow_letterbox(rgb: np.ndarray, lb) -> np.ndarray:
+    """The reference: Pillow's BILINEAR resize pasted into a grey canvas (what letterbox_image was)."""
+    img = Image.fromarray(rgb)
+    if (lb.new_width, lb.new_height) != img.size:
+        img = img.resize((lb.new_width, lb.new_height), Image.BILINEAR)
+    canvas = Image.new("RGB", (lb.size, lb.size), (PAD_VALUE,) * 3)
+    canvas.paste(img, (lb.pad_x, lb.pad_y))
+    return np.asarray(canvas)
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (375, 500), (1080, 1920), (100, 90), (96, 96), (33, 700)])
+def test_letterbox_is_pillows_bilinear_to_two_grey_levels(hw):
+    rng = np.random.default_rng(hw[0])
+    rgb = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    rgb[::7] = 255  # sharp edges: where antialiasing differs most from plain sampling
+    for size in (96, 320):
+        for scale, shift in ((1.0, (0.5, 0.5)), (1.6, (0.2, 0.9)), (0.6, (0.0, 1.0)), (2.0, (1.0, 0.0))):
+            lb = letterbox_params(hw[1], hw[0], size, scale, shift)
+            ours, ref = letterbox_image(rgb, lb).astype(int), _pillow_letterbox(rgb, lb).astype(int)
+            diff = np.abs(ours - ref)
+            assert ours.shape == (size, size, 3) and diff.max() <= 2 and diff.mean() < 0.1, (size, scale, shift)
+            assert (diff > 1).mean() < 1e-4, (size, scale, shift)
+    view = rgb[::-1, ::2]  # a strided, read-only view: letterboxed as its copy
+    view.flags.writeable = False
+    lb = letterbox_params(view.shape[1], view.shape[0], 96)
+    assert np.array_equal(letterbox_image(view, lb), letterbox_image(view.copy(), lb))

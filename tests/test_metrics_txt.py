@@ -139,6 +139,13 @@ def test_infinite_coordinate_line_number_counts_crlf_and_blank_lines(tmp_path):
         read_txt_dirs(tmp_path / "gt", tmp_path / "det")
 
 
+def test_empty_detection_files_are_no_detections(tmp_path):
+    # A model with no box above `detpipe predict --txt-conf` writes empty files: mAP 0, not a traceback.
+    gt, det = _dirs(tmp_path, {"a.txt": "cat 0 0 10 10\n"}, {"a.txt": ""})
+    data, names, _ = read_txt_dirs(gt, det)
+    assert data.num_images == 1 and len(data.g_lab) == 1 and len(data.d_score) == 0 and names == ["cat"]
+
+
 def _dirs(tmp_path, gt: dict, det: dict):
     for side, files in (("gt", gt), ("det", det)):
         (tmp_path / side).mkdir()

@@ -11,7 +11,8 @@ import pytest
 from detpipe.cli import export as export_cli
 from detpipe.cli import fps as fps_cli
 from detpipe.infer.predictor import Predictor, sample_images
-from detpipe.infer.onnx_export import export_onnx, parity, require_onnx
+from detpipe.infer.onnx_export import export_onnx, parity
+from detpipe.infer.onnx_graph import require_onnx
 from tests.test_predict_cli import IMGSZ, make_weights, read_txt, run_cli, write_images
 
 

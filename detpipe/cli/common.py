@@ -1,8 +1,11 @@
-"""What the commands share: the program name in help texts and the `--weights` default."""
+"""What the commands share: the program name in help texts, the `--weights` default and `--backend`."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
+
+from ..params import InferBackend
 
 PROG = "detpipe"
 DEFAULT_WEIGHTS = Path("models/best.pt")  # where `dvc repro` puts the best model
@@ -31,3 +34,9 @@ def resolve_weights(given: str | None) -> str:
         raise CliError(f"--weights {given}: no such file (train with `dvc repro`, or give the path of a "
                        f"detpipe .pt/.onnx model)")
     return given
+
+
+def add_backend_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--backend", default=default, choices=get_args(InferBackend),
+                        help="PyTorch weights: auto = onnxruntime on the CPU when installed (the same boxes, about "
+                             "twice as fast), PyTorch on CUDA; or torch, onnxruntime (default %(default)s)")

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from ..infer.predictor import sample_images
-    from ..infer.onnx_export import export_onnx, parity, require_onnx
+    from ..infer.onnx_export import export_onnx, parity
+    from ..infer.onnx_graph import require_onnx
     require_onnx()
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
     if out.resolve() == Path(args.weights).resolve():

@@ -17,7 +17,8 @@ import torch
 from ..cpus import usable_cpus
 from ..data.images import DEFAULT_LIMIT
 from ..infer.sources import SourceError, open_source
-from .common import CliError, add_weights_arg, prog, resolve_weights
+from ..params import PredictParams
+from .common import CliError, add_backend_arg, add_weights_arg, prog, resolve_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="PyTorch weights: autocast the forward pass to this dtype (CUDA; default float32)")
+    add_backend_arg(p, PredictParams().backend)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold for NMS and drawing (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first (default 2)")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.weights = resolve_weights(args.weights)
         sizes = [int(b) for b in args.batch.split(",") if b.strip()]
-        predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype)
+        predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype,
+                              backend=args.backend)
         images = ([f.rgb for f in open_source(args.source, pixel_limit=DEFAULT_LIMIT)][:64] if args.source
                   else sample_images(8))
     except (CliError, ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
@@ -65,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print(f"error: {args.source}: no readable images", file=sys.stderr)
         return 2
-    backend = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch"
-    print(f"{args.weights} ({backend}) on {predictor.backend.where}, imgsz {predictor.imgsz}, "
+    kind = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch weights"
+    print(f"{args.weights} ({kind}) on {predictor.backend.where}, imgsz {predictor.imgsz}, "
           f"{torch.get_num_threads()} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
           f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}, {args.warmup} warm-up batches")
     print(HEADER)

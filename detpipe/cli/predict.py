@@ -46,7 +46,7 @@ from ..params import MapParams, PredictParams
 from ..infer.decode import above
 from ..safe_names import UniqueNames, safe_name, unique_safe_names
 from ..infer.sources import Frame, Source, SourceError, open_source
-from .common import CliError, add_weights_arg, prog, resolve_weights
+from .common import CliError, add_backend_arg, add_weights_arg, prog, resolve_weights
 
 # The pipeline's defaults, so the command and the predict/map stages give the same boxes.
 PIPELINE = PredictParams()
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "needs the low-score boxes too)")
     p.add_argument("--iou", type=float, default=PIPELINE.nms_iou, help=f"NMS IoU threshold (default {PIPELINE.nms_iou})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_backend_arg(p, PIPELINE.backend)
     p.add_argument("--batch", type=int, default=PIPELINE.batch_size,
                    help=f"images per forward pass (default {PIPELINE.batch_size}; camera: 1)")
     p.add_argument("--imgsz", type=int, help="input size (default: the size the model was trained at)")
@@ -292,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     # One inference serves both thresholds: boxes >= --conf are a subset of those >= --txt-conf.
     nms_conf = min(args.conf, args.txt_conf) if args.save_txt else args.conf
     try:
-        predictor = Predictor(weights, args.device, nms_conf, args.iou, args.max_det, classes, args.imgsz)
+        predictor = Predictor(weights, args.device, nms_conf, args.iou, args.max_det, classes, args.imgsz,
+                              backend=args.backend)
         check_truth(source, predictor.class_names)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -79,13 +79,30 @@ ALWAYS_DRAWN = ("scale_jitter", "translate", "hflip", "hsv_h", "hsv_s", "hsv_v")
 
 
 def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:
-    """Resize uint8 [H, W, 3] to lb.new_* and paste it at lb.pad_* into a grey square."""
-    img = Image.fromarray(rgb)
-    if (lb.new_width, lb.new_height) != img.size:
-        img = img.resize((lb.new_width, lb.new_height), Image.BILINEAR)
-    canvas = Image.new("RGB", (lb.size, lb.size), (PAD_VALUE,) * 3)
-    canvas.paste(img, (lb.pad_x, lb.pad_y))
-    return np.asarray(canvas)
+    """Resize uint8 [H, W, 3] to lb.new_* and paste it at lb.pad_* into a grey square [S, S, 3]."""
+    return letterbox_hwc(rgb, lb).numpy()
+
+
+def letterbox_hwc(rgb: np.ndarray, lb: Letterbox) -> Tensor:
+    """`letterbox_image` as a uint8 Tensor[S, S, 3]; `.permute(2, 0, 1)` is the network's [3, S, S].
+
+    The resize is Pillow's BILINEAR (antialiased when shrinking), computed by torch's uint8
+    kernel: 5x faster than Pillow here, equal to it at some scales and elsewhere within two grey
+    levels, a mean difference below 0.1 (its weights are rounded to fewer bits;
+    tests/test_data.py). Pixels outside the square (a zoomed-in training sample, negative pad)
+    are cut off.
+    """
+    image = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"]))
+    if (lb.new_width, lb.new_height) != (lb.width, lb.height):
+        nchw = image.permute(2, 0, 1)[None]  # a channels-last view: torch's fast uint8 kernel
+        image = F.interpolate(nchw, size=(lb.new_height, lb.new_width), mode="bilinear", antialias=True,
+                              align_corners=False)[0].permute(1, 2, 0)
+    canvas = torch.full((lb.size, lb.size, 3), PAD_VALUE, dtype=torch.uint8)
+    x0, y0 = max(lb.pad_x, 0), max(lb.pad_y, 0)
+    x1, y1 = min(lb.pad_x + lb.new_width, lb.size), min(lb.pad_y + lb.new_height, lb.size)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = image[y0 - lb.pad_y:y1 - lb.pad_y, x0 - lb.pad_x:x1 - lb.pad_x]
+    return canvas
 
 
 def _hsv_jitter(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:

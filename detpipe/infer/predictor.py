@@ -7,8 +7,6 @@ original pixels (the same arithmetic as `engine.evaluate`). The predict stage, t
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -21,111 +19,33 @@ from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 from torchvision.ops import box_iou
 
 from ..boxes import Letterbox, letterbox_params
-from ..data.dataset import PAD_VALUE, batch_loader, letterbox_image
+from ..data.dataset import PAD_VALUE, batch_loader, letterbox_hwc
+from .backends import CANDIDATE_SCORE, LOW_PRECISION_TOLERANCE, OnnxBackend, TorchBackend  # noqa: F401 (re-exported)
 from .decode import detections_per_image
+from .onnx_cache import onnxruntime_backend, resolve_backend
 from ..data.images import DEFAULT_LIMIT, PixelLimit, load_rgb
-from ..model.detector import fuse_conv_bn
-from ..model.device import channels_last, select_device
+from ..model.device import select_device
 from ..model.load import load_detector
-
-ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
-             "pip install onnx onnxruntime (CUDA: onnxruntime-gpu)")
-
-
-INFERENCE_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Anchors whose float32 class probability reaches this are compared for their boxes: the ones that
-# can become useful detections (background anchors' boxes are never used, and are the least precise).
-CANDIDATE_SCORE = 0.05
-# How far float16 / bfloat16 inference may be from float32: the largest class-probability
-# difference, and the lowest IoU between an anchor's float32 and low-precision box over candidate
-# anchors. Measured with CPU autocast (tests/test_gpu_paths.py; float16 / bfloat16): on the test's
-# barely trained 96-px model 0.0025 / 0.013 and IoU 0.987 / 0.90, on the smoke test's 160-px model
-# 0.0004 / 0.004 and IoU 0.998 / 0.984. bfloat16's 8-bit mantissa is coarse: prefer float16.
-# scripts/gpu_smoke.sh checks these on a GPU.
-LOW_PRECISION_TOLERANCE = {"float16": {"score": 0.01, "iou": 0.97}, "bfloat16": {"score": 0.05, "iou": 0.75}}
-
-
-class TorchBackend:
-    """A detpipe checkpoint run by PyTorch; `device` is where its inputs go.
-
-    dtype float16 or bfloat16 autocasts the forward pass (CUDA; the CPU runs bfloat16 natively
-    only on some CPUs). Boxes are decoded in float32 either way. Parity with float32 is tested in
-    tests/test_inference_precision.py and, on a GPU, by scripts/gpu_smoke.sh.
-    """
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "float32") -> None:
-        if dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(INFERENCE_DTYPES)}")
-        # Inference only: BatchNorm folded into the convolutions, NHWC where that layout is faster.
-        self.model, self.device = fuse_conv_bn(model.eval()), device
-        self.memory_format = torch.channels_last if channels_last(device, model) else torch.preserve_format
-        self.model.to(memory_format=self.memory_format)
-        self.autocast = INFERENCE_DTYPES[dtype]
-        self.where = f"{device}" + (f" ({dtype})" if self.autocast is not None else "")
-        self.fixed_batch: int | None = None
-        self.fixed_size: int | None = None
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # letterboxed batches all have one shape
-
-    @torch.no_grad()
-    def __call__(self, batch: Tensor) -> dict[str, Tensor]:
-        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
-        with cast:
-            out = self.model(x)
-        return {"cls": out["cls"].float(), "boxes": out["boxes"].float()}
-
-    def sync(self) -> None:
-        """Wait for queued GPU work, so timings measure the work and not its launch."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-class OnnxBackend:
-    """An exported model run by onnxruntime; outputs are raw (NMS runs in Python, as for PyTorch).
-
-    onnxruntime takes host (numpy) arrays whatever its execution provider, so `device`, where
-    inputs go, is always the CPU, and a batch handed over from another device is copied back.
-    """
-
-    def __init__(self, path: str | Path, device: torch.device) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise SystemExit(f"error: {path}: {ONNX_HINT}") from None
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        # Idle onnxruntime threads otherwise spin for a while after each run, starving PyTorch
-        # or the image decoding that runs next in the same process.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.device = torch.device("cpu")
-        self.where = f"onnxruntime {self.session.get_providers()[0]}"
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "class_names" not in meta:
-            raise SystemExit(f"error: {path}: not exported by `python -m detpipe export` "
-                             "(no class_names in its metadata)")
-        self.class_names = json.loads(meta["class_names"])
-        self.imgsz = int(meta["imgsz"])
-        shape = self.session.get_inputs()[0].shape
-        self.input_name = self.session.get_inputs()[0].name
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.fixed_size = shape[2] if isinstance(shape[2], int) else None
-
-    def __call__(self, batch: Tensor) -> dict[str, Tensor]:
-        host = batch.detach().cpu().float().numpy()
-        cls, boxes = self.session.run(["cls", "boxes"], {self.input_name: host})
-        return {"cls": torch.from_numpy(cls), "boxes": torch.from_numpy(boxes)}
-
-    def sync(self) -> None:
-        pass  # onnxruntime's run() returns when the outputs are ready
-
 
 def is_onnx(weights: str | Path) -> bool:
     return str(weights).lower().endswith(".onnx")
+
+
+def check_imgsz(imgsz: int) -> None:
+    if imgsz % 32:
+        raise ValueError(f"imgsz must be a multiple of 32 (the largest stride), got {imgsz}")
+
+
+def make_backend(model: torch.nn.Module, class_names: Sequence[str], imgsz: int, device: torch.device,
+                 dtype: str = "float32", backend: str = "auto") -> TorchBackend | OnnxBackend:
+    """The network ready to run: `backend` auto, torch or onnxruntime (see onnx_cache.resolve_backend)."""
+    check_imgsz(imgsz)
+    if resolve_backend(backend, device, dtype) == "onnxruntime":
+        if device.type != "cpu" or dtype != "float32":
+            raise ValueError(f"predict.backend: onnxruntime runs float32 on the CPU, not {dtype} on {device}; "
+                             "use backend auto or torch")
+        return onnxruntime_backend(model, class_names, imgsz)
+    return TorchBackend(model, device, dtype)
 
 
 class Predictor:
@@ -137,24 +57,23 @@ class Predictor:
 
     def __init__(self, weights: str | Path, device: str = "auto", conf: float = 0.25, iou: float = 0.45,
                  max_det: int = 100, classes: Sequence[str] | None = None, imgsz: int | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", backend: str = "auto") -> None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"{weights}: no such weights file (train with `dvc repro`, or give models/best.pt)")
         self.device = select_device(device)
         if is_onnx(weights):
             self.backend = OnnxBackend(weights, self.device)
             self.class_names, trained = self.backend.class_names, self.backend.imgsz
+            self.imgsz = int(imgsz or trained)
+            check_imgsz(self.imgsz)
         else:
             model, state = load_detector(weights, self.device)
-            self.backend = TorchBackend(model, self.device, dtype)
-            self.class_names, trained = list(state["class_names"]), int(state["imgsz"])
-        self.imgsz = int(imgsz or trained)
+            self.class_names, self.imgsz = list(state["class_names"]), int(imgsz or state["imgsz"])
+            self.backend = make_backend(model, self.class_names, self.imgsz, self.device, dtype, backend)
         fixed = self.backend.fixed_size
-        if fixed is not None and self.imgsz != fixed:
+        if fixed is not None and self.imgsz != fixed and is_onnx(weights):
             raise ValueError(f"{weights} was exported for {fixed}x{fixed} inputs, not {self.imgsz}; "
                              "export with --dynamic or --imgsz to change the size")
-        if self.imgsz % 32:
-            raise ValueError(f"imgsz must be a multiple of 32 (the largest stride), got {self.imgsz}")
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.keep: Tensor | None = None
         if classes:
@@ -166,11 +85,12 @@ class Predictor:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, class_names: Sequence[str], imgsz: int,
-                   device: torch.device, conf: float, iou: float, max_det: int, dtype: str = "float32") -> "Predictor":
+                   device: torch.device, conf: float, iou: float, max_det: int, dtype: str = "float32",
+                   backend: str = "auto") -> "Predictor":
         """A predictor around an already-built model (the predict stage, tests)."""
         self = cls.__new__(cls)
-        self.device, self.backend = device, TorchBackend(model.to(device), device, dtype)
-        self.class_names, self.imgsz = list(class_names), imgsz
+        self.device, self.class_names, self.imgsz = device, list(class_names), imgsz
+        self.backend = make_backend(model.to(device), self.class_names, imgsz, device, dtype, backend)
         self.conf, self.iou, self.max_det, self.keep = conf, iou, max_det, None
         return self
 
@@ -240,7 +160,7 @@ def letterbox_tensor(rgb: np.ndarray, imgsz: int) -> tuple[Tensor, Letterbox]:
     """uint8 [H, W, 3] -> uint8 Tensor[3, S, S] letterboxed as in training, and how it was placed."""
     h, w = rgb.shape[:2]
     lb = letterbox_params(w, h, imgsz)
-    return torch.from_numpy(np.array(letterbox_image(np.ascontiguousarray(rgb), lb))).permute(2, 0, 1), lb
+    return letterbox_hwc(rgb, lb).permute(2, 0, 1), lb
 
 
 def pad_batch(batch: Tensor, size: int | None) -> Tensor:

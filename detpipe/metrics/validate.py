@@ -28,6 +28,8 @@ def check_numbers(values: np.ndarray, columns: Sequence[str], where: Callable[[i
     """Raise InputError for the first row holding a non-finite number or a box of negative
     width or height. `values[:, box]` is the box, x1 y1 x2 y2 or (xywh) x y w h; `columns` names
     every column for the message."""
+    if len(values) == 0:  # no rows (a model with no box above --txt-conf): nothing to check
+        return
     values = np.asarray(values, np.float64).reshape(len(values), -1)
     finite = np.isfinite(values)
     b = values[:, box]

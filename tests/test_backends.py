@@ -1,0 +1,126 @@
+"""The CPU's default inference backend (onnxruntime on a cached export) against the PyTorch float32
+path: the same boxes to 1e-3 px; `auto` falling back with one line when onnxruntime is missing; the
+graph cache keyed by the weights, written privately, and not read from a folder others may write."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from detpipe.infer import onnx_cache
+from detpipe.infer.backends import OnnxBackend, TorchBackend
+from detpipe.infer.predictor import Predictor, compare, sample_images
+from detpipe.model.detector import Detector, ModelConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CPU = torch.device("cpu")
+NAMES = ["circle", "square", "triangle", "star"]
+IMGSZ = 128
+
+
+def detector(seed: int = 0, backbone: str = "cspdarknet") -> Detector:
+    """The params.yaml architecture with random weights whose class logits sit near 0, so random
+    features give boxes on both sides of every threshold (as a barely trained model would)."""
+    torch.manual_seed(seed)
+    model = Detector(ModelConfig(len(NAMES), backbone)).eval()
+    for branch in model.head.cls:
+        torch.nn.init.normal_(branch[-1].weight, std=0.05)
+        torch.nn.init.zeros_(branch[-1].bias)
+    return model
+
+
+def predictors(model: Detector, conf: float = 0.3) -> tuple[Predictor, Predictor]:
+    ref = Predictor.from_model(model, NAMES, IMGSZ, CPU, conf, 0.45, 100, backend="torch")
+    default = Predictor.from_model(model, NAMES, IMGSZ, CPU, conf, 0.45, 100)
+    return ref, default
+
+
+@pytest.mark.parametrize("backbone", ["cspdarknet", "shufflenet_v2_x0_5"])
+def test_default_cpu_path_gives_the_pytorch_float32_boxes(backbone):
+    ref, default = predictors(detector(backbone=backbone))
+    assert isinstance(default.backend, OnnxBackend) and isinstance(ref.backend, TorchBackend)
+    images = sample_images(5) + [np.full((20, 70, 3), 30, np.uint8)]
+    for batch in (1, 4):
+        r = compare(ref, default, images, batch=batch)
+        assert r["ref_detections"] == r["other_detections"] > 20 and r["label_mismatches"] == 0, r
+        assert r["final_boxes"] < 1e-3 and r["boxes"] < 1e-3 and r["final_scores"] < 1e-5, r
+
+
+def test_auto_falls_back_to_pytorch_with_one_line_when_onnxruntime_is_missing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setattr(onnx_cache, "_noted", set())
+    model = detector()
+    for _ in range(2):
+        assert isinstance(Predictor.from_model(model, NAMES, IMGSZ, CPU, 0.3, 0.45, 100).backend, TorchBackend)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime is not installed" in err and "pip install" in err
+    with pytest.raises(SystemExit, match="pip install onnx onnxruntime"):
+        Predictor.from_model(model, NAMES, IMGSZ, CPU, 0.3, 0.45, 100, backend="onnxruntime")
+
+
+def test_auto_keeps_pytorch_for_low_precision_and_checks_names():
+    assert onnx_cache.resolve_backend("auto", CPU, "bfloat16") == "torch"
+    assert onnx_cache.resolve_backend("auto", torch.device("cuda"), "float32") == "torch"
+    with pytest.raises(ValueError, match="predict.backend: 'tensorrt' is not one of auto, torch, onnxruntime"):
+        onnx_cache.resolve_backend("tensorrt", CPU)
+    with pytest.raises(ValueError, match="onnxruntime runs float32 on the CPU"):
+        Predictor.from_model(detector(), NAMES, IMGSZ, CPU, 0.3, 0.45, 100, dtype="bfloat16", backend="onnxruntime")
+
+
+def test_graph_cache_is_keyed_by_the_weights_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETPIPE_CACHE", str(tmp_path / "cache"))
+    a, b = detector(0), detector(1)
+    folder = onnx_cache.private_cache()
+    first = onnx_cache.cached_graph(a, NAMES, IMGSZ, folder)
+    assert folder == tmp_path / "cache" / "onnx" and first.stat().st_mode & 0o077 == 0
+    exports = []
+    monkeypatch.setattr(onnx_cache, "export_graph", lambda *args: exports.append(args))
+    assert onnx_cache.cached_graph(detector(0), NAMES, IMGSZ, folder) == first and exports == []  # reused
+    monkeypatch.setattr(onnx_cache, "export_graph", lambda model, names, size, path: path.write_bytes(b"graph"))
+    for seed in range(2, 2 + onnx_cache.KEEP):  # a graph per training run: only the KEEP most recently used stay
+        os.utime(first)
+        onnx_cache.cached_graph(detector(seed), NAMES, IMGSZ, folder)
+    assert len(list(folder.glob("*.onnx"))) == onnx_cache.KEEP and first.exists()
+    keys = {onnx_cache.graph_key(m, names, size) for m, names, size in
+            ((a, NAMES, IMGSZ), (b, NAMES, IMGSZ), (a, NAMES[::-1], IMGSZ), (a, NAMES, 2 * IMGSZ))}
+    assert len(keys) == 4
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_graph_cache_is_not_read_from_a_folder_others_may_write(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETPIPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_cache, "_noted", set())
+    model = detector()
+    folder = onnx_cache.private_cache()
+    planted = onnx_cache.cached_graph(model, NAMES, IMGSZ, folder)
+    os.chmod(folder, 0o777)  # anyone could have put a graph there
+    assert onnx_cache.private_cache() is None and "not a folder only you can write" in capsys.readouterr().err
+    loaded = []
+    monkeypatch.setattr(onnx_cache, "OnnxBackend", lambda path, device: loaded.append(path))
+    onnx_cache.onnxruntime_backend(model, NAMES, IMGSZ)
+    assert loaded and loaded[0].parent != folder and not loaded[0].exists()  # exported for this run, then removed
+    os.chmod(folder, 0o700)
+    os.chmod(planted, 0o666)  # a file others may rewrite is exported again, private
+    assert onnx_cache.cached_graph(model, NAMES, IMGSZ, folder) == planted and planted.stat().st_mode & 0o077 == 0
+
+
+def test_predict_command_writes_the_same_boxes_with_either_backend(tmp_path):
+    from tests.test_predict_cli import make_weights, read_txt, run_cli, write_images
+
+    weights = make_weights(tmp_path / "tiny.pt")
+    write_images(tmp_path / "in")
+    for backend in ("torch", "auto"):
+        assert run_cli(tmp_path / "in", "--weights", weights, "--out", tmp_path / backend, "--save-txt",
+                       "--conf", "0.3", "--backend", backend) == 0
+    for txt in ("a.txt", "b.txt", "sub__c.txt"):
+        ref, got = (read_txt(tmp_path / backend / "labels" / txt) for backend in ("torch", "auto"))
+        assert ref and len(got) == len(ref)
+        # Written to 0.01 px: boxes 1e-3 px apart may round to neighbouring hundredths, and scores
+        # tied to 6 digits may swap rows.
+        got, ref = (sorted(rows, key=lambda r: (r[0], round(r[2]), round(r[3]))) for rows in (got, ref))
+        assert [r[0] for r in got] == [r[0] for r in ref]
+        np.testing.assert_allclose([r[2:] for r in got], [r[2:] for r in ref], atol=0.0101)
+        np.testing.assert_allclose([r[1] for r in got], [r[1] for r in ref], atol=2e-6)
