@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -111,16 +112,33 @@ def check(params_file: Path, changed: dict) -> None:
         raise Skip(f"this detpipe does not take {', '.join(named)} ({exc})") from None
 
 
-def ensure_data(dataset: str) -> None:
+def generator_hash() -> str:
+    """sha256 of the generator's source: a changed generator regenerates the data."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "scripts" / "realworlds").glob("*.py")) + [ROOT / "scripts" / "synth.py"]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def ensure_data(dataset: str) -> dict:
+    """Generate the dataset unless the same generator and arguments wrote it; its counts and box
+    sizes (make_realdata.py's output, kept in data_realdata/<dataset>.json)."""
     world, n, seed = DATASETS[dataset]
-    voc = DATA / dataset / "VOCdevkit" / "VOC2007"
-    if not voc.is_dir() or len(list((voc / "JPEGImages").glob("*.jpg"))) != n:
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_realdata.py"), "--world", world, "--out",
-                        str(DATA / dataset), "--n", str(n), "--seed", str(seed)], check=True,
-                       stdout=subprocess.DEVNULL)
+    stamp = DATA / f"{dataset}.json"
+    key = {"world": world, "images": n, "seed": seed, "generator": generator_hash()}
+    if stamp.is_file():
+        known = json.loads(stamp.read_text(encoding="utf-8"))
+        if known["key"] == key:
+            return known["counts"]
+    args = ["--world", world, "--out", str(DATA / dataset), "--n", str(n), "--seed", str(seed)]
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_realdata.py"), *args], check=True,
+                         capture_output=True, text=True).stdout
+    counts, _ = json.JSONDecoder().raw_decode(out)   # the counts, then what to put in params.yaml
+    stamp.write_text(json.dumps({"key": key, "counts": counts}, indent=1) + "\n", encoding="utf-8")
+    return counts
 
 
-def prepare(dataset: str, config: str, epochs: int | None, work_root: Path) -> tuple[Path, dict]:
+def prepare(dataset: str, config: str, epochs: int | None, work_root: Path) -> tuple[Path, dict, dict]:
     """A fresh run folder with params.yaml and a link to the data (relative paths, as in a repo);
     Skip when the configuration cannot run here."""
     if config == "pretrained" and not source_weights(work_root).is_file():
@@ -134,7 +152,7 @@ def prepare(dataset: str, config: str, epochs: int | None, work_root: Path) -> t
     dotted = settings(dataset, config, epochs, work_root)
     base = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     (work / "params.yaml").write_text(yaml.safe_dump(apply(base, dotted), sort_keys=False), encoding="utf-8")
-    ensure_data(dataset)
+    counts = ensure_data(dataset)
     (work / "data_realdata").symlink_to(DATA, target_is_directory=True)
     cwd = Path.cwd()
     try:   # data.root is relative to the run folder, as params.yaml's is to the repo
@@ -142,7 +160,7 @@ def prepare(dataset: str, config: str, epochs: int | None, work_root: Path) -> t
         check(work / "params.yaml", {k: v for k, v in dotted.items() if not k.startswith("data.")})
     finally:
         os.chdir(cwd)
-    return work, dotted
+    return work, dotted, counts
 
 
 def run_stages(work: Path) -> dict[str, float]:
@@ -190,7 +208,7 @@ def command(dataset: str, config: str, epochs: int | None) -> str:
 
 def run(dataset: str, config: str, epochs: int | None, work_root: Path, record: bool) -> dict | None:
     try:
-        work, dotted = prepare(dataset, config, epochs, work_root)
+        work, dotted, counts = prepare(dataset, config, epochs, work_root)
     except Skip as exc:
         print(f"skip {dataset}/{config}: {exc}")
         return None
@@ -199,7 +217,7 @@ def run(dataset: str, config: str, epochs: int | None, work_root: Path, record: 
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {"dataset": dataset, "config": config, "what": CONFIGS[config][0],
               "settings": {k: v for k, v in dotted.items() if not k.startswith("data.")},
-              "command": command(dataset, config, epochs), "commit": git.stdout.strip(),
+              "command": command(dataset, config, epochs), "commit": git.stdout.strip(), "boxes": counts.get("boxes"),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", **collect(work, seconds)}
     if record:
         results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}

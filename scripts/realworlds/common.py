@@ -25,6 +25,8 @@ from scripts.synth import voc_folders, write_voc_item
 
 SUPERSAMPLE = 3           # masks are rasterised at 3x and averaged: anti-aliased edges
 VISIBLE = 0.5             # a pixel shows an object from this coverage on
+MIN_CONTRAST = 24.0       # grey levels: most of a labelled object differs this much from what is under it
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 TextureFn = Callable[[np.ndarray, np.ndarray], np.ndarray]   # (u, v) [...] -> rgb [..., 3] 0-255
 
 
@@ -220,6 +222,8 @@ def composite(canvas: np.ndarray, layers: list[Layer], min_visible: float,
     for k, ly in enumerate(layers):
         if not keep[k]:
             continue
+        if ly.name is not None:   # against the ground, not its own shadow
+            ly.rgb = with_contrast(canvas, ly, owner == k)
         if ly.shadow is not None:
             sx, sy, cov, strength, blur = ly.shadow
             shadow(canvas, cov, sx, sy, strength, blur)
@@ -232,6 +236,26 @@ def composite(canvas: np.ndarray, layers: list[Layer], min_visible: float,
                                                  int(ys.max()) + 1),
                         "truncated": bool(len(xs) < full), "difficult": False})
     return objects
+
+
+def with_contrast(canvas: np.ndarray, ly: Layer, shown: np.ndarray) -> np.ndarray:
+    """The layer's colours, brightened or darkened so that most of its shown pixels (shown: [H, W]
+    bool) differ from the canvas under them by MIN_CONTRAST grey levels (the median does): a dark
+    boat on dark water, or a grey car on a grey lot with only its windows showing, would otherwise
+    be a label nobody could see (in a grey picture least of all)."""
+    region, patch = patch_slices(ly.x0, ly.y0, ly.alpha.shape, *canvas.shape[:2])
+    mine = shown[region]
+    if not mine.any():
+        return ly.rgb
+    diff = ly.rgb[patch][mine] @ LUMA - canvas[region][mine] @ LUMA
+    if np.median(np.abs(diff)) >= MIN_CONTRAST:
+        return ly.rgb
+    # Away from the background (median(|d + up|) >= median(d + up) >= MIN_CONTRAST), unless that
+    # leaves the 0-255 range.
+    up, down = MIN_CONTRAST - np.median(diff), MIN_CONTRAST + np.median(diff)
+    mean = float(ly.rgb[patch][mine].mean())
+    brighter = (diff.mean() >= 0 or mean - down < 0) and mean + up <= 255
+    return np.clip(ly.rgb + (max(up, 0.0) if brighter else -max(down, 0.0)), 0, 255).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- camera
