@@ -46,7 +46,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detpipe.params import ParamsError, load_params  # noqa: E402
+from detpipe.cpus import usable_cpus  # noqa: E402
+from detpipe.params import Params, ParamsError, from_dict  # noqa: E402
 from detpipe.pipeline.table import STAGES  # noqa: E402
 from scripts.realworlds import WORLDS  # noqa: E402
 
@@ -99,12 +100,12 @@ def apply(params: dict, dotted: dict) -> dict:
     return tree
 
 
-def check(params_file: Path, changed: dict) -> None:
-    """Validate a written params file with detpipe's own rules. Refused because of a setting the
+def check(params: dict, changed: dict, where: str) -> None:
+    """Validate a params tree with detpipe's own rules. Refused because of a setting the
     configuration changes (a feature this detpipe lacks): Skip with detpipe's line. Any other
     refusal is a real error and propagates."""
     try:
-        load_params(params_file)
+        from_dict(Params, params, where)
     except ParamsError as exc:
         named = [key for key in changed if key in str(exc)]
         if not named:
@@ -140,26 +141,21 @@ def ensure_data(dataset: str) -> dict:
 
 def prepare(dataset: str, config: str, epochs: int | None, work_root: Path) -> tuple[Path, dict, dict]:
     """A fresh run folder with params.yaml and a link to the data (relative paths, as in a repo);
-    Skip when the configuration cannot run here."""
+    Skip, before touching anything, when the configuration cannot run here."""
     if config == "pretrained" and not source_weights(work_root).is_file():
         raise Skip(f"no {source_weights(work_root)}: run `python bench/realdata.py run {' '.join(SOURCE)}` first")
     if config == "pretrain" and dataset != SOURCE[0]:
         raise Skip(f"pretrain runs on {SOURCE[0]} (the pretraining source), not {dataset}")
+    dotted = settings(dataset, config, epochs, work_root)
+    params = apply(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")), dotted)
+    check(params, {k: v for k, v in dotted.items() if not k.startswith("data.")}, f"{dataset}/{config} params")
     work = work_root / f"{dataset}-{config}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    dotted = settings(dataset, config, epochs, work_root)
-    base = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    (work / "params.yaml").write_text(yaml.safe_dump(apply(base, dotted), sort_keys=False), encoding="utf-8")
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     counts = ensure_data(dataset)
     (work / "data_realdata").symlink_to(DATA, target_is_directory=True)
-    cwd = Path.cwd()
-    try:   # data.root is relative to the run folder, as params.yaml's is to the repo
-        os.chdir(work)
-        check(work / "params.yaml", {k: v for k, v in dotted.items() if not k.startswith("data.")})
-    finally:
-        os.chdir(cwd)
     return work, dotted, counts
 
 
@@ -218,7 +214,7 @@ def run(dataset: str, config: str, epochs: int | None, work_root: Path, record: 
     result = {"dataset": dataset, "config": config, "what": CONFIGS[config][0],
               "settings": {k: v for k, v in dotted.items() if not k.startswith("data.")},
               "command": command(dataset, config, epochs), "commit": git.stdout.strip(), "boxes": counts.get("boxes"),
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", **collect(work, seconds)}
+              "machine": f"{platform.machine()}, {usable_cpus()} usable CPUs", **collect(work, seconds)}
     if record:
         results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
         results[f"{dataset}/{config}"] = result
@@ -273,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dataset {name}: world {world}, {n} images, seed {seed}, "
                   f"classes {', '.join(WORLDS[world].classes)}")
         for name, (what, values) in CONFIGS.items():
-            print(f"config {name}: {what}\n    {values}")
+            shown = {k: "<the solids pretrain run's models/best.pt>" if v is None else v for k, v in values.items()}
+            print(f"config {name}: {what}\n    {shown}")
     return 0
 
 

@@ -22,13 +22,13 @@ class list.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 # Run as a file (python scripts/make_realdata.py), the repo root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detpipe.cpus import usable_cpus  # noqa: E402
 from scripts.realworlds import WORLDS  # noqa: E402
 from scripts.realworlds.common import generate  # noqa: E402
 from scripts.synth import print_written  # noqa: E402
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder that gets VOCdevkit/VOC2007")
     parser.add_argument("--n", type=int, default=300, help="number of images")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+    parser.add_argument("--workers", type=int, default=min(usable_cpus(), 4),
                         help="processes (the bytes do not depend on it; default: CPUs, at most 4)")
     args = parser.parse_args(argv)
     if args.n < 1:

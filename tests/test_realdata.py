@@ -166,10 +166,9 @@ def test_unknown_setting_skips_but_another_bad_value_is_an_error(bench, tmp_path
     monkeypatch.setitem(bench.CONFIGS, "future", ("a knob no detpipe has", {"model.no_such_knob": 1}))
     with pytest.raises(bench.Skip, match="model.no_such_knob"):
         bench.prepare("photo", "future", None, tmp_path)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"lr": -1, "data": {"classes": ["a"]}}))
     with pytest.raises(ParamsError, match="lr"):
-        bench.check(bad, {"train.unfreeze_epochs": 5})
+        bench.check({"lr": -1, "data": {"classes": ["a"]}}, {"train.unfreeze_epochs": 5}, "test")
+    assert not (tmp_path / "photo-future").exists(), "a skip leaves the run folders alone"
 
 
 def test_pretrained_needs_the_source_run_and_pretrain_runs_on_solids(bench, tmp_path):
