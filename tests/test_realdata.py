@@ -203,3 +203,20 @@ def test_collect_and_tables(bench, tmp_path):
     row = [line for line in text.splitlines() if line.startswith("| old")][1]
     assert row == ("| old | 0.610 | 0.300 | 0.100 / 0.400 / - | 0.550 | 3 | 2.0 | 2.2 | "
                    "`python bench/realdata.py run photo old --epochs 30` |")
+
+
+def test_data_is_generated_once_per_generator_and_arguments(tmp_path, monkeypatch):
+    bench = _bench()
+    monkeypatch.setattr(bench, "DATA", tmp_path)
+    monkeypatch.setitem(bench.DATASETS, "photo", ("photo", 2, 3))
+    counts = bench.ensure_data("photo")
+    assert counts["images"] == 2 and counts["seed"] == 3 and "median_side_px" in counts["boxes"]
+    assert len(list((tmp_path / "photo" / "VOCdevkit" / "VOC2007" / "JPEGImages").glob("*.jpg"))) == 2
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("regenerated an unchanged dataset")
+    monkeypatch.setattr(bench.subprocess, "run", no_run)
+    assert bench.ensure_data("photo") == counts
+    monkeypatch.setattr(bench, "generator_hash", lambda: "another generator")
+    with pytest.raises(AssertionError, match="regenerated"):
+        bench.ensure_data("photo")
