@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,12 @@ def test_data_is_generated_once_per_generator_and_arguments(tmp_path, monkeypatc
     monkeypatch.setattr(bench, "generator_hash", lambda: "another generator")
     with pytest.raises(AssertionError, match="regenerated"):
         bench.ensure_data("photo")
+
+
+def test_the_package_and_stages_never_import_the_generators():
+    """scripts/ is for developers: detpipe and its stages must run without it (it is not installed)."""
+    files = [*(REPO / "detpipe").rglob("*.py"), *(REPO / "stages").glob("*.py")]
+    offenders = [f"{path.relative_to(REPO)}:{n}" for path in files
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.match(r"\s*(from|import)\s+scripts\b", line)]
+    assert not offenders
