@@ -14,14 +14,13 @@ then set data.root to data_alt/VOCdevkit/VOC2007 and data.classes to the printed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 # Run as a file (python scripts/make_demo_data.py), the repo root is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.synth import STYLES, generate  # noqa: E402
+from scripts.synth import STYLES, generate, print_written  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-size", type=int, default=400, help="largest image side in pixels")
     args = parser.parse_args(argv)
     counts = generate(args.out, args.n, args.seed, args.style, args.min_size, args.max_size)
-    print(json.dumps(counts, indent=2))
-    root = args.out / "VOCdevkit" / "VOC2007"
-    print(f"wrote {root}\nparams.yaml: data.root: {root.as_posix()}\n"
-          f"             data.classes: [{', '.join(counts['classes'])}]")
+    print_written(args.out, counts, counts["classes"])
     return 0
 
 

@@ -14,6 +14,7 @@ numpy and Pillow versions (JPEG settings fixed, no metadata); other versions may
 from __future__ import annotations
 
 import colorsys
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -467,6 +468,37 @@ def voc_xml(filename: str, width: int, height: int, depth: int, objects: list[di
 _GENERATED = re.compile(r"^(\d{6})\.(jpg|xml)$")
 
 
+def voc_folders(out_root: Path, n_images: int) -> tuple[Path, Path]:
+    """Make <out_root>/VOCdevkit/VOC2007/{Annotations,JPEGImages} and remove the generated files of
+    an earlier, larger run beyond n_images (other files are left); returns the two folders."""
+    voc = Path(out_root) / "VOCdevkit" / "VOC2007"
+    ann_dir, img_dir = voc / "Annotations", voc / "JPEGImages"
+    for d in (ann_dir, img_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        for f in d.iterdir():
+            m = _GENERATED.match(f.name)
+            if m and int(m.group(1)) > n_images:
+                f.unlink()
+    return ann_dir, img_dir
+
+
+def print_written(out_root: Path, counts: dict, classes, what: str = "") -> None:
+    """What a generator script prints: the counts as JSON, the folder and the params to use it."""
+    print(json.dumps(counts, indent=2))
+    root = Path(out_root) / "VOCdevkit" / "VOC2007"
+    print(f"wrote {root}{f' ({what})' if what else ''}\nparams.yaml: data.root: {root.as_posix()}\n"
+          f"             data.classes: [{', '.join(classes)}]")
+
+
+def write_voc_item(ann_dir: Path, img_dir: Path, index: int, img: Image.Image, objects: list[dict],
+                   jpeg: dict) -> None:
+    """Image `index` (0-based) as <index + 1:06d>.jpg with its VOC file; jpeg: Pillow's save options."""
+    stem = f"{index + 1:06d}"
+    img.save(img_dir / f"{stem}.jpg", "JPEG", **jpeg)
+    xml = voc_xml(f"{stem}.jpg", img.width, img.height, 1 if img.mode == "L" else 3, objects)
+    (ann_dir / f"{stem}.xml").write_text(xml, encoding="utf-8")
+
+
 def generate(out_root: Path, n_images: int, seed: int, style: str = "shapes",
              min_size: int = 160, max_size: int = 400) -> dict:
     """Write <out_root>/VOCdevkit/VOC2007/{Annotations,JPEGImages}/000001.{xml,jpg} ... and
@@ -475,24 +507,13 @@ def generate(out_root: Path, n_images: int, seed: int, style: str = "shapes",
     st = _style(style)
     if not 1 <= min_size <= max_size:
         raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
-    voc = Path(out_root) / "VOCdevkit" / "VOC2007"
-    ann_dir, img_dir = voc / "Annotations", voc / "JPEGImages"
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    img_dir.mkdir(parents=True, exist_ok=True)
-    for d in (ann_dir, img_dir):
-        for f in d.iterdir():
-            m = _GENERATED.match(f.name)
-            if m and int(m.group(1)) > n_images:
-                f.unlink()
+    ann_dir, img_dir = voc_folders(out_root, n_images)
     counts = {"style": style, "seed": seed, "classes": st.classes, "images": n_images, "objects": 0,
               "per_class": {c: 0 for c in st.classes}, "difficult": 0, "truncated": 0,
               "empty": 0, "grayscale": 0}
     for i in range(n_images):
         img, objects = render(np.random.default_rng([seed, i]), st, min_size, max_size)
-        stem = f"{i + 1:06d}"
-        img.save(img_dir / f"{stem}.jpg", "JPEG", **JPEG_OPTIONS)
-        xml = voc_xml(f"{stem}.jpg", img.width, img.height, 1 if img.mode == "L" else 3, objects)
-        (ann_dir / f"{stem}.xml").write_text(xml, encoding="utf-8")
+        write_voc_item(ann_dir, img_dir, i, img, objects, JPEG_OPTIONS)
         counts["objects"] += len(objects)
         counts["empty"] += not objects
         counts["grayscale"] += img.mode == "L"
