@@ -146,3 +146,14 @@ def test_imgsz_as_set_reads_no_image(tmp_path):
                       np.zeros(1, bool))]
     resolved, choices = training.resolve_recipe(from_dict(Params, tiny_params("unused")), records)
     assert resolved.model.imgsz == 96 and choices[1].reason == "set in params.yaml"
+
+
+def test_summary_of_auto_params_sizes_at_the_floor_and_says_so(tmp_path, capsys):
+    from detpipe.__main__ import main
+    raw = tiny_params("unused")
+    raw["model"]["imgsz"] = "auto"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["summary", "--params", str(params)]) == 0
+    out = capsys.readouterr().out
+    assert "model.imgsz is auto: sized at 320" in out and "GFLOPs at 320x320" in out
