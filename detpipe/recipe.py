@@ -38,8 +38,9 @@ class Choice(Part):
     reason: str
 
     def line(self) -> str:
-        how = "auto" if self.setting == AUTO else "as set"
-        return f"{self.key}: {self.value} ({how}) — {self.reason}"
+        if self.setting == AUTO:
+            return f"{self.key}: {self.value} (auto) — {self.reason}"
+        return f"{self.key}: {self.value} ({self.reason})"
 
     def record(self) -> dict[str, Any]:
         """Plain types, for the weights file (weights_only=True loads no classes)."""
