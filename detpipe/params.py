@@ -360,10 +360,9 @@ def _one_per_field(errors: list[dict], root: type[BaseModel]) -> list[dict]:
     for error in errors:
         loc, model = [], root
         for part in error["loc"]:
-            if isinstance(part, str) and (model is None or part not in model.model_fields):
-                if model is None:
-                    continue  # a union member's tag below a field
-            elif isinstance(part, str):
+            if isinstance(part, str) and model is None:
+                continue  # a union member's tag below a field
+            if isinstance(part, str) and part in model.model_fields:
                 annotation = model.model_fields[part].annotation
                 model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             loc.append(part)

@@ -3,7 +3,7 @@
 A stage resolves them once, at its start (`resolve`), and from then on works with the resolved
 params: it trains with them, fingerprints them and stores them in the weights. `auto` and the
 number it resolves to are therefore the same run: switching params.yaml between them resumes the
-finished checkpoint and exports the same weights. Each choice carries its reason, printed by the
+finished checkpoint and trains nothing. Each choice carries its reason, printed by the
 stage and kept in the weights (`Choice.record`).
 """
 from __future__ import annotations
@@ -59,10 +59,10 @@ def freeze_epochs(params) -> Choice:
         return _choice("train.freeze_epochs", setting, setting, "set in params.yaml")
     if pretrained in ("", "none"):
         return _choice("train.freeze_epochs", AUTO, 0,
-                      "model.pretrained is none, a frozen random backbone learns nothing; "
-                      "set train.freeze_epochs to force it")
+                       "model.pretrained is none, a frozen random backbone learns nothing; "
+                       "set train.freeze_epochs to force it")
     return _choice("train.freeze_epochs", AUTO, PRETRAINED_FREEZE_EPOCHS,
-                  f"model.pretrained is {pretrained}: neck and head first fit its features")
+                   f"model.pretrained is {pretrained}: neck and head first fit its features")
 
 
 def resolve(params, choices: tuple[Choice, ...]):
@@ -72,7 +72,6 @@ def resolve(params, choices: tuple[Choice, ...]):
         section, name = c.key.split(".")
         sections.setdefault(section, {})[name] = c.value
     return params.replace(**{s: getattr(params, s).replace(**values) for s, values in sections.items()})
-
 
 
 def imgsz(params, short_sides: np.ndarray | None, smallest_stride: int) -> Choice:
