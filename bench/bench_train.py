@@ -22,6 +22,7 @@ from detpipe.data.annotations import read_lines
 from detpipe.data.dataset import Augment, DetectionDataset, make_loader
 from detpipe.train.engine import build_optimizer, train_step
 from detpipe.train.loss import LossWeights
+from detpipe.train.phase import resolve_recipe
 from detpipe.params import load_params
 from detpipe.model.device import channels_last
 from detpipe.model.load import model_config
@@ -85,10 +86,11 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=0, help="input size (default: model.imgsz)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the unfrozen step")
     args = p.parse_args()
-    params = load_params(args.params)
+    records = read_lines(args.train)
+    params, _ = resolve_recipe(load_params(args.params), records)  # `auto` settings as training resolves them
     torch.set_num_threads(params.train.threads or usable_cpus())
     bs, size = params.train.unfreeze_batch_size, args.imgsz or params.model.imgsz
-    ds = DetectionDataset(read_lines(args.train), size, params.seed, Augment.from_train_params(params.train),
+    ds = DetectionDataset(records, size, params.seed, Augment.from_train_params(params.train),
                           cache=params.train.cache_images)
     model = build_model(model_config(params))
     dtype = accel.amp_dtype(params.train, torch.device("cpu"))

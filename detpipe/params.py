@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -42,6 +43,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]                      # 0 often means "off" or "automatic"
 AtLeastOne = Annotated[int, Field(ge=1)]
+Auto = Literal["auto"]                                   # resolved from the run's inputs by detpipe.recipe
 Names = tuple[str, ...]
 FRACTION_SUM_TOLERANCE = 1e-3                            # 0.333 x 3 is close enough to 1
 
@@ -66,7 +68,7 @@ class Section(BaseModel):
         """YAML shapes pydantic would misread: `yes` for a number would become 1; a single name
         (`dvc exp run -S data.ignore_classes=cat`) stands for a list of one."""
         field = cls.model_fields[info.field_name]
-        if isinstance(value, bool) and field.annotation in (int, float):
+        if isinstance(value, bool) and any(t in (int, float) for t in _bare_types(field.annotation)):
             raise _bad(_allowed(field.annotation, field.metadata))
         if isinstance(value, str) and get_origin(field.annotation) is tuple:
             return (value,)
@@ -122,7 +124,8 @@ class ModelParams(Section):
     neck: Neck = "pan"                  # pan | yolov8 | yolo11 (Ultralytics' neck and head widths)
     neck_channels: Count = 0            # pan: 0 = 256 x the scale's width
     pretrained: str = "none"            # none | imagenet | coco | path of a detpipe checkpoint
-    imgsz: Annotated[int, Field(gt=0, multiple_of=32)] = 320  # the head's largest stride is 32
+    # the head's largest stride is 32; auto: from the train split's box sizes (detpipe.recipe)
+    imgsz: Annotated[int, Field(gt=0, multiple_of=32)] | Auto = 320
 
     @field_validator("backbone")
     @classmethod
@@ -155,7 +158,7 @@ class ModelParams(Section):
 class TrainParams(Section):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                                  description="auto, cpu, cuda or cuda:<index>")] = "auto"
-    freeze_epochs: Count = 3
+    freeze_epochs: Count | Auto = "auto"  # auto: 3 from pretrained weights, 0 from scratch (detpipe.recipe)
     unfreeze_epochs: Count = 80
     freeze_batch_size: AtLeastOne = 16
     unfreeze_batch_size: AtLeastOne = 8
@@ -260,15 +263,28 @@ def _constraints(metadata: list) -> dict[str, Any]:
     return found
 
 
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, UnionType)
+
+
+def _bare_types(annotation: Any) -> list[Any]:
+    """The types a field takes, without Annotated's constraints: [int] for a Count, [int, Literal] for Count | Auto."""
+    members = get_args(annotation) if _is_union(annotation) else (annotation,)
+    return [get_args(m)[0] if get_origin(m) is Annotated else m for m in members]
+
+
 def _allowed(annotation: Any, metadata: list, description: str | None = None, plural: bool = False) -> str:
     """What a field accepts, in words, read from its type and constraints."""
+    if _is_union(annotation):  # e.g. "a whole number >= 0 or auto"
+        return " or ".join(_allowed(m, metadata, description, plural) for m in get_args(annotation))
     if get_origin(annotation) is Annotated:
         annotation, *extra = get_args(annotation)
         metadata = [*metadata, *extra]
     if get_origin(annotation) is tuple:
         return "a list of " + _allowed(get_args(annotation)[0], [], plural=True)
     if get_origin(annotation) is Literal:
-        return "one of " + ", ".join(map(str, get_args(annotation)))
+        choices = get_args(annotation)
+        return str(choices[0]) if len(choices) == 1 else "one of " + ", ".join(map(str, choices))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "a mapping of keys (" + ", ".join(annotation.model_fields) + ")"
     kinds = {bool: ("true or false", "true or false"), int: ("a whole number", "whole numbers"),
@@ -336,6 +352,26 @@ def _error_line(error: dict, root: type[BaseModel], prefix: tuple[str, ...]) -> 
     return f"{key} is {_show(error['input'])}; allowed: {_allowed(field.annotation, field.metadata, field.description)}"
 
 
+def _one_per_field(errors: list[dict], root: type[BaseModel]) -> list[dict]:
+    """The errors with union members' tags dropped from their locations (pydantic reports a value
+    that fits neither `int` nor `auto` once per member, at `key.constrained-int`, `key.literal['auto']`),
+    the first per location kept."""
+    seen, out = set(), []
+    for error in errors:
+        loc, model = [], root
+        for part in error["loc"]:
+            if isinstance(part, str) and model is None:
+                continue  # a union member's tag below a field
+            if isinstance(part, str) and part in model.model_fields:
+                annotation = model.model_fields[part].annotation
+                model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            loc.append(part)
+        if tuple(loc) not in seen:
+            seen.add(tuple(loc))
+            out.append({**error, "loc": tuple(loc)})
+    return out
+
+
 def _section_name(cls: type[BaseModel]) -> tuple[str, ...]:
     names = [k for k, f in Params.model_fields.items() if f.annotation is cls]
     return tuple(names[:1])
@@ -353,7 +389,7 @@ def from_dict(cls: type[Section], raw: Any, where: str | None = "params.yaml") -
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _one_per_field(exc.errors(), cls)
         prefix = _section_name(cls)
         line = _error_line(errors[0], cls, prefix)
         if len(errors) > 1:

@@ -19,6 +19,7 @@ from detpipe.reports.overfit.history import load_history  # noqa: E402
 from detpipe.reports.overfit.render import render_markdown  # noqa: E402
 from detpipe.reports.overfit.verdict import judge  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
+from detpipe import recipe  # noqa: E402
 from detpipe.reports.plots_train import plot_training_curves  # noqa: E402
 
 # The verdict reads the thresholds; the advice names the recipe's current values.
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = parse_args(argv)
     params = load_stage_params(args.params, PARAMS, "overfit")
+    choices = (recipe.freeze_epochs(params),)  # how many frozen epochs the run trained, and why
     history = load_history(args.frozen, args.unfrozen)
     try:
         split_report = read_split_report(args.split_report)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     md.parent.mkdir(parents=True, exist_ok=True)
     # The figure link is relative to the Markdown file so it works on GitHub and offline.
     rel_png = Path(os.path.relpath(png.resolve(), md.resolve().parent)).as_posix()
-    md.write_text(render_markdown(verdict, history, rel_png), encoding="utf-8")
+    md.write_text(render_markdown(verdict, history, rel_png, [c.line() for c in choices]), encoding="utf-8")
 
     verdict.artifact().write(args.out_json)
     print(f"overfit: {verdict.verdict} — {verdict.reason} (best epoch {verdict.best_epoch}; "

@@ -27,11 +27,13 @@ from detpipe.train.runlock import RunBusyError  # noqa: E402
 from detpipe.data.images import ImageCheckError  # noqa: E402
 from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.artifacts.pretrained_record import PretrainedRecord  # noqa: E402
+from detpipe.artifacts.train_recipe import TrainRecipe  # noqa: E402
+from detpipe.recipe import Choice  # noqa: E402
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.params import ParamsError, print_error  # noqa: E402
 from detpipe.data.splits import empty_split_problem  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
-from detpipe.train.phase import export_weights, phase_of, train_phase  # noqa: E402
+from detpipe.train.phase import export_weights, phase_of, resolve_recipe, train_phase  # noqa: E402
 
 # What a training phase reads: its recipe, the validation that picks the best epoch (NMS and the
 # mAP's lowest confidence decide which epoch becomes best.pt) and the pixel limit its loaders apply.
@@ -54,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", required=True, help="weights written at the end: frozen.pt, or best.pt (best val mAP50)")
     p.add_argument("--last", help="also write the last epoch's weights here")
     p.add_argument("--metrics", required=True, help="per-epoch TSV")
+    p.add_argument("--recipe", help="JSON of the settings resolved from the inputs (auto), with their reasons")
     # DETPIPE_CKPT_DIR (an absolute path) lets queued `dvc exp run`s, which run in temp copies of
     # the repo, keep checkpoints where a rerun of an interrupted experiment finds them.
     p.add_argument("--ckpt-dir", default=os.path.expanduser(os.environ.get("DETPIPE_CKPT_DIR") or ".ckpt"),
@@ -71,6 +74,8 @@ def export(state: dict, args: argparse.Namespace) -> None:
     ckpt.save_atomic(export_weights(state, "last" if args.phase == "frozen" else "best"), args.out)
     if args.last:
         ckpt.save_atomic(export_weights(state, "last"), args.last)
+    if args.recipe:
+        TrainRecipe(choices=[Choice(**c) for c in state["recipe"]]).write(args.recipe)
 
 
 def main() -> int:
@@ -82,6 +87,10 @@ def main() -> int:
     problem = empty_split_problem({"train": train, "val": val}, None, args.params)
     if problem:  # before torchrun: one message, not one per rank
         return print_error(f"{args.train if not train else args.val}: {problem}")
+    try:
+        params, choices = resolve_recipe(params, train)
+    except ImageCheckError as exc:  # model.imgsz auto reads the train images' sizes
+        return print_error(exc)
     if args.pretrained:  # its bytes are part of the run's identity; its layout must be the pretrained stage's
         try:
             PretrainedRecord.read(args.pretrained)
@@ -96,8 +105,14 @@ def main() -> int:
     extra = [args.train_images, args.val_images, args.pretrained]
     inputs = [args.train, args.val] + [f for f in extra if f] + ([args.init] if args.init else [])
     print(f"== train_{args.phase}: {len(train)} train / {len(val)} val images", flush=True)
+    for choice in choices:
+        if args.phase == "frozen" and choice.key == "train.freeze_epochs" and choice.value == 0:
+            print(f"frozen phase: 0 epochs — {choice.reason}", flush=True)
+        else:
+            print(f"recipe: {choice.line()}", flush=True)
     try:
-        state = train_phase(params, args.phase, train, val, inputs, args.ckpt_dir, args.metrics, args.init)
+        state = train_phase(params, args.phase, train, val, inputs, args.ckpt_dir, args.metrics, args.init,
+                            recipe=choices)
     except KeyboardInterrupt:
         if main_rank:  # DDP: one message, not one per rank
             print(f"\ntrain_{args.phase} interrupted: the last completed epoch is saved under {args.ckpt_dir}/; "

@@ -65,6 +65,10 @@ BAD = [
     ("mosaic", 0.5, "mosaic is not a known key (it belongs in train:); allowed keys: lr, seed, data, "),
     ("predict.confidence", "1e-3x", "predict.confidence is '1e-3x'; allowed: a number from 0 to 1"),
     ("overfit.patience", 0, "overfit.patience is 0; allowed: a whole number >= 1"),
+    ("train.freeze_epochs", -1, "train.freeze_epochs is -1; allowed: a whole number >= 0 or auto"),
+    ("train.freeze_epochs", "Auto", "train.freeze_epochs is 'Auto'; allowed: a whole number >= 0 or auto"),
+    ("train.freeze_epochs", True, "train.freeze_epochs is true; allowed: a whole number >= 0 or auto"),
+    ("model.imgsz", 330, "model.imgsz is 330; allowed: a whole number > 0 that is a multiple of 32 or auto"),
 ]
 
 

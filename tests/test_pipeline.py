@@ -163,7 +163,7 @@ def test_fingerprint_changes_with_every_declared_train_param_but_the_speed_setti
     def fp(doc) -> str:
         path = tmp_path / "p.yaml"
         path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        params = ParamsView(load_params(path), keys, "train_frozen")
+        params, _ = training.resolve_recipe(ParamsView(load_params(path), keys, "train_frozen"), [])  # as the stage does
         return training.run_fingerprint(params, training.phase_of(params, "frozen"), [])
 
     base = fp(raw)
@@ -210,6 +210,8 @@ def _other(key, value):
         return "resnet18" if value != "resnet18" else "cspdarknet"
     if key == "train.device":
         return "cpu" if value != "cpu" else "auto"
+    if value == "auto":  # resolved from the run's inputs (detpipe.recipe): a number is another value
+        return 96 if key.endswith("imgsz") else 1
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

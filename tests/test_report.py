@@ -21,6 +21,8 @@ from detpipe.reports.index import write_index
 from detpipe.artifacts.annotate_report import AnnotateReport
 from detpipe.artifacts.predict_summary import PredictSummary
 from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.artifacts.train_recipe import TrainRecipe
+from detpipe.recipe import Choice
 from detpipe.metrics import voc_map
 from detpipe.pipeline.table import stage
 from detpipe.reports.index import Inputs, build_index, rel
@@ -85,6 +87,10 @@ def fabricate(root: Path) -> Path:
     (r / "train").mkdir(parents=True)
     write_history(r / "train/frozen.tsv", h.iloc[:3].to_dict("records"))
     write_history(r / "train/unfrozen.tsv", h.iloc[3:].to_dict("records"))
+    TrainRecipe(choices=[
+        Choice(key="train.freeze_epochs", setting=3, value=3, reason="set in params.yaml"),
+        Choice(key="model.imgsz", setting="auto", value=448, reason="the median train object's shorter side is 12.0 "
+               "px at 320; 448 brings it to 16.8 px >= 16 px")]).write(r / "train/recipe.json")
     (root / "params.yaml").write_text("data:\n  classes: [a]\n")
     assert overfit_stage.main([
         "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
@@ -155,6 +161,7 @@ def test_index_from_full_tree(tmp_path: Path):
     assert "_Missing" not in md
     assert "0.812" in md and "0.543" in md and "Still improving" in md  # best val mAP50 at the last epoch
     assert "n/a (no such objects)" in md                     # COCO -1 shown as not applicable
+    assert "- model.imgsz: 448 (auto) — the median train object's shorter side is 12.0 px at 320" in md
     assert md.count("| class19 |") >= 2                      # 20 classes in dataset and mAP tables
     # every link and image is relative and resolves from the index's folder
     targets = links(md)
@@ -296,3 +303,16 @@ def test_draw_detections_draws_in_class_colour():
 def test_draw_detections_scores_optional(scores):
     rgb = np.zeros((20, 20, 3), np.uint8)
     assert draw_detections(rgb, [[1, 1, 19, 19]], [0], scores, ["x"]).size == (20, 20)
+
+
+def test_a_frozen_phase_of_zero_epochs_is_a_row_and_the_recipe_says_why(tmp_path: Path):
+    r = fabricate(tmp_path)
+    write_history(r / "train/frozen.tsv", [])
+    why = "model.pretrained is none, a frozen random backbone learns nothing; set train.freeze_epochs to force it"
+    TrainRecipe(choices=[Choice(key="train.freeze_epochs", setting="auto", value=0, reason=why)]).write(
+        r / "train/recipe.json")
+    md = build_index(inputs(r), r / "index.md")
+    assert "| [frozen](train/frozen.tsv) | 0 | – |" in md and "_Missing" not in md
+    assert f"- train.freeze_epochs: 0 (auto) — {why}" in md
+    # The overfit stage resolves it alike (params.yaml: pretrained none, freeze_epochs auto) and says so.
+    assert f"## Recipe\n\n- train.freeze_epochs: 0 (auto) — {why}" in (r / "overfitting.md").read_text(encoding="utf-8")

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..model.detector import build_model, describe, model_summary
     from ..params import load_params_or_exit
     from ..model.load import load_detector, model_config
+    from ..recipe import AUTO, IMGSZ_FLOOR
     if weights:
         try:
             model, state = load_detector(weights)
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         params = load_params_or_exit(params_file)
         model, imgsz = build_model(model_config(params)), args.imgsz or params.model.imgsz
+        if imgsz == AUTO:  # resolved from the train split when training starts
+            imgsz = IMGSZ_FLOOR
+            print(f"model.imgsz is auto: sized at {imgsz}, the smallest size training can pick (the trained "
+                  "weights hold the size it picked)")
     if imgsz % 32:
         p.error(f"--imgsz must be a multiple of 32, got {imgsz}")
     print(f"{weights or params_file}:")

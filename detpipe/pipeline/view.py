@@ -45,6 +45,12 @@ class ParamsView:
     def __repr__(self) -> str:
         return f"ParamsView({self._stage}: {', '.join(self._allowed)})"
 
+    def replace(self, **sections: Any) -> "ParamsView":
+        """The same view of a validated copy with whole top-level `sections` replaced (resolved settings)."""
+        if self._prefix:
+            raise AttributeError("replace works on a stage's whole params view")
+        return ParamsView(self._obj.replace(**sections), self._allowed, self._stage)
+
     def declared(self) -> dict[str, Any]:
         """The declared keys under this view as a nested plain dict (what the stage depends on)."""
         from ..params import to_dict  # params is below pipeline; imported here to keep this module light

@@ -22,6 +22,7 @@ from ..artifacts.base import Artifact
 from ..artifacts.error import ArtifactError
 from ..artifacts.overfit_verdict import OverfitVerdict
 from ..artifacts.predict_summary import PredictSummary
+from ..artifacts.train_recipe import TrainRecipe
 from ..artifacts.split_report import SplitReport
 
 
@@ -39,6 +40,7 @@ class Inputs:
     split_png: Path = _input("split distributions PNG")
     frozen: Path = _input("frozen-phase history TSV")
     unfrozen: Path = _input("unfrozen-phase history TSV")
+    recipe: Path = _input("train_unfrozen's JSON of the settings it resolved (auto) and why")
     overfit_json: Path = _input("overfit stage's JSON")
     overfit_md: Path = _input("overfit stage's Markdown")
     overfit_png: Path = _input("training curves PNG")
@@ -202,6 +204,9 @@ def section_training(inp: Inputs, out_dir: Path) -> list[str]:
     for phase, path in (("frozen", inp.frozen), ("unfrozen", inp.unfrozen)):
         frame, why = attempt(read_history, path)
         s = _train_summary(frame if frame is not None and len(frame) else None)
+        if frame is not None and not len(frame):  # a phase of 0 epochs (the recipe below says why)
+            rows.append([f"[{phase}]({rel(path, out_dir)})", 0] + ["–"] * 6)
+            continue
         if not s:
             lines.append(unreadable(f"{phase}-phase history", why) if why
                          else missing(f"{phase}-phase history", path, out_dir, f"train_{phase}"))
@@ -215,6 +220,12 @@ def section_training(inp: Inputs, out_dir: Path) -> list[str]:
         lines += table(["phase", "epochs", "final train loss", "final val loss", "final val mAP50",
                         "final val mAP50-95", "images/s", "time"], rows)
     lines.append("")
+    recipe = load(TrainRecipe, inp.recipe)
+    if recipe is None:
+        lines += [missing("resolved settings", inp.recipe, out_dir, "train_unfrozen"), ""]
+    else:
+        lines += ["Settings resolved from the data and params.yaml:", ""] + [f"- {c.line()}" for c in recipe.choices]
+        lines.append("")
     if inp.overfit_png.is_file():
         lines += [image(inp.overfit_png, out_dir, "Training curves: train/val loss, val mAP50 and gap per epoch"), ""]
     else:

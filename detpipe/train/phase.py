@@ -20,18 +20,20 @@ from . import runlock
 from ..data.annotations import Record, ground_truths
 from ..data.dataset import Augment, DetectionDataset
 from ..data.images import PixelLimit, check_headers
+from ..data.object_sizes import relative_short_sides
 from ..cpus import training_threads, usable_cpus
 from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batches, lr_lambda, mean_losses,
                      train_one_epoch)
 from ..metrics import voc_map
 from ..metrics.epoch import val_scores
 from .loss import LossWeights
-from ..model.detector import Detector, ModelConfig, build_model, describe, model_summary
+from ..model.detector import STRIDES, Detector, ModelConfig, build_model, describe, model_summary
 from ..model.device import channels_last, select_device
 from ..model.load import model_config
 from ..artifacts.history import EpochRow, write_history
 from ..artifacts.image_manifest import file_sha256
 from ..params import Params
+from .. import recipe as recipes
 from ..pipeline.closure import code_closure
 from ..pipeline.table import script_params
 from ..pipeline.view import ParamsView, as_dict
@@ -62,6 +64,17 @@ class Phase:
     first_epoch: int   # global number of this phase's first epoch (1-based)
     batch_size: int
     lr: float
+
+
+def resolve_recipe(params: Params, train_records: list[Record]) -> tuple[Params, tuple[recipes.Choice, ...]]:
+    """The params a training run uses, every `auto` resolved (detpipe.recipe) from the params and the
+    train split, and the choices made. Resolved params resolve to themselves, so either may come in."""
+    freeze = recipes.freeze_epochs(params)
+    sides = None
+    if params.model.imgsz == recipes.AUTO:
+        sides = relative_short_sides(train_records, PixelLimit(params.data.max_image_pixels))
+    choices = (freeze, recipes.imgsz(params, sides, min(STRIDES)))
+    return recipes.resolve(params, choices), choices
 
 
 def phase_of(params: Params, name: str) -> Phase:
@@ -237,16 +250,23 @@ def _recorded_params(params) -> dict:
     return _without_speed_settings(as_dict(params))
 
 
+def _recorded_recipe(recipe: tuple[recipes.Choice, ...]) -> list[dict]:
+    """The resolved settings with their reasons, as stored with the weights (the report shows them)."""
+    return [c.record() for c in recipe]
+
+
 def _without_speed_settings(config: dict) -> dict:
     return {section: {k: v for k, v in values.items() if f"{section}.{k}" not in _NOT_IN_FINGERPRINT}
             if isinstance(values, dict) else values for section, values in config.items()}
 
 
-def _state(parts: resume.Trainables, epoch, history, best, params, fp, phase, env, stopped_early=None) -> dict:
+def _state(parts: resume.Trainables, epoch, history, best, params, fp, phase, env, recipe,
+           stopped_early=None) -> dict:
     # stopped_early: the global epoch after which patience ended the phase (None: it did not), so a
     # rerun, or a run continuing this one with more epochs, does not train past the stop.
     return {**parts.state(), "epoch": epoch, "history": history, "best": best, "stopped_early": stopped_early,
-            "params": _recorded_params(params), "model_config": parts.model.config.to_dict(),
+            "params": _recorded_params(params), "recipe": _recorded_recipe(recipe),
+            "model_config": parts.model.config.to_dict(),
             "class_names": list(params.data.classes), "imgsz": params.model.imgsz, "fingerprint": fp,
             "phase": phase.name, "env": env}
 
@@ -305,12 +325,16 @@ def _validate(ema_module, val_loader, device, params: Params, gts: list, weights
 
 def train_phase(params: Params, phase_name: str, train_records: list[Record], val_records: list[Record],
                 inputs: list[str | Path], ckpt_root: str | Path, tsv_path: str | Path,
-                init: str | Path | None = None) -> dict:
+                init: str | Path | None = None, recipe: tuple[recipes.Choice, ...] | None = None) -> dict:
     """Train one phase, resuming from its own checkpoint if one exists; returns the final state.
 
-    The returned dict (also in .ckpt/<stage>/<fingerprint>/last.pt) carries "best_model" and
-    "best_ema" state dicts of the epoch with the highest val mAP50.
+    `params` may hold `auto` settings, resolved here (detpipe.recipe), or come resolved with the
+    `recipe` that resolved them (the stage, which prints the choices). The returned dict (also in
+    .ckpt/<stage>/<fingerprint>/last.pt) carries "best_model" and "best_ema" state dicts of the
+    epoch with the highest val mAP50.
     """
+    if recipe is None:
+        params, recipe = resolve_recipe(params, train_records)
     t = params.train
     phase = phase_of(params, phase_name)
     # An image above data.max_image_pixels (or unreadable) stops the run here, from the headers,
@@ -325,7 +349,7 @@ def train_phase(params: Params, phase_name: str, train_records: list[Record], va
     run_dir = Path(ckpt_root) / f"train_{phase.name}" / fp
     with _hold_run_dir(params, phase, inputs, run_dir, fp, info):
         return _train(params, phase, device, amp_dtype, info, train_records, val_records, run_dir, fp, tsv_path,
-                      init)
+                      init, recipe)
 
 
 def _automatic_threads(t, info) -> bool:
@@ -335,7 +359,7 @@ def _automatic_threads(t, info) -> bool:
 
 def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, train_records: list[Record],
            val_records: list[Record], run_dir: Path, fp: str, tsv_path: str | Path,
-           init: str | Path | None) -> dict:
+           init: str | Path | None, recipe: tuple[recipes.Choice, ...]) -> dict:
     t, name = params.train, f"train_{phase.name}"
     torch.manual_seed(params.seed)
     with ddp.main_first(info):  # rank 0 downloads pretrained weights once, before the others read them
@@ -378,7 +402,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     env = resume.environment(device, amp_dtype)
     history, best, done, stopped = [], {"epoch": 0, "val_map50": -1.0}, 0, None
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
-    fresh = {**_state(parts, 0, [], dict(best), params, fp, phase, env), **best_states}
+    fresh = {**_state(parts, 0, [], dict(best), params, fp, phase, env, recipe), **best_states}
     found = resume.latest(run_dir, fresh, parts, phase.epochs, name, info.main, lambda obj: ddp.broadcast(obj, info))
     if found is not None:
         state, path = found
@@ -438,8 +462,8 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
             stopped = global_epoch
         done = epoch + 1
         if info.main:  # DDP: rank 0 alone writes checkpoints and TSVs
-            _save_epoch({**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states},
-                        run_dir, tsv_path, name)
+            _save_epoch({**_state(parts, done, history, best, params, fp, phase, env, recipe, stopped),
+                         **best_states}, run_dir, tsv_path, name)
         if stopped is not None:
             if epoch + 1 < phase.epochs:
                 print(f"early stop: no val mAP50 improvement for {t.patience} epochs; best epoch {best['epoch']} "
@@ -454,8 +478,9 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     if last.exists():
         final = ckpt.load(last)
     else:  # no epoch trained or resumed (zero epochs, or a stopped run resumed from prev.pt)
-        final = {**_state(parts, done, history, best, params, fp, phase, env, stopped), **best_states}
-    final.update(params=_recorded_params(params), fingerprint=fp)  # also when no epoch was left to train
+        final = {**_state(parts, done, history, best, params, fp, phase, env, recipe, stopped), **best_states}
+    # Also when no epoch was left to train: a checkpoint of `auto` resolved alike serves `auto` and its number.
+    final.update(params=_recorded_params(params), recipe=_recorded_recipe(recipe), fingerprint=fp)
     if info.main:
         os.utime(run_dir)  # mark as recently used for pruning
     return final
@@ -475,7 +500,8 @@ def export_weights(state: dict, which: str) -> dict:
     """The deployable part of a training state: `which` is "last" or "best"."""
     keys = ("model", "ema") if which == "last" else ("best_model", "best_ema")
     out = {"model": state[keys[0]], "ema": state[keys[1]]}
-    for k in ("model_config", "class_names", "imgsz", "params", "history", "best", "epoch", "ema_updates", "phase"):
+    for k in ("model_config", "class_names", "imgsz", "params", "recipe", "history", "best", "epoch", "ema_updates",
+              "phase"):
         out[k] = state[k]
     out["stopped_early"] = state.get("stopped_early")  # None also for states written before patience existed
     return out

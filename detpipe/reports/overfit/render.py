@@ -17,8 +17,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None) -> str:
-    """reports/overfitting.md: verdict first, then the figure, the figures, the checks, advice."""
+def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None, recipe: list[str] = ()) -> str:
+    """reports/overfitting.md: verdict first, then the figure, the figures, the recipe's resolved
+    settings (`recipe`: one line each), advice, the checks."""
     last = history.iloc[-1] if len(history) else None
     lines = ["# Overfitting report", "", f"**Verdict: {v.verdict}** — {v.reason}.", ""]
     if png_name:
@@ -34,6 +35,8 @@ def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None) -> 
         (f"relative gap change over last {v.gap['last_k']} epochs", _fmt(v.gap["change_relative_last_k"])),
     ]
     lines += ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+    if recipe:
+        lines += ["## Recipe", ""] + [f"- {line}" for line in recipe] + [""]
     lines += ["## Advice", ""] + [f"- {a}" for a in v.advice] + [""]
     lines += ["## Checks", "", "| check | fired | why |", "|---|---|---|"]
     lines += [f"| {f.name} | {'yes' if f.fired else 'no'} | {f.reason} |" for f in v.findings]

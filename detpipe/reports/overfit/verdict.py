@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detpipe import recipe
 from detpipe.artifacts.overfit_verdict import OverfitVerdict
 from detpipe.artifacts.split_report import SplitReport
 from detpipe.params import Params
@@ -96,6 +97,7 @@ def _clean(obj: Any) -> Any:
 
 def judge(history: pd.DataFrame, params: Params, split_report: SplitReport | None = None) -> Verdict:
     """The verdict, its evidence and advice. Pure: no files read or written."""
+    params = recipe.resolve(params, (recipe.freeze_epochs(params),))  # the advice names the epochs trained
     p = params.overfit
     shift = split_shift(split_report)
     best, best_map = best_epoch(history)
