@@ -3,8 +3,8 @@
 The params.yaml model is built twice, with model.p2 false and true (same seed, untrained weights:
 the cost of a pass does not depend on the weight values). For each it times the unfrozen training
 step (bench_train.py's: engine.train_step with the autocast and memory layout training uses) on
-synthetic batches of the training batch size, and inference through the Predictor (fused
-BatchNorm, decode + NMS) at batch 1 and 8 on bench_predict's synthetic images, then prints the
+synthetic batches of the training batch size, and inference through the Predictor with the torch
+backend (fused BatchNorm, decode + NMS) at batch 1 and 8 on bench_predict's synthetic images, then prints the
 on/off ratios measured in this same run. No dataset needed:
 
     python bench/bench_p2.py [--params params.yaml] [--imgsz 320] [--batches 6] [--runs 8]
@@ -67,7 +67,7 @@ def main() -> None:
         print(f"p2 {str(p2).lower():5s} model {describe(model.config, model_summary(model, size))}")
         r = {"train images/s": step_rate(model, batches, False, params.train, params.lr)}
         predictor = Predictor.from_model(model.eval(), params.data.classes, size, torch.device("cpu"),
-                                         0.25, 0.45, 100)
+                                         0.25, 0.45, 100, backend="torch")
         for b in (1, 8):
             t = time_parts(predictor, images, b, runs=args.runs, draw=False)
             r[f"infer ms/img b{b}"], r[f"forward ms/img b{b}"] = t["total"], t["forward"]
