@@ -123,6 +123,7 @@ class ModelParams(Section):
     scale: Scale = "n"                  # YOLOv8's width/depth multipliers
     neck: Neck = "pan"                  # pan | yolov8 | yolo11 (Ultralytics' neck and head widths)
     neck_channels: Count = 0            # pan: 0 = 256 x the scale's width
+    p2: bool = False                    # true: a 4th detection level at stride 4 for tiny objects (YOLOv8-p2)
     pretrained: str = "none"            # none | imagenet | coco | path of a detpipe checkpoint
     # the head's largest stride is 32; auto: from the train split's box sizes (detpipe.recipe)
     imgsz: Annotated[int, Field(gt=0, multiple_of=32)] | Auto = 320

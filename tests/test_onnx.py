@@ -2,6 +2,7 @@
 file accepted by `predict` and `fps`, and a clear message when the optional packages are missing."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -13,16 +14,17 @@ from detpipe.cli import fps as fps_cli
 from detpipe.infer.predictor import Predictor, sample_images
 from detpipe.infer.onnx_export import export_onnx, parity
 from detpipe.infer.onnx_graph import require_onnx
+from detpipe.model.load import load_detector
 from tests.test_predict_cli import IMGSZ, make_weights, read_txt, run_cli, write_images
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["p3-p5", "p2"])
+def models(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("onnx")
-    pt = make_weights(folder / "tiny.pt")
+    pt = make_weights(folder / "tiny.pt", p2=request.param)
     return pt, export_onnx(pt, folder / "fixed.onnx"), export_onnx(pt, folder / "dynamic.onnx", dynamic=True)
 
 
@@ -37,6 +39,7 @@ def test_exported_graph_is_valid_and_described(models):
         assert (dim.dim_value or dim.dim_param) == batch
         meta = {p.key: p.value for p in model.metadata_props}
         assert meta["imgsz"] == str(IMGSZ) and "circle" in meta["class_names"] and "no NMS" in meta["format"]
+        assert json.loads(meta["strides"]) == list(load_detector(models[0])[0].strides)
 
 
 def test_onnxruntime_matches_pytorch(models):

@@ -175,7 +175,7 @@ def test_fingerprint_changes_with_every_declared_train_param_but_the_speed_setti
         _set(changed, key, _other(key, value))
         assert fp(changed) != base, f"{key} does not change the training fingerprint"
         checked.append(key)
-    assert {"lr", "seed", "model.imgsz", "train.mosaic", "predict.nms_iou", "map.confidence"} <= set(checked)
+    assert {"lr", "seed", "model.imgsz", "model.p2", "train.mosaic", "predict.nms_iou", "map.confidence"} <= set(checked)
     for key in speed_only:
         changed = json.loads(json.dumps(raw))
         _set(changed, key, _other(key, _get(raw, key)))

@@ -35,11 +35,11 @@ IMGSZ = 64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def make_weights(path: Path, imgsz: int = IMGSZ, seed: int = 0) -> Path:
-    """An untrained tiny detector saved like models/best.pt. Its class bias is raised from the
-    1% prior to 50% so random features give boxes on both sides of every threshold."""
+def make_weights(path: Path, imgsz: int = IMGSZ, seed: int = 0, p2: bool = False) -> Path:
+    """An untrained tiny detector saved like models/best.pt (p2: with the stride-4 level). Its class
+    bias is raised from the 1% prior to 50% so random features give boxes on both sides of every threshold."""
     torch.manual_seed(seed)
-    config = ModelConfig(len(CLASSES), "shufflenet_v2_x0_5", 16)
+    config = ModelConfig(len(CLASSES), "shufflenet_v2_x0_5", 16, p2=p2)
     model = Detector(config).eval()
     for branch in model.head.cls:
         torch.nn.init.normal_(branch[-1].weight, std=0.3)

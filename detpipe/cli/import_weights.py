@@ -48,5 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}; train from it with, in params.yaml:\n"
           f"  model: {{backbone: {c.backbone}, neck: {c.neck}, scale: {c.scale}, pretrained: {out}}}\n"
           f"(with neck: pan only the backbone loads; the class branch's hidden layers load when your class count "
-          f"gives them the source's width {class_branch_width(c)}, as in Ultralytics' own fine-tuning)")
+          f"gives them the source's width {class_branch_width(c)}, as in Ultralytics' own fine-tuning; with "
+          "model.p2: true the stride-4 level's layers start from scratch and that width follows P2's, as in YOLOv8-p2)")
     return 0

@@ -38,6 +38,7 @@ class TorchBackend:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(INFERENCE_DTYPES)}")
         # Inference only: BatchNorm folded into the convolutions, NHWC where that layout is faster.
         self.model, self.device = fuse_conv_bn(model.eval()), device
+        self.strides: tuple[int, ...] = tuple(model.strides)
         self.memory_format = torch.channels_last if channels_last(device, model) else torch.preserve_format
         self.model.to(memory_format=self.memory_format)
         self.autocast = INFERENCE_DTYPES[dtype]
@@ -93,6 +94,8 @@ class OnnxBackend:
                              "(no class_names in its metadata)")
         self.class_names = json.loads(meta["class_names"])
         self.imgsz = int(meta["imgsz"])
+        # Older exports do not record them; a fixed-size one is checked by its input shape instead.
+        self.strides: tuple[int, ...] = tuple(json.loads(meta.get("strides", "[]")))
         shape = self.session.get_inputs()[0].shape
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None

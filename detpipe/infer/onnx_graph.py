@@ -67,6 +67,7 @@ def export_model(model: nn.Module, class_names: Sequence[str], size: int, out: s
                           dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load(str(out))
     meta = {"class_names": json.dumps(list(class_names)), "imgsz": str(size),
+            "strides": json.dumps(list(model.strides)),
             "format": "images float32 [B,3,S,S] RGB 0-255 letterboxed (pad 114) -> cls logits [B,A,C], "
                       "boxes xyxy input pixels [B,A,4]; no NMS in the graph",
             "source": source}

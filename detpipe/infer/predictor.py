@@ -31,15 +31,17 @@ def is_onnx(weights: str | Path) -> bool:
     return str(weights).lower().endswith(".onnx")
 
 
-def check_imgsz(imgsz: int) -> None:
-    if imgsz % 32:
-        raise ValueError(f"imgsz must be a multiple of 32 (the largest stride), got {imgsz}")
+def check_imgsz(imgsz: int, strides: Sequence[int]) -> None:
+    """`strides`: the model's levels' (Detector.strides), empty when unknown (an older ONNX export)."""
+    largest = max(strides, default=1)
+    if imgsz % largest:
+        raise ValueError(f"imgsz must be a multiple of {largest} (the model's largest stride), got {imgsz}")
 
 
 def make_backend(model: torch.nn.Module, class_names: Sequence[str], imgsz: int, device: torch.device,
                  dtype: str = "float32", backend: str = "auto") -> TorchBackend | OnnxBackend:
     """The network ready to run: `backend` auto, torch or onnxruntime (see onnx_cache.resolve_backend)."""
-    check_imgsz(imgsz)
+    check_imgsz(imgsz, model.strides)
     if resolve_backend(backend, device, dtype) == "onnxruntime":
         if device.type != "cpu" or dtype != "float32":
             raise ValueError(f"predict.backend: onnxruntime runs float32 on the CPU, not {dtype} on {device}; "
@@ -65,7 +67,7 @@ class Predictor:
             self.backend = OnnxBackend(weights, self.device)
             self.class_names, trained = self.backend.class_names, self.backend.imgsz
             self.imgsz = int(imgsz or trained)
-            check_imgsz(self.imgsz)
+            check_imgsz(self.imgsz, self.backend.strides)
         else:
             model, state = load_detector(weights, self.device)
             self.class_names, self.imgsz = list(state["class_names"]), int(imgsz or state["imgsz"])

@@ -2,8 +2,10 @@
 
 The backbone is YOLOv8's CSPDarknet (scaled n/s/m/l), its Ultralytics-exact variants `yolov8` and
 `yolo11`, or a torchvision classifier; it is one freezable unit. The neck is detpipe's PAN or
-Ultralytics' YOLOv8/YOLO11 neck. The head predicts, for every anchor point of strides 8, 16 and 32,
-class logits and left/top/right/bottom distances (as in YOLOv8, without DFL).
+Ultralytics' YOLOv8/YOLO11 neck. The head predicts, for every anchor point of every level (the
+backbone's strides 8, 16 and 32, plus its stride-4 feature with `p2`, as YOLOv8-p2 does), class
+logits and left/top/right/bottom distances (as in YOLOv8, without DFL). The levels' strides are
+measured on the built backbone, never listed: `Detector.strides`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from ..boxes import distances_to_boxes
 from ..catalog import NECKS, REGNETS, RESNETS, SCALES, SEQUENTIAL, SHUFFLENETS, YOLO_FAMILIES, YOLO_SCALES, pan_width
 from .layers import C2f, c3k2, conv_bn, cspdarknet, scaled_channels, ultralytics_batchnorm, yolo11_backbone
 
-STRIDES = (8, 16, 32)
 # ImageNet statistics: torchvision backbones (and their pretrained weights) expect them.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -37,6 +38,7 @@ class ModelConfig:
     neck_channels: int = 0   # PAN: 0 = 256 x the scale's width (n 64, s 128, m 192, l 256)
     scale: str = "n"         # n | s | m | l
     neck: str = "pan"        # pan (detpipe's) | yolov8 | yolo11 (Ultralytics' neck and head widths)
+    p2: bool = False         # a 4th level on the backbone's stride-4 feature, for tiny objects
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -120,20 +122,29 @@ def _stride_cuts(features: nn.Sequential) -> list[int]:
 
 
 class Backbone(nn.Module):
-    """Backbone returning C3, C4, C5 (strides 8, 16, 32)."""
+    """Backbone returning C3, C4, C5 (strides 8, 16, 32), preceded by the stem's C2 (stride 4) with p2.
 
-    def __init__(self, name: str, scale: str = "n") -> None:
+    `channels` and `strides` (input pixels per cell) of the outputs are measured by a probe.
+    """
+
+    def __init__(self, name: str, scale: str = "n", p2: bool = False) -> None:
         super().__init__()
         self.stem, self.c3, self.c4, self.c5 = _stages(name, scale)
-        self.frozen = False
+        self.frozen, self.p2 = False, p2
+        size = 64
         with _probing(self):
-            outs = self.forward(torch.zeros(1, 3, 64, 64))
+            outs = self.forward(torch.zeros(1, 3, size, size))
         self.channels = [o.shape[1] for o in outs]
+        self.strides = tuple(size // o.shape[-1] for o in outs)
+        if p2 and self.strides[0] * 2 != self.strides[1]:
+            raise ValueError(f"model.p2: backbone {name} has no stride-{self.strides[1] // 2} feature map (its stem "
+                             f"ends at stride {self.strides[0]}); set model.p2: false or pick cspdarknet")
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        c3 = self.c3(self.stem(x))
+        c2 = self.stem(x)
+        c3 = self.c3(c2)
         c4 = self.c4(c3)
-        return [c3, c4, self.c5(c4)]
+        return [c2, c3, c4, self.c5(c4)] if self.p2 else [c3, c4, self.c5(c4)]
 
     def freeze(self, frozen: bool = True) -> None:
         """Stop gradients and BatchNorm statistics updates in the whole backbone."""
@@ -148,27 +159,49 @@ class Backbone(nn.Module):
         return self
 
 
-class PAN(nn.Module):
-    """Path-aggregation neck: top-down then bottom-up fusion of C3..C5 into P3..P5 (C2f blocks)."""
+def _upsample(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
-    def __init__(self, in_channels: list[int], c: int, n: int = 1) -> None:
+
+class P2Path(nn.Module):
+    """The stride-4 level's layers of a neck, kept apart (neck.p2.*) so that every other layer keeps
+    its name, and weights from a model without p2 load into the layers of the same role: the top-down
+    block that makes P2, the stride-2 conv and the bottom-up block that make N3 from it."""
+
+    def __init__(self, top_down: nn.Module, down: nn.Module, bottom_up: nn.Module,
+                 lateral: nn.Module | None = None) -> None:
         super().__init__()
-        self.lateral = nn.ModuleList(conv_bn(ci, c, 1) for ci in in_channels)
+        self.top_down, self.down, self.bottom_up = top_down, down, bottom_up
+        self.lateral = lateral
+
+
+class PAN(nn.Module):
+    """Path-aggregation neck: top-down then bottom-up fusion of C3..C5 into P3..P5 (C2f blocks); with
+    p2 (in_channels starting with C2's) the top-down path goes on to P2 and the bottom-up one starts there."""
+
+    def __init__(self, in_channels: list[int], c: int, n: int = 1, p2: bool = False) -> None:
+        super().__init__()
+        *low, c3, c4, c5 = in_channels
+        self.lateral = nn.ModuleList(conv_bn(ci, c, 1) for ci in (c3, c4, c5))
         self.top_down = nn.ModuleList(C2f(c, c, n, shortcut=False) for _ in range(2))
         self.down = nn.ModuleList(conv_bn(c, c, 3, 2) for _ in range(2))
         self.bottom_up = nn.ModuleList(C2f(c, c, n, shortcut=False) for _ in range(2))
+        self.p2 = P2Path(C2f(c, c, n, shortcut=False), conv_bn(c, c, 3, 2), C2f(c, c, n, shortcut=False),
+                         lateral=conv_bn(low[0], c, 1)) if p2 else None
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
-        c3, c4, c5 = (lat(f) for lat, f in zip(self.lateral, feats))
-        p4 = self.top_down[0](c4 + F.interpolate(c5, size=c4.shape[-2:], mode="nearest"))
-        p3 = self.top_down[1](c3 + F.interpolate(p4, size=c3.shape[-2:], mode="nearest"))
-        n4 = self.bottom_up[0](p4 + self.down[0](p3))
+        *low, c3, c4, c5 = feats
+        c3, c4, c5 = (lat(f) for lat, f in zip(self.lateral, (c3, c4, c5)))
+        p4 = self.top_down[0](c4 + _upsample(c5, c4))
+        p3 = self.top_down[1](c3 + _upsample(p4, c3))
+        fine, n3 = [], p3
+        if self.p2 is not None:
+            c2 = self.p2.lateral(low[0])
+            fine = [self.p2.top_down(c2 + _upsample(p3, c2))]
+            n3 = self.p2.bottom_up(p3 + self.p2.down(fine[0]))
+        n4 = self.bottom_up[0](p4 + self.down[0](n3))
         n5 = self.bottom_up[1](c5 + self.down[1](n4))
-        return [p3, n4, n5]
-
-
-def _upsample(x: Tensor, like: Tensor) -> Tensor:
-    return F.interpolate(x, size=like.shape[-2:], mode="nearest")
+        return [*fine, n3, n4, n5]
 
 
 class YoloNeck(nn.Module):
@@ -176,11 +209,11 @@ class YoloNeck(nn.Module):
     stride-2 conv and concatenate bottom-up, a C2f (YOLOv8) or C3k2 (YOLO11) block after each
     concatenation; the widths are 256, 512 and 1024 scaled and capped as Ultralytics does."""
 
-    def __init__(self, in_channels: list[int], family: str, scale: str) -> None:
+    def __init__(self, in_channels: list[int], family: str, scale: str, p2: bool = False) -> None:
         super().__init__()
         width, depth, cap = YOLO_SCALES[family][scale]
-        w3, w4, w5 = scaled_channels(width, cap)[2:]
-        c3, c4, c5 = in_channels
+        w2, w3, w4, w5 = scaled_channels(width, cap)[1:]
+        *low, c3, c4, c5 = in_channels
         if family == "yolov8":
             def block(c_in: int, c_out: int, last: bool) -> nn.Module:
                 return C2f(c_in, c_out, max(1, round(3 * depth)), shortcut=False)
@@ -191,19 +224,27 @@ class YoloNeck(nn.Module):
         self.down = nn.ModuleList([conv_bn(w3, w3, 3, 2), conv_bn(w4, w4, 3, 2)])
         self.bottom_up = nn.ModuleList([block(w3 + w4, w4, False), block(w4 + c5, w5, True)])
         self.channels = [w3, w4, w5]
+        self.p2 = None
+        if p2:  # yolov8-p2.yaml: 128 x width channels at P2
+            self.p2 = P2Path(block(w3 + low[0], w2, False), conv_bn(w2, w2, 3, 2), block(w2 + w3, w3, False))
+            self.channels = [w2, w3, w4, w5]
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
-        c3, c4, c5 = feats
+        *low, c3, c4, c5 = feats
         p4 = self.top_down[0](torch.cat([_upsample(c5, c4), c4], 1))
         p3 = self.top_down[1](torch.cat([_upsample(p4, c3), c3], 1))
-        n4 = self.bottom_up[0](torch.cat([self.down[0](p3), p4], 1))
+        fine, n3 = [], p3
+        if self.p2 is not None:
+            fine = [self.p2.top_down(torch.cat([_upsample(p3, low[0]), low[0]], 1))]
+            n3 = self.p2.bottom_up(torch.cat([self.p2.down(fine[0]), p3], 1))
+        n4 = self.bottom_up[0](torch.cat([self.down[0](n3), p4], 1))
         n5 = self.bottom_up[1](torch.cat([self.down[1](n4), c5], 1))
-        return [p3, n4, n5]
+        return [*fine, n3, n4, n5]
 
 
 def yolo_head_widths(c3: int, num_classes: int) -> tuple[int, int]:
-    """Ultralytics' Detect widths from the P3 width: class branch max(c3, min(classes, 100)), box
-    branch max(16, c3 / 4, 64)."""
+    """Ultralytics' Detect widths from the first level's width (P3, or P2 with p2): class branch
+    max(c3, min(classes, 100)), box branch max(16, c3 / 4, 64)."""
     return max(c3, min(num_classes, 100)), max(16, c3 // 4, 64)
 
 
@@ -242,8 +283,9 @@ class Head(nn.Module):
         return torch.cat(cls, 2).transpose(1, 2), F.softplus(torch.cat(reg, 2).transpose(1, 2)) + 1e-3
 
 
-def anchor_points(sizes: list[tuple[int, int]], strides=STRIDES, device=None) -> tuple[Tensor, Tensor]:
-    """Cell centres Tensor[A, 2] in input pixels and their strides Tensor[A, 1]."""
+def anchor_points(sizes: list[tuple[int, int]], strides: tuple[int, ...], device=None) -> tuple[Tensor, Tensor]:
+    """Cell centres Tensor[A, 2] in input pixels and their strides Tensor[A, 1], level by level:
+    sizes[i] = (H_i, W_i) is level i's grid, strides[i] its input pixels per cell (`Detector.strides`)."""
     points, stride_col = [], []
     for (h, w), s in zip(sizes, strides):
         ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
@@ -255,21 +297,23 @@ def anchor_points(sizes: list[tuple[int, int]], strides=STRIDES, device=None) ->
 class Detector(nn.Module):
     """Input Tensor[B, 3, S, S] of 0-255 RGB values (uint8 or float); output raw predictions:
     "cls" logits Tensor[B, A, C], "boxes" xyxy Tensor[B, A, 4] in input pixels,
-    "points" Tensor[A, 2], "strides" Tensor[A, 1]."""
+    "points" Tensor[A, 2], "strides" Tensor[A, 1]. Anchors run level by level, finest first;
+    `strides` holds each level's stride (the backbone's, which the neck keeps)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = Backbone(config.backbone, config.scale)
+        self.backbone = Backbone(config.backbone, config.scale, config.p2)
+        self.strides: tuple[int, ...] = self.backbone.strides
         if config.backbone in YOLO_FAMILIES:
             ultralytics_batchnorm(self.backbone)
         nc = config.num_classes
         if config.neck == "pan":
             c = config.neck_width
-            self.neck = PAN(self.backbone.channels, c, max(1, round(3 * config.depth)))
-            self.head = Head([c] * 3, nc, c, c)
+            self.neck = PAN(self.backbone.channels, c, max(1, round(3 * config.depth)), config.p2)
+            self.head = Head([c] * len(self.strides), nc, c, c)
         else:
-            self.neck = ultralytics_batchnorm(YoloNeck(self.backbone.channels, config.neck, config.scale))
+            self.neck = ultralytics_batchnorm(YoloNeck(self.backbone.channels, config.neck, config.scale, config.p2))
             self.head = ultralytics_batchnorm(Head(self.neck.channels, nc, *yolo_head_widths(self.neck.channels[0], nc),
                                                    depthwise=config.neck == "yolo11"))
         mean, std = input_stats(config.backbone)
@@ -289,7 +333,7 @@ class Detector(nn.Module):
             feats = self.backbone(x)
         feats = self.neck(feats)
         cls, ltrb = self.head(feats)
-        points, strides = anchor_points([f.shape[-2:] for f in feats], device=images.device)
+        points, strides = anchor_points([f.shape[-2:] for f in feats], self.strides, device=images.device)
         boxes = distances_to_boxes(points, ltrb * strides)
         return {"cls": cls, "boxes": boxes, "points": points, "strides": strides}
 
@@ -349,5 +393,7 @@ def describe(config: ModelConfig, summary: dict[str, float]) -> str:
     else:
         widths = scaled_channels(*YOLO_SCALES[config.neck][config.scale][::2])[2:]
         neck = f"{config.neck} neck {'/'.join(map(str, widths))}"
+    if config.p2:
+        neck += " + P2"
     return (f"{name} + {neck}: {summary['parameters'] / 1e6:.2f} M parameters, "
             f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}x{summary['imgsz']}")

@@ -12,7 +12,7 @@ from .detector import Detector, ModelConfig
 
 def model_config(params: Params) -> ModelConfig:
     return ModelConfig(len(params.data.classes), params.model.backbone, params.model.neck_channels,
-                       params.model.scale, params.model.neck)
+                       params.model.scale, params.model.neck, params.model.p2)
 
 
 def load_detector(path: str | Path, device: torch.device | str = "cpu") -> tuple[Detector, dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,34 @@ def _part_config(config: dict | None) -> tuple[str, str, str] | None:
     return backbone, str(config.get("scale", ModelConfig.scale)) if scaled else "", str(config.get("neck", "pan"))
 
 
+_HEAD_LEVEL = re.compile(r"head\.(cls|reg)\.(\d+)\.(.+)")
+
+
+def head_levels(keys) -> int:
+    """How many detection levels the head of a state dict's keys has."""
+    return len({m[2] for m in map(_HEAD_LEVEL.fullmatch, keys) if m})
+
+
+def align_head_levels(state: dict[str, torch.Tensor], levels: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Renumber the head's per-level keys of a file whose model has another number of levels (with or
+    without p2) so that each level lands on the level of the same stride: every model's levels end
+    at the backbone's last stage and p2 adds one in front. Returns the state and the keys of levels
+    this model does not have."""
+    shift = levels - head_levels(state)
+    if shift == 0 or not head_levels(state):
+        return state, []
+    out, dropped = {}, []
+    for k, v in state.items():
+        m = _HEAD_LEVEL.fullmatch(k)
+        if m is None:
+            out[k] = v
+        elif int(m[2]) + shift < 0:
+            dropped.append(k)
+        else:
+            out[f"head.{m[1]}.{int(m[2]) + shift}.{m[3]}"] = v
+    return out, dropped
+
+
 def load_matching(model: Detector, path: str | Path) -> tuple[list[str], list[str]]:
     """Copy every tensor of a detpipe checkpoint whose name and shape match; report loaded and skipped.
 
@@ -213,6 +242,12 @@ def load_matching(model: Detector, path: str | Path) -> tuple[list[str], list[st
         print(f"pretrained {path}: its neck is {src[2]}, this model's is {dst[2]}: neck and head start from scratch "
               f"(model.neck: {src[2]} would load them too)", flush=True)
     own = model.state_dict()
+    theirs, ours = head_levels(state), head_levels(own)
+    state, dropped = align_head_levels(state, ours)
+    if "head" in parts and theirs and theirs != ours:
+        print(f"pretrained {path}: its head has {theirs} levels, this model's {ours} (model.p2): each level loads "
+              "into the level of the same stride; the finest level's layers that only one model has start from "
+              "scratch or are skipped", flush=True)
     loaded = {k: v for k, v in state.items()
               if k.split(".")[0] in parts and k in own and own[k].shape == v.shape}
     for k in [k for k in loaded if k.endswith(".num_batches_tracked")]:  # a scalar: fits any BatchNorm
@@ -221,7 +256,7 @@ def load_matching(model: Detector, path: str | Path) -> tuple[list[str], list[st
     if not loaded:
         raise PretrainedError(f"{path}: no tensor fits this model (model_config {model.config.to_dict()}); an "
                               "Ultralytics state dict must be converted first: python -m detpipe import-weights FILE")
-    skipped = sorted(set(state) - set(loaded))
+    skipped = sorted(set(state) - set(loaded) | set(dropped))
     model.load_state_dict(loaded, strict=False)
     counts = ", ".join(f"{p} {sum(k.startswith(p + '.') for k in loaded)}/{sum(k.startswith(p + '.') for k in own)}"
                        for p in ("backbone", "neck", "head"))
