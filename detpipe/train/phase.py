@@ -27,7 +27,7 @@ from .engine import (ModelEMA, build_optimizer, check_epoch_stats, evaluate_batc
 from ..metrics import voc_map
 from ..metrics.epoch import val_scores
 from .loss import LossWeights
-from ..model.detector import STRIDES, Detector, ModelConfig, build_model, describe, model_summary
+from ..model.detector import Backbone, Detector, ModelConfig, build_model, describe, model_summary
 from ..model.device import channels_last, select_device
 from ..model.load import model_config
 from ..artifacts.history import EpochRow, write_history
@@ -70,10 +70,12 @@ def resolve_recipe(params: Params, train_records: list[Record]) -> tuple[Params,
     """The params a training run uses, every `auto` resolved (detpipe.recipe) from the params and the
     train split, and the choices made. Resolved params resolve to themselves, so either may come in."""
     freeze = recipes.freeze_epochs(params)
-    sides = None
+    sides, stride = None, 0
     if params.model.imgsz == recipes.AUTO:
         sides = relative_short_sides(train_records, PixelLimit(params.data.max_image_pixels))
-    choices = (freeze, recipes.imgsz(params, sides, min(STRIDES)))
+        m = params.model  # the finest level's stride, measured as the model measures it (4 with p2)
+        stride = min(Backbone(m.backbone, m.scale, m.p2).strides)
+    choices = (freeze, recipes.imgsz(params, sides, stride))
     return recipes.resolve(params, choices), choices
 
 
