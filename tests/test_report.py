@@ -97,6 +97,9 @@ def fabricate(root: Path) -> Path:
         "voc": {"per_class": {c: 0.8 for c in CLASSES[:-1]} | {CLASSES[-1]: None}},
         "coco": {**{k: (-1.0 if k == "APs" else 0.5) for k in stats},
                  "per_class": {c: 0.54 for c in CLASSES}},
+        "sizes": {"small": {"area": [0.0, 1024.0], "ground_truth": 0, "found50": 0, "ap50": None},
+                  "medium": {"area": [1024.0, 9216.0], "ground_truth": 14, "found50": 12, "ap50": 0.71},
+                  "large": {"area": [9216.0, 1e10], "ground_truth": 10, "found50": 10, "ap50": 0.9}},
         "at_confidence": {"confidence": 0.5, "precision": 0.9, "recall": 0.7, "f1": 0.79},
         "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}}).write(r / "map/metrics.json")
     MapInfo(conventions={}, counts=Counts(images=20, images_without_detections=0, ground_truth={c: 6 for c in CLASSES},
