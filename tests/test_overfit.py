@@ -11,7 +11,7 @@ import pytest
 from detpipe.artifacts.error import ArtifactError
 from detpipe.artifacts.history import COLUMNS, write_history
 from detpipe.artifacts.overfit_verdict import VERDICTS, OverfitVerdict
-from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.artifacts.split_report import ObjectScale, SplitReport, SplitStats
 from detpipe.reports.overfit.checks import split_shift
 from detpipe.reports.overfit.history import load_history
 from detpipe.reports.overfit.verdict import judge
@@ -22,6 +22,7 @@ from detpipe.reports.plots_train import plot_training_curves
 PARAMS = Params()
 EPOCHS = 20
 FROZEN = 3
+SCALE = ObjectScale(objects=1600, median=0.1, small_objects=200, median_small=0.03)
 
 
 def history(train, val, maps=None, n_frozen: int = FROZEN) -> pd.DataFrame:
@@ -59,7 +60,7 @@ def split_report(val_counts=None, train_images=1000, val_sizes=None) -> SplitRep
     def stats(images: int, counts: dict, sizes: dict) -> SplitStats:
         return SplitStats(images=images, objects=sum(counts.values()), images_without_objects=0, difficult=0,
                           class_objects=counts, class_images={c: min(n, images) for c, n in counts.items()},
-                          box_sizes=sizes)
+                          box_sizes=sizes, object_scale=SCALE)
 
     splits = {"train": stats(train_images, train_counts, {"small": 200, "medium": 1000, "large": 400}),
               "val": stats(train_images // 5, val_counts, val_sizes)}

@@ -20,7 +20,7 @@ from detpipe.artifacts.overfit_verdict import VERDICTS
 from detpipe.reports.index import write_index
 from detpipe.artifacts.annotate_report import AnnotateReport
 from detpipe.artifacts.predict_summary import PredictSummary
-from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.artifacts.split_report import ObjectScale, SplitReport, SplitStats
 from detpipe.metrics import voc_map
 from detpipe.pipeline.table import stage
 from detpipe.reports.index import Inputs, build_index, rel
@@ -69,7 +69,8 @@ def fabricate(root: Path) -> Path:
     per = lambda k: {c: 3 * k for c in CLASSES}  # noqa: E731
     splits = {n: SplitStats(images=20 * k, objects=60 * k, images_without_objects=0, difficult=0,
                             class_objects=per(k), class_images=per(k),
-                            box_sizes={"small": 10 * k, "medium": 30 * k, "large": 20 * k})
+                            box_sizes={"small": 10 * k, "medium": 30 * k, "large": 20 * k},
+                            object_scale=ObjectScale(objects=60 * k, median=0.1, small_objects=10 * k, median_small=0.02))
               for n, k in (("train", 7), ("val", 2), ("test", 1))}
     SplitReport(method="hashed", seed=0, fractions={"train": 0.7, "val": 0.2, "test": 0.1}, splits=splits,
                 comparison=compare_splits(splits, 0.25), flagged=[], warnings=[]).write(r / "data/split.json")
