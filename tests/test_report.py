@@ -86,12 +86,6 @@ def fabricate(root: Path) -> Path:
     (r / "train").mkdir(parents=True)
     write_history(r / "train/frozen.tsv", h.iloc[:3].to_dict("records"))
     write_history(r / "train/unfrozen.tsv", h.iloc[3:].to_dict("records"))
-    (root / "params.yaml").write_text("data:\n  classes: [a]\n")
-    assert overfit_stage.main([
-        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
-        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
-        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
-        "--out-png", str(r / "overfitting.png")]) == 0
     stats = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
     MapMetrics.from_dict({
         "map50": 0.8123, "min_overlap": 0.5, "voc07": False, "map50_95": 0.5432,
@@ -103,6 +97,13 @@ def fabricate(root: Path) -> Path:
                   "large": {"area": [9216.0, 1e10], "ground_truth": 10, "found50": 10, "ap50": 0.9}},
         "at_confidence": {"confidence": 0.5, "precision": 0.9, "recall": 0.7, "f1": 0.79},
         "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}}).write(r / "map/metrics.json")
+    (root / "params.yaml").write_text("data:\n  classes: [a]\n")
+    assert overfit_stage.main([
+        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
+        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
+        "--map-metrics", str(r / "map/metrics.json"),
+        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
+        "--out-png", str(r / "overfitting.png")]) == 0
     MapInfo(conventions={}, counts=Counts(images=20, images_without_detections=0, ground_truth={c: 6 for c in CLASSES},
                                           difficult=0, detections={c: 9 for c in CLASSES}),
             per_class_ap50_coco={c: 0.8 for c in CLASSES}, at_confidence_per_class={}, warnings=[],
@@ -169,6 +170,22 @@ def test_index_from_full_tree(tmp_path: Path):
     # times: annotate 1.5 + split 0.25 + train 150 + predict 4 + map 2 + overfit
     assert re.search(r"\| train_unfrozen \| 2 min 00 s \|", md)
     assert "| predict | 4.0 s |" in md
+
+
+def test_first_page_has_ap_by_object_size_with_na(tmp_path: Path):
+    """AP by size with its ground truth on the first page (n/a, never 0 or -1, for a size without
+    objects), where the sizes are measured, what the model sees of them, and the size table."""
+    r = fabricate(tmp_path)
+    md = build_index(inputs(r), r / "index.md")
+    first = md[:md.index("## Dataset")]
+    assert ("| COCO AP@[.5:.95] by object size (test) | small n/a (0 objects) · medium 0.500 (14 objects) · "
+            "large 0.500 (10 objects) |") in first
+    assert "measured on the original image" in first
+    # fabricate's split: median train object 0.1 and small one 0.02 of the longer side, imgsz 320
+    assert "median train object, √(w·h), is 32.0 px and the median small one 6.4 px" in first
+    assert "| small | 0–1024 | 0 | n/a | n/a | n/a |" in md
+    assert "| medium | 1024–9216 | 14 | 12 | 0.710 | 0.500 |" in md
+    assert "-1" not in md.split("## mAP on the test split")[1].split("Per class")[0]
 
 
 def test_index_with_nothing_there_says_what_is_missing(tmp_path: Path):
