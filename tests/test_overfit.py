@@ -434,6 +434,12 @@ def test_small_objects_dominating_misses_name_the_lever():
     assert keys(v)[0] == "model.p2" and "model.imgsz" not in keys(v)
     assert "30 of the 36 test objects no detection finds at IoU 0.5 are small" in v.levers[0].advice
     assert "9.6 px" in v.levers[0].advice
+    # at 19.2 px small objects are not short of resolution: neither imgsz nor p2
+    big = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.06), m)
+    assert "model.p2" not in keys(big) and "model.imgsz" not in keys(big)
+    # 5 of 60 small objects missed (8% < 10%), none of the rest: too few misses to be evidence
+    few = map_metrics({"small": (60, 55, 0.3), "medium": (60, 60, 0.35), "large": (40, 40, 0.4)})
+    assert "model.p2" not in keys(judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.03), few))
 
 
 def test_few_small_objects_are_no_evidence():

@@ -2,7 +2,9 @@
 try and the figures behind it.
 
 - small objects (model.imgsz, model.p2): with enough small test objects, their AP is far below
-  the larger sizes' or they make up most of the misses while being missed more often;
+  the larger sizes' or they make up most of the misses while being missed more often; imgsz
+  when the median small training object is under TARGET_SMALL_PX after letterboxing, the
+  stride-4 level when under P2_BELOW_PX (larger objects are not short of resolution);
 - more epochs (train.unfreeze_epochs): val mAP50 still rising at the last epoch;
 - more data / augmentation (train.mosaic): overfitting on few training images;
 - a pretrained start (model.pretrained): none, on few training images.
@@ -27,10 +29,13 @@ from detpipe.reports.split_check import MIN_OBJECTS_TO_COMPARE
 # A small object should span at least one cell of the finest default level (stride 8) after
 # letterboxing; below that few anchor points fall inside it.
 TARGET_SMALL_PX = 8.0
+# A stride-4 level is for objects under two stride-8 cells; larger ones are not short of resolution.
+P2_BELOW_PX = 16.0
 IMGSZ_CAP = 1280            # the largest input size the advice quotes (compute grows with its square)
 SMALL_AP_RATIO = 0.5        # AP_small below half the larger sizes' AP is "far below"
 MISS_SHARE = 0.5            # small objects are at least half of the misses ...
-MISS_RATE_RATIO = 1.5       # ... and are missed at least 1.5x as often as larger ones
+MISS_RATE_RATIO = 1.5       # ... and are missed at least 1.5x as often as larger ones ...
+MIN_SMALL_MISS_RATE = 0.1   # ... and at least this often
 
 
 def input_scale(params: Params, split_report: SplitReport | None) -> InputScale:
@@ -85,7 +90,8 @@ def small_objects_limit(m: MapMetrics) -> tuple[bool, str, dict[str, Scalar]]:
     rate_s = missed_s / n_small
     rate_rest = (missed - missed_s) / n_rest if n_rest else 0.0
     f.update(small_miss_rate=round(rate_s, 4), other_miss_rate=round(rate_rest, 4))
-    if missed and missed_s >= MISS_SHARE * missed and rate_s >= MISS_RATE_RATIO * rate_rest:
+    if (missed and missed_s >= MISS_SHARE * missed and rate_s >= MISS_RATE_RATIO * rate_rest
+            and rate_s >= MIN_SMALL_MISS_RATE):
         reasons.append(f"{missed_s} of the {missed} test objects no detection finds at IoU 0.5 are small "
                        f"({rate_s:.0%} of small objects missed vs {rate_rest:.0%} of larger ones)")
     return bool(reasons), "; ".join(reasons), f
@@ -114,7 +120,7 @@ def small_object_levers(m: MapMetrics | None, params: Params, scale: InputScale)
             f"is {px:.1f} px; `model.imgsz: {new}` (now {now}) makes it {reach:.1f} px"
             + ("" if reach >= TARGET_SMALL_PX else f", the most the advice quotes (target {TARGET_SMALL_PX:g} px)")
             + f" at ~{(new / now) ** 2:.1f}x the compute per image."), evidence={**ev, "suggested_imgsz": new}))
-    if not getattr(params.model, "p2", False):
+    if not getattr(params.model, "p2", False) and (px is None or px < P2_BELOW_PX):
         has_p2 = "p2" in type(params.model).model_fields
         size = "" if levers else (f" (the median small training object is {px:.1f} px at imgsz {now})"
                                   if px is not None else "")
