@@ -1,6 +1,7 @@
 """Stage overfit: is the model overfitting? Verdict, evidence and advice from the training history.
 
-Reads both phase TSVs and the split report; writes the Markdown report, its figure and a JSON
+Reads both phase TSVs, the split report and the test split's metrics (AP by object size, for
+the advice); writes the Markdown report, its figure and a JSON
 with the verdict, best epoch and gap figures.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.artifacts.error import ArtifactError  # noqa: E402
+from detpipe.artifacts.metrics import MapMetrics  # noqa: E402
 from detpipe.artifacts.split_report import SplitReport  # noqa: E402
 from detpipe.reports.overfit.history import load_history  # noqa: E402
 from detpipe.reports.overfit.render import render_markdown  # noqa: E402
@@ -32,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frozen", required=True, help="frozen-phase history TSV")
     ap.add_argument("--unfrozen", required=True, help="unfrozen-phase history TSV")
     ap.add_argument("--split-report", required=True, help="split stage's JSON (distributions per split)")
+    ap.add_argument("--map-metrics", required=True,
+                    help="map stage's metrics.json (AP and misses by object size, for the advice)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     ap.add_argument("--out-png", required=True)
@@ -47,6 +51,15 @@ def read_split_report(path: str) -> SplitReport | None:
     return SplitReport.read(path)
 
 
+def read_map_metrics(path: str) -> MapMetrics | None:
+    """The test split's metrics; None when there are none yet (the advice then leaves out the
+    object-size levers). A file of another layout is an ArtifactError."""
+    if not Path(path).is_file():
+        print(f"overfit: warning: no map metrics {path}; the advice leaves out object sizes", file=sys.stderr)
+        return None
+    return MapMetrics.read(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = parse_args(argv)
@@ -55,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     history = load_history(args.frozen, args.unfrozen)
     try:
         split_report = read_split_report(args.split_report)
+        metrics = read_map_metrics(args.map_metrics)
     except ArtifactError as exc:
         print(f"overfit: error: {exc}", file=sys.stderr)
         return 1
-    verdict = judge(history, params, split_report)
+    verdict = judge(history, params, split_report, metrics)
 
     png = Path(args.out_png)
     plot_training_curves(history, png, verdict.best_epoch, params.overfit.gap_ratio,

@@ -16,13 +16,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.data.annotations import read_lines, write_lines  # noqa: E402
+from detpipe.data.images import PixelLimit, longer_sides  # noqa: E402
 from detpipe.artifacts.split_report import SplitReport  # noqa: E402
 from detpipe.artifacts.image_manifest import ManifestError, read_manifest, subset, write_manifest  # noqa: E402
 from detpipe.pipeline.view import load_stage_params  # noqa: E402
 from detpipe.reports.split_check import compare_splits, plot_splits, split_stats  # noqa: E402
 from detpipe.data.splits import SPLITS, SplitError, empty_split_problem, imagesets_split, split_records  # noqa: E402
 
-PARAMS = ("seed", "split", "data.classes", "data.root")
+PARAMS = ("seed", "split", "data.classes", "data.root", "data.max_image_pixels")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in SPLITS:
         write_lines(out_dir / f"{name}.txt", splits[name])
         write_manifest(out_dir / f"{name}.sha256", split_hashes[name])
-    stats = {name: split_stats(splits[name], classes) for name in SPLITS}
+    # Image sizes from the headers: the report's object sizes relative to the letterboxed input.
+    longer = longer_sides([r.path for r in records], PixelLimit(params.data.max_image_pixels))
+    unread = [p for p, n in longer.items() if n is None]
+    if unread:
+        warnings.append(f"{len(unread)} image(s) could not be opened for their size (first: {unread[0]}); "
+                        "their objects are left out of object_scale. Fix: rerun the annotate stage.")
+    stats = {name: split_stats(splits[name], classes, longer) for name in SPLITS}
     comparison = compare_splits(stats, params.split.max_shift)
     plot_splits(stats, comparison, classes, args.plot)
     report = SplitReport(

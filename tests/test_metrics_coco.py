@@ -135,3 +135,37 @@ def test_arrays_entry_unsorted_images_and_lists_roundtrip():
     assert (np.diff(flat.d_img) >= 0).all() and (np.diff(flat.g_img) >= 0).all()  # image-major
     # within an image the results keep their file order
     np.testing.assert_array_equal(flat.d_score[flat.d_img == 0], [r["score"] for r in res if r["image_id"] == 1])
+
+
+def _pycoco_by_area(e: COCOeval) -> dict[str, tuple[int, int, float]]:
+    """Per area label: counted ground truth and those matched at IoU 0.5 (maxDets 100), from
+    pycocotools' per-image records, and AP50 from its precision array."""
+    p = e.params
+    out = {}
+    for a, label in enumerate(p.areaRngLbl):
+        n_gt = found = 0
+        for rec in e.evalImgs:
+            if rec is None or rec["aRng"] != p.areaRng[a] or rec["maxDet"] != p.maxDets[-1]:
+                continue
+            counted = ~np.asarray(rec["gtIgnore"], bool)
+            n_gt += int(counted.sum())
+            found += int((np.asarray(rec["gtMatches"])[0][counted] > 0).sum()) if counted.any() else 0
+        v = e.eval["precision"][0, :, :, a, -1]
+        out[label] = (n_gt, found, float(np.mean(v[v > -1])) if (v > -1).any() else -1.0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_by_area_equals_pycocotools(seed):
+    """Ground truth, objects found at IoU 0.5 and AP50 per area range, as pycocotools counts them."""
+    rng = np.random.default_rng(2000 + seed)
+    n_cls = int(rng.integers(1, 5))
+    gts, dets = random_case(rng, int(rng.integers(2, 20)), n_cls, 8, 40, [20, 60, 200][seed % 3])
+    if sum(len(d["scores"]) for d in dets) == 0:
+        dets[0] = {"boxes": np.array([[0.0, 0, 5, 5]]), "labels": np.array([0]), "scores": np.array([0.5])}
+    ref = _pycoco_by_area(pycoco(gts, dets, n_cls))
+    ours = coco_eval(gts, dets, n_cls).by_area(0.5)
+    assert set(ours) == set(ref)
+    for name, (n_gt, found, ap50) in ref.items():
+        assert ours[name][:2] == (n_gt, found), name
+        assert ours[name][2] == pytest.approx(ap50, abs=1e-9), name

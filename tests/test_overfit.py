@@ -10,18 +10,20 @@ import pytest
 
 from detpipe.artifacts.error import ArtifactError
 from detpipe.artifacts.history import COLUMNS, write_history
+from detpipe.artifacts.metrics import COCO_STATS, SIZE_STATS, CocoStats, MapMetrics, Prf, SizeStats, VocStats
 from detpipe.artifacts.overfit_verdict import VERDICTS, OverfitVerdict
-from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.artifacts.split_report import ObjectScale, SplitReport, SplitStats
 from detpipe.reports.overfit.checks import split_shift
 from detpipe.reports.overfit.history import load_history
 from detpipe.reports.overfit.verdict import judge
 from detpipe.reports.split_check import compare_splits
-from detpipe.params import Params, TrainParams
+from detpipe.params import ModelParams, Params, TrainParams
 from detpipe.reports.plots_train import plot_training_curves
 
 PARAMS = Params()
 EPOCHS = 20
 FROZEN = 3
+SCALE = ObjectScale(objects=1600, median=0.1, small_objects=200, median_small=0.03)
 
 
 def history(train, val, maps=None, n_frozen: int = FROZEN) -> pd.DataFrame:
@@ -59,7 +61,7 @@ def split_report(val_counts=None, train_images=1000, val_sizes=None) -> SplitRep
     def stats(images: int, counts: dict, sizes: dict) -> SplitStats:
         return SplitStats(images=images, objects=sum(counts.values()), images_without_objects=0, difficult=0,
                           class_objects=counts, class_images={c: min(n, images) for c, n in counts.items()},
-                          box_sizes=sizes)
+                          box_sizes=sizes, object_scale=SCALE)
 
     splits = {"train": stats(train_images, train_counts, {"small": 200, "medium": 1000, "large": 400}),
               "val": stats(train_images // 5, val_counts, val_sizes)}
@@ -324,7 +326,7 @@ def test_stage_refuses_a_split_report_of_another_layout(tmp_path: Path, capsys):
     out = tmp_path / "reports"
     rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "f.tsv"),
                      "--unfrozen", str(tmp_path / "u.tsv"), "--split-report", str(tmp_path / "split.json"),
-                     "--out-md", str(out / "o.md"), "--out-json", str(out / "o.json"), "--out-png", str(out / "o.png")])
+                     "--map-metrics", str(tmp_path / "none.json"), "--out-md", str(out / "o.md"), "--out-json", str(out / "o.json"), "--out-png", str(out / "o.png")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "split.json" in err and "rerun the split stage" in err
     assert not (out / "o.json").exists()
@@ -350,7 +352,7 @@ def test_stage_writes_md_json_png(tmp_path: Path):
     out = tmp_path / "reports"
     rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "frozen.tsv"),
                      "--unfrozen", str(tmp_path / "unfrozen.tsv"), "--split-report", str(tmp_path / "none.json"),
-                     "--out-md", str(out / "overfitting.md"), "--out-json", str(out / "overfitting.json"),
+                     "--map-metrics", str(tmp_path / "none.json"), "--out-md", str(out / "overfitting.md"), "--out-json", str(out / "overfitting.json"),
                      "--out-png", str(out / "overfitting.png")])
     assert rc == 0
     report = OverfitVerdict.read(out / "overfitting.json")
@@ -366,3 +368,115 @@ def test_training_curves_png(tmp_path: Path, rows: int):
     path = plot_training_curves(h, tmp_path / "curves.png", best_epoch=rows or None, gap_ratio=0.25)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+# ----------------------------------------------------------------------------- levers
+
+
+def map_metrics(sizes: dict[str, tuple[int, int, float]]) -> MapMetrics:
+    """The map stage's metrics with {size: (ground truth, found at IoU 0.5, AP@[.5:.95])} (-1: none)."""
+    stats = dict.fromkeys(COCO_STATS, 0.5) | {SIZE_STATS[n]: (ap if gt else -1.0) for n, (gt, _, ap) in sizes.items()}
+    return MapMetrics(
+        map50=0.6, min_overlap=0.5, voc07=False, map50_95=0.4, voc=VocStats(per_class={"a": 0.6}),
+        coco=CocoStats(**stats, per_class={"a": 0.4}),
+        sizes={n: SizeStats(area=[0.0, 1.0], ground_truth=gt, found50=found, ap50=ap if gt else None)
+               for n, (gt, found, ap) in sizes.items()},
+        at_confidence=Prf(0.5, 0.9, 0.7, 0.79), best_f1=Prf(0.3, 0.85, 0.8, 0.82))
+
+
+def with_scale(report: SplitReport, median_small: float | None) -> SplitReport:
+    train = report.splits["train"].model_copy(update={"object_scale": ObjectScale(
+        objects=1600, median=0.1, small_objects=200, median_small=median_small)})
+    return report.model_copy(update={"splits": {**report.splits, "train": train}})
+
+
+BALANCED = {"small": (60, 54, 0.45), "medium": (60, 54, 0.55), "large": (30, 27, 0.6)}  # 10% missed each
+CONVERGED_H = history(CONVERGED, CONVERGED * 1.02, CONVERGED_MAP)
+
+
+def keys(v) -> list[str]:
+    return [lv.key for lv in v.levers]
+
+
+def test_no_lever_when_nothing_limits():
+    """Many training images, converged, small objects as good as the rest, a pretrained start."""
+    params = PARAMS.replace(model=ModelParams(pretrained=str(Path(__file__))))
+    v = judge(CONVERGED_H, params, split_report(train_images=1000), map_metrics(BALANCED))
+    assert v.verdict == "good fit" and v.levers == []
+    assert v.to_json()["levers"] == [] and not any("Small objects" in a for a in v.advice)
+
+
+def test_small_ap_far_below_large_names_imgsz_and_p2():
+    m = map_metrics({"small": (80, 60, 0.12), "medium": (60, 55, 0.5), "large": (30, 29, 0.62)})
+    # the median small train object is 0.015 of the longer side: 4.8 px at 320; 8 px needs 8/0.015 = 533 -> 544
+    v = judge(CONVERGED_H, PARAMS, with_scale(split_report(train_images=1000), 0.015), m)
+    assert keys(v)[:2] == ["model.imgsz", "model.p2"]
+    imgsz = v.levers[0]
+    assert "AP_small 0.120 on 80 small test objects is under half AP_large 0.620" in imgsz.advice
+    assert "4.8 px" in imgsz.advice and "`model.imgsz: 544` (now 320)" in imgsz.advice
+    assert imgsz.evidence["suggested_imgsz"] == 544 and imgsz.evidence["gt_small"] == 80
+    assert "`model.p2: true`" in v.levers[1].advice
+    assert v.advice[:2] == [imgsz.advice, v.levers[1].advice]   # the levers lead the advice
+    assert v.input_scale.median_small_px == pytest.approx(4.8)
+
+
+def test_imgsz_suggestion_is_capped():
+    m = map_metrics({"small": (80, 60, 0.12), "medium": (60, 55, 0.5), "large": (30, 29, 0.62)})
+    v = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.002), m)   # 0.64 px at 320
+    lever = next(lv for lv in v.levers if lv.key == "model.imgsz")
+    assert "`model.imgsz: 1280`" in lever.advice and "the most the advice quotes" in lever.advice
+
+
+def test_small_objects_dominating_misses_name_the_lever():
+    """APs alike, but 30 of the 36 misses are small (50% of them vs 6% of larger ones)."""
+    m = map_metrics({"small": (60, 30, 0.3), "medium": (60, 57, 0.35), "large": (40, 37, 0.4)})
+    v = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.03), m)   # 9.6 px: imgsz is not the lever
+    assert keys(v)[0] == "model.p2" and "model.imgsz" not in keys(v)
+    assert "30 of the 36 test objects no detection finds at IoU 0.5 are small" in v.levers[0].advice
+    assert "9.6 px" in v.levers[0].advice
+    # at 19.2 px small objects are not short of resolution: neither imgsz nor p2
+    big = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.06), m)
+    assert "model.p2" not in keys(big) and "model.imgsz" not in keys(big)
+    # 5 of 60 small objects missed (8% < 10%), none of the rest: too few misses to be evidence
+    few = map_metrics({"small": (60, 55, 0.3), "medium": (60, 60, 0.35), "large": (40, 40, 0.4)})
+    assert "model.p2" not in keys(judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.03), few))
+
+
+def test_few_small_objects_are_no_evidence():
+    m = map_metrics({"small": (10, 1, 0.01), "medium": (60, 57, 0.6), "large": (40, 37, 0.7)})
+    v = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.01), m)
+    assert "model.imgsz" not in keys(v) and "model.p2" not in keys(v)
+
+
+def test_rising_val_map_names_more_epochs():
+    maps = 0.03 * E   # +0.09 over the last 3 epochs, best at the last
+    v = judge(history(3.0 - 0.1 * E, 3.1 - 0.1 * E, maps), PARAMS, split_report(), map_metrics(BALANCED))
+    lever = next(lv for lv in v.levers if lv.key == "train.unfreeze_epochs")
+    assert "+0.090 over the last 3 epochs, best at epoch 20 of 20" in lever.advice
+    assert f"`train.unfreeze_epochs: {PARAMS.train.unfreeze_epochs + PARAMS.train.unfreeze_epochs // 2}`" in lever.advice
+    # the verdict's own "train longer" step names the same key: said once
+    assert sum("`train.unfreeze_epochs" in a for a in v.advice) == 1
+
+
+def test_overfitting_on_few_images_names_more_data_and_pretrained():
+    train = 3.0 * np.exp(-E / 5) + 0.2
+    val = np.where(E <= 10, 3.0 * np.exp(-E / 5) + 0.5, 3.0 * np.exp(-2) + 0.5 + 0.05 * (E - 10))
+    v = judge(history(train, val, np.where(E <= 10, 0.07 * E, 0.7 - 0.02 * (E - 10))), PARAMS,
+              split_report(train_images=120), map_metrics(BALANCED))
+    assert v.verdict == "overfitting" and keys(v) == ["train.mosaic", "model.pretrained"]
+    data, start = v.levers
+    assert "only 120 training images (< overfit.small_dataset 500)" in data.advice
+    assert "`train.mosaic: 0.75` (now 0.5)" in data.advice and data.evidence["gap_relative"] > 0.25
+    assert "`model.pretrained: none`" in start.advice and "import-weights" in start.advice
+    # with a pretrained start and many images neither fires
+    params = PARAMS.replace(model=ModelParams(pretrained=str(Path(__file__))))
+    many = judge(history(train, val), params, split_report(train_images=5000))
+    assert "train.mosaic" not in keys(many) and "model.pretrained" not in keys(many)
+
+
+def test_levers_survive_the_json_contract(tmp_path: Path):
+    m = map_metrics({"small": (80, 60, 0.12), "medium": (60, 55, 0.5), "large": (30, 29, 0.62)})
+    v = judge(CONVERGED_H, PARAMS, with_scale(split_report(train_images=120), 0.015), m)
+    v.artifact().write(tmp_path / "o.json")
+    back = OverfitVerdict.read(tmp_path / "o.json")
+    assert [lv.key for lv in back.levers] == keys(v) and back.input_scale.imgsz == 320

@@ -20,7 +20,7 @@ from detpipe.artifacts.overfit_verdict import VERDICTS
 from detpipe.reports.index import write_index
 from detpipe.artifacts.annotate_report import AnnotateReport
 from detpipe.artifacts.predict_summary import PredictSummary
-from detpipe.artifacts.split_report import SplitReport, SplitStats
+from detpipe.artifacts.split_report import ObjectScale, SplitReport, SplitStats
 from detpipe.artifacts.train_recipe import TrainRecipe
 from detpipe.recipe import Choice
 from detpipe.metrics import voc_map
@@ -71,7 +71,8 @@ def fabricate(root: Path) -> Path:
     per = lambda k: {c: 3 * k for c in CLASSES}  # noqa: E731
     splits = {n: SplitStats(images=20 * k, objects=60 * k, images_without_objects=0, difficult=0,
                             class_objects=per(k), class_images=per(k),
-                            box_sizes={"small": 10 * k, "medium": 30 * k, "large": 20 * k})
+                            box_sizes={"small": 10 * k, "medium": 30 * k, "large": 20 * k},
+                            object_scale=ObjectScale(objects=60 * k, median=0.1, small_objects=10 * k, median_small=0.02))
               for n, k in (("train", 7), ("val", 2), ("test", 1))}
     SplitReport(method="hashed", seed=0, fractions={"train": 0.7, "val": 0.2, "test": 0.1}, splits=splits,
                 comparison=compare_splits(splits, 0.25), flagged=[], warnings=[]).write(r / "data/split.json")
@@ -91,20 +92,24 @@ def fabricate(root: Path) -> Path:
         Choice(key="train.freeze_epochs", setting=3, value=3, reason="set in params.yaml"),
         Choice(key="model.imgsz", setting="auto", value=448, reason="the median train object's shorter side is 12.0 "
                "px at 320; 448 brings it to 16.8 px >= 16 px")]).write(r / "train/recipe.json")
-    (root / "params.yaml").write_text("data:\n  classes: [a]\n")
-    assert overfit_stage.main([
-        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
-        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
-        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
-        "--out-png", str(r / "overfitting.png")]) == 0
     stats = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
     MapMetrics.from_dict({
         "map50": 0.8123, "min_overlap": 0.5, "voc07": False, "map50_95": 0.5432,
         "voc": {"per_class": {c: 0.8 for c in CLASSES[:-1]} | {CLASSES[-1]: None}},
         "coco": {**{k: (-1.0 if k == "APs" else 0.5) for k in stats},
                  "per_class": {c: 0.54 for c in CLASSES}},
+        "sizes": {"small": {"area": [0.0, 1024.0], "ground_truth": 0, "found50": 0, "ap50": None},
+                  "medium": {"area": [1024.0, 9216.0], "ground_truth": 14, "found50": 12, "ap50": 0.71},
+                  "large": {"area": [9216.0, 1e10], "ground_truth": 10, "found50": 10, "ap50": 0.9}},
         "at_confidence": {"confidence": 0.5, "precision": 0.9, "recall": 0.7, "f1": 0.79},
         "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}}).write(r / "map/metrics.json")
+    (root / "params.yaml").write_text("data:\n  classes: [a]\n")
+    assert overfit_stage.main([
+        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
+        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
+        "--map-metrics", str(r / "map/metrics.json"),
+        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
+        "--out-png", str(r / "overfitting.png")]) == 0
     MapInfo(conventions={}, counts=Counts(images=20, images_without_detections=0, ground_truth={c: 6 for c in CLASSES},
                                           difficult=0, detections={c: 9 for c in CLASSES}),
             per_class_ap50_coco={c: 0.8 for c in CLASSES}, at_confidence_per_class={}, warnings=[],
@@ -172,6 +177,22 @@ def test_index_from_full_tree(tmp_path: Path):
     # times: annotate 1.5 + split 0.25 + train 150 + predict 4 + map 2 + overfit
     assert re.search(r"\| train_unfrozen \| 2 min 00 s \|", md)
     assert "| predict | 4.0 s |" in md
+
+
+def test_first_page_has_ap_by_object_size_with_na(tmp_path: Path):
+    """AP by size with its ground truth on the first page (n/a, never 0 or -1, for a size without
+    objects), where the sizes are measured, what the model sees of them, and the size table."""
+    r = fabricate(tmp_path)
+    md = build_index(inputs(r), r / "index.md")
+    first = md[:md.index("## Dataset")]
+    assert ("| COCO AP@[.5:.95] by object size (test) | small n/a (0 objects) · medium 0.500 (14 objects) · "
+            "large 0.500 (10 objects) |") in first
+    assert "measured on the original image" in first
+    # fabricate's split: median train object 0.1 and small one 0.02 of the longer side, imgsz 320
+    assert "median train object, √(w·h), is 32.0 px and the median small one 6.4 px" in first
+    assert "| small | 0–1024 | 0 | n/a | n/a | n/a |" in md
+    assert "| medium | 1024–9216 | 14 | 12 | 0.710 | 0.500 |" in md
+    assert "-1" not in md.split("## mAP on the test split")[1].split("Per class")[0]
 
 
 def test_index_with_nothing_there_says_what_is_missing(tmp_path: Path):

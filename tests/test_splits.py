@@ -136,7 +136,8 @@ def test_box_size_buckets():
 def test_easy_train_hard_val_is_flagged():
     train = [rec(f"t{i}", [i % 4], side=200) for i in range(100)]
     val = [rec(f"v{i}", [i % 4], side=10) for i in range(40)]
-    stats = {"train": split_stats(train, CLASSES), "val": split_stats(val, CLASSES), "test": split_stats(train[:40], CLASSES)}
+    stats = {"train": split_stats(train, CLASSES, {}), "val": split_stats(val, CLASSES, {}),
+             "test": split_stats(train[:40], CLASSES, {})}
     cmp = compare_splits(stats, 0.25)
     assert cmp["val"].flagged and "box-size" in cmp["val"].reason and not cmp["test"].flagged
 
@@ -167,6 +168,9 @@ def test_split_stage_end_to_end(tmp_path):
     report = json.loads((tmp_path / "reports/data/split.json").read_text(encoding="utf-8"))
     assert report["splits"]["val"]["images"] == len(parts["val"]) and "seconds" not in report
     assert set(report["splits"]["train"]["box_sizes"]) == {"small", "medium", "large"}
+    # the records name no real files: counted in a warning, never a traceback
+    assert report["splits"]["train"]["object_scale"]["objects"] == 0
+    assert any("120 image(s) could not be opened for their size" in w for w in report["warnings"])
     assert (tmp_path / "reports/data/split.png").stat().st_size > 10_000
     assert proc.stdout.startswith("split: train")
 
@@ -174,3 +178,38 @@ def test_split_stage_end_to_end(tmp_path):
 def test_split_stage_rejects_foreign_class_indices(tmp_path):
     proc = _run_split(tmp_path, [rec("a", [9])] * 1)
     assert proc.returncode == 1 and "class indices [9]" in proc.stderr
+
+
+def test_object_scale_from_image_headers(tmp_path):
+    """Medians of √(w·h) / longer side equal a loop over the objects, with image sizes from the
+    headers (an EXIF-rotated photo has the same longer side); an unreadable image leaves its
+    objects out and is reported as None."""
+    from PIL import Image
+
+    from detpipe.data.images import DEFAULT_LIMIT, longer_sides
+    from detpipe.reports.split_check import object_scale
+
+    sizes = {"wide.jpg": (640, 480), "tall.png": (300, 900), "tiny.bmp": (64, 64)}
+    for name, wh in sizes.items():
+        Image.new("RGB", wh).save(tmp_path / name)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths = [str(tmp_path / n) for n in [*sizes, "broken.jpg"]]
+    longer = longer_sides(paths, DEFAULT_LIMIT)
+    assert [longer[p] for p in paths] == [640, 900, 64, None]
+    boxes = {paths[0]: [[0, 0, 10, 40], [5, 5, 205, 105]], paths[1]: [[0, 0, 30, 30]],
+             paths[2]: [[1, 1, 9, 3], [0, 0, 64, 64]], paths[3]: [[0, 0, 5, 5]]}
+    records = [Record(p, np.array(b, float), np.zeros(len(b), np.int64), np.zeros(len(b), bool))
+               for p, b in boxes.items()]
+    fracs, small = [], []
+    for p, bs in boxes.items():
+        for x1, y1, x2, y2 in bs:
+            if longer[p] is None:
+                continue
+            fracs.append(((x2 - x1) * (y2 - y1)) ** 0.5 / longer[p])
+            if (x2 - x1) * (y2 - y1) < 32 ** 2:
+                small.append(fracs[-1])
+    got = object_scale(records, longer)
+    assert (got.objects, got.small_objects) == (5, 3)
+    assert got.median == pytest.approx(sorted(fracs)[2], abs=1e-6)
+    assert got.median_small == pytest.approx(sorted(small)[1], abs=1e-6)
+    assert object_scale(records[3:], longer).median is None  # nothing measurable

@@ -16,12 +16,14 @@ from typing import ClassVar, Optional
 
 from ._strict import ArtifactError, StrictJson
 
-__all__ = ["ArtifactError", "Prf", "CocoStats", "VocStats", "MapMetrics", "Counts", "MapInfo", "Headline",
-           "COCO_STATS"]
+__all__ = ["ArtifactError", "Prf", "CocoStats", "VocStats", "SizeStats", "MapMetrics", "Counts", "MapInfo",
+           "Headline", "COCO_STATS", "SIZE_STATS"]
 
 Score = Optional[float]
 # pycocotools' 12 summary numbers, in its order (-1 where an area range has no ground truth).
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# MapMetrics.sizes' keys and the COCO AP@[.5:.95] of each (in CocoStats).
+SIZE_STATS = {"small": "APs", "medium": "APm", "large": "APl"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,19 @@ class CocoStats:
 
 
 @dataclass(frozen=True)
+class SizeStats:
+    """One COCO area range (object area in pixels² of the ORIGINAL image, not of the letterboxed
+    input the model sees): its non-difficult ground truth, how many of them some detection
+    matches at IoU 0.5 (COCO matching, any score the CSV holds, 100 per image and class) and the
+    AP at IoU 0.5; ap50 is None without ground truth. Its AP@[.5:.95] is CocoStats' APs/APm/APl."""
+
+    area: list[float]   # [lo, hi]
+    ground_truth: int
+    found50: int
+    ap50: Score
+
+
+@dataclass(frozen=True)
 class MapMetrics(StrictJson):
     """reports/map/metrics.json: the scores, overall and per class (conventions in `MapInfo`)."""
 
@@ -68,6 +83,7 @@ class MapMetrics(StrictJson):
     map50_95: Score
     voc: VocStats
     coco: CocoStats
+    sizes: dict[str, SizeStats]   # small | medium | large (SIZE_STATS)
     at_confidence: Prf
     best_f1: Prf
 

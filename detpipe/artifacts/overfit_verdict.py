@@ -40,6 +40,23 @@ class Check(Part):
     evidence: dict[str, Scalar]
 
 
+class LeverRecord(Part):
+    """A lever the evidence points at: the params key, the advice sentence, its figures."""
+
+    key: str
+    advice: str
+    evidence: dict[str, Scalar]
+
+
+class InputScale(Part):
+    """The train split's median object size, √(w·h), in the pixels the model sees (letterboxed to
+    imgsz); None when unknown."""
+
+    imgsz: int | None
+    median_px: float | None
+    median_small_px: float | None
+
+
 class OverfitVerdict(Artifact):
     WRITER = "overfit"
 
@@ -53,4 +70,6 @@ class OverfitVerdict(Artifact):
     reason: list[str]
     also_noted: list[str]            # the other checks that fired
     checks: list[Check]
-    advice: list[str]
+    advice: list[str]               # the levers' sentences first
+    levers: list[LeverRecord]        # what limits the model, from the evidence
+    input_scale: InputScale

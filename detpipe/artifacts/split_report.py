@@ -8,6 +8,18 @@ from __future__ import annotations
 from .base import Artifact, Part
 
 
+class ObjectScale(Part):
+    """Median object size, √(w·h), as a fraction of its image's longer side: the letterbox scales
+    that side to model.imgsz, so fraction × imgsz = the object's size in the pixels the model sees
+    (no augmentation zoom). Over all objects and over COCO-small ones (area < 32² on the original
+    image); None when there are none."""
+
+    objects: int                 # measured (objects of images whose size could be read)
+    median: float | None
+    small_objects: int
+    median_small: float | None
+
+
 class SplitStats(Part):
     images: int
     objects: int
@@ -16,6 +28,7 @@ class SplitStats(Part):
     class_objects: dict[str, int]    # class -> objects, in data.classes order
     class_images: dict[str, int]     # class -> images holding it
     box_sizes: dict[str, int]        # small | medium | large (COCO areas) -> boxes
+    object_scale: ObjectScale
 
 
 class SplitComparison(Part):

@@ -195,6 +195,20 @@ def load_rgb_scaled(path: str | Path, min_side: int, pixel_limit: PixelLimit = D
         return np.ascontiguousarray(np.asarray(to_rgb(shown))), scale
 
 
+def longer_sides(paths: Iterable[str], pixel_limit: PixelLimit) -> dict[str, int | None]:
+    """{path: max(width, height)} from each image's header (no pixel decoded; an EXIF rotation swaps
+    width and height, so the longer side is that of the displayed image too); None for a file that
+    cannot be opened, which the caller counts."""
+    out: dict[str, int | None] = {}
+    for path in paths:
+        try:
+            with open_image(path, pixel_limit) as img:
+                out[path] = max(img.size)
+        except ImageCheckError:
+            out[path] = None
+    return out
+
+
 def check_headers(paths: Iterable[str | Path], pixel_limit: PixelLimit) -> None:
     """Open every image's header and refuse the first one above the limit (ImageTooLarge) or
     unreadable (ImageCheckError): a long run stops before it starts, not in its middle."""

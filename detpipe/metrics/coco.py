@@ -27,6 +27,7 @@ IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoi
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETS = (1, 10, 100)
 AREA_RNG = ((0.0, 1e5 ** 2), (0.0, 32.0 ** 2), (32.0 ** 2, 96.0 ** 2), (96.0 ** 2, 1e5 ** 2))
+AREA_NAMES = ("all", "small", "medium", "large")  # pycocotools' areaRngLbl, in AREA_RNG's order
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -35,7 +36,8 @@ class CocoResult:
     """The 12 COCO stats (-1 where a range has no ground truth, as pycocotools) and per-class AP.
 
     `precision` is pycocotools' eval["precision"][..., maxDets=100] ([T, R, K, A]) and `recall`
-    its eval["recall"] ([T, K, A, M]); `per_class_ap` is AP@[.5:.95] (NaN without ground truth).
+    its eval["recall"] ([T, K, A, M]); `per_class_ap` is AP@[.5:.95] (NaN without ground truth);
+    `n_gt` [K, A] counts the non-crowd ground truth of each class in each area range.
     """
 
     stats: np.ndarray
@@ -43,10 +45,20 @@ class CocoResult:
     per_class_ap50: np.ndarray
     precision: np.ndarray
     recall: np.ndarray
+    n_gt: np.ndarray
     names: tuple[str, ...] = STAT_NAMES
 
     def as_dict(self) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.names, self.stats)}
+
+    def by_area(self, iou: float = 0.5) -> dict[str, tuple[int, int, float]]:
+        """Per area range (AREA_NAMES): (ground truth, of it found at IoU `iou` within maxDets 100,
+        AP at `iou`), summed and averaged over classes as pycocotools' summarize() does (AP -1
+        where the range has no ground truth)."""
+        t = int(np.argmin(np.abs(IOU_THRS - iou)))
+        found = np.rint(np.where(self.recall[t, :, :, -1] >= 0, self.recall[t, :, :, -1], 0.0) * self.n_gt)
+        return {name: (int(self.n_gt[:, a].sum()), int(found[:, a].sum()), _mean_valid(self.precision[t, :, :, a]))
+                for a, name in enumerate(AREA_NAMES)}
 
 
 def coco_eval(gts: list[dict], dets: list[dict], num_classes: int) -> CocoResult:
@@ -200,7 +212,7 @@ def coco_eval_arrays(g_img, g_cat, g_xywh, g_area, g_crowd, d_img, d_cat, d_xywh
         has = npig[:, 0] > 0
         per_class = np.where(has, precision[:, :, :, 0].mean(axis=(0, 1)), np.nan)
         per_class50 = np.where(has, precision[0, :, :, 0].mean(axis=0), np.nan)
-    return CocoResult(stats, per_class, per_class50, precision, recall)
+    return CocoResult(stats, per_class, per_class50, precision, recall, npig)
 
 
 def _accumulate(out, is_cand, in_rng, rank, npig) -> tuple[np.ndarray, np.ndarray]:

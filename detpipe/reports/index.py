@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 import pandas as pd
 
 from ..artifacts.history import read_history
-from ..artifacts.metrics import COCO_STATS, Headline, MapInfo, MapMetrics, Prf
+from ..artifacts.metrics import COCO_STATS, SIZE_STATS, Headline, MapInfo, MapMetrics, Prf
 from ..artifacts.annotate_report import AnnotateReport
 from ..artifacts.base import Artifact
 from ..artifacts.error import ArtifactError
@@ -248,8 +248,10 @@ def section_verdict(inp: Inputs, out_dir: Path) -> list[str]:
     lines += [f"Best epoch {num(d.best_epoch)} (val mAP50 {num(d.best_val_map50)}); "
               f"relative gap (val − train) / train now {num(d.gap.final_relative, 2)}, "
               f"change over the last {d.gap.last_k} epochs {_signed(d.gap.change_relative_last_k)}.", ""]
-    if d.advice:
-        lines += ["What to try:", ""] + [f"- {a}" for a in d.advice[:4]] + [""]
+    shown = {lv.advice for lv in d.levers}  # already on the first page, under "What limits the model"
+    rest = [a for a in d.advice if a not in shown]
+    if rest:
+        lines += ["What else to try:" if shown else "What to try:", ""] + [f"- {a}" for a in rest[:4]] + [""]
     if inp.overfit_md.is_file():
         lines += [f"Evidence and all checks: [overfitting.md]({rel(inp.overfit_md, out_dir)}).", ""]
     return lines
@@ -277,6 +279,11 @@ def section_map(inp: Inputs, out_dir: Path) -> list[str]:
         ["at predict confidence", _prf(m.at_confidence)],
         ["at best-F1 confidence", _prf(m.best_f1)],
     ]) + [""]
+    rows = [[name, f"{num(s.area[0], 0)}–{num(s.area[1], 0) if s.area[1] < 1e9 else '∞'}", s.ground_truth,
+             s.found50 if s.ground_truth else "n/a", num(s.ap50) if s.ground_truth else "n/a",
+             _size_ap(m, name)] for name, s in m.sizes.items()]
+    lines += ["By object size (area in px² of the original image; n/a: no such objects in the test split):", ""]
+    lines += table(["size", "area (px²)", "objects", "found at IoU 0.5", "AP@0.5", "AP@[.5:.95]"], rows) + [""]
     info, _ = attempt(MapInfo.read, inp.map_info)
     gt = info.counts.ground_truth if info is not None else {}
     rows = [[c, num(gt.get(c)), num(ap), num(m.coco.per_class.get(c))] for c, ap in m.voc.per_class.items()]
@@ -378,16 +385,46 @@ def headline_metrics(inp: Inputs) -> tuple[Headline, list[str]]:
                     verdict=verdict if isinstance(verdict, str) else "unknown"), notes
 
 
+def _size_ap(m: MapMetrics, name: str) -> str:
+    """AP@[.5:.95] of one size; n/a without ground truth (COCO's -1), never 0 or -1."""
+    ap = getattr(m.coco, SIZE_STATS[name])
+    return "n/a" if not m.sizes[name].ground_truth or ap is None or ap < 0 else num(ap)
+
+
+def size_lines(m: MapMetrics | None, v: OverfitVerdict | None) -> list[str]:
+    """Where the sizes come from and what the model sees of them."""
+    if m is None:
+        return []
+    scale = v.input_scale if v else None
+    seen = ""
+    if scale is not None and scale.imgsz is not None and scale.median_px is not None:
+        seen = (f" Letterboxed to `model.imgsz` {scale.imgsz} (what the model sees), the median train object, "
+                f"√(w·h), is {num(scale.median_px, 1)} px"
+                + (f" and the median small one {num(scale.median_small_px, 1)} px." if scale.median_small_px is not None
+                   else "."))
+    return [f"Object sizes are COCO's areas measured on the original image (small < 32², medium 32²–96², "
+            f"large > 96² px²), not on the letterboxed input.{seen}", ""]
+
+
 def headline(inp: Inputs, out_dir: Path) -> list[str]:
     h, _ = headline_metrics(inp)
     v = load(OverfitVerdict, inp.overfit_json)
+    m, _ = attempt(MapMetrics.read, inp.metrics)
     total = sum(s for _, s, _ in stage_times(inp) if isinstance(s, (int, float)))
     rows = [["VOC mAP@0.5 (test)", num(h.map50)],
-            ["COCO mAP@[.5:.95] (test)", num(h.map50_95)],
-            ["overfitting verdict", h.verdict],
-            ["best epoch (val mAP50)", f"{num(v.best_epoch) if v else '–'} ({num(h.best_val_map50)})"],
-            ["pipeline wall time", duration(total) if total else "–"]]
-    return table(["at a glance", ""], rows) + [""]
+            ["COCO mAP@[.5:.95] (test)", num(h.map50_95)]]
+    if m is not None:
+        rows.append(["COCO AP@[.5:.95] by object size (test)", " · ".join(f"{n} {_size_ap(m, n)} ({m.sizes[n].ground_truth} objects)"
+                                                                   for n in SIZE_STATS)])
+    rows += [["overfitting verdict", h.verdict],
+             ["best epoch (val mAP50)", f"{num(v.best_epoch) if v else '–'} ({num(h.best_val_map50)})"],
+             ["pipeline wall time", duration(total) if total else "–"]]
+    lines = table(["at a glance", ""], rows) + [""] + size_lines(m, v)
+    if v is not None and v.levers:
+        lines += ["**What limits the model** (from the evidence; figures in "
+                  f"[overfitting.md]({rel(inp.overfit_md, out_dir)})):", ""]
+        lines += [f"- {lv.advice}" for lv in v.levers] + [""]
+    return lines
 
 
 SECTIONS: list[Section] = [section_dataset, section_split, section_training, section_verdict,

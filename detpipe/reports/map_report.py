@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts.metrics import COCO_STATS, CocoStats, Counts, MapInfo, MapMetrics, Prf, PrfScores, VocStats
-from ..metrics.coco import coco_eval_arrays, coco_eval_flat
+from ..artifacts.metrics import (COCO_STATS, SIZE_STATS, CocoStats, Counts, MapInfo, MapMetrics, Prf, PrfScores,
+                                 SizeStats, VocStats)
+from ..metrics.coco import AREA_NAMES, AREA_RNG, coco_eval_arrays, coco_eval_flat
 from ..metrics.confusion import confusion_matrix_flat
 from ..metrics.csvout import write_columns
 from ..metrics.curves import best_f1, pr_envelopes, prf_at, prf_curve
@@ -27,6 +28,10 @@ CONVENTIONS = {
     "map50_95": "COCO AP@[.50:.05:.95] as pycocotools COCOeval (bbox): xywh without +1, 101 recall "
                 "points, maxDets 100 per image and class, difficult objects as iscrowd.",
     "coco": "the 12 pycocotools stats (-1 where an area range has no ground truth) and per-class AP@[.5:.95].",
+    "sizes": "per COCO area range (small < 32², medium 32²-96², large > 96² pixels², box area on the original "
+             "image, bounds inclusive as in pycocotools): non-difficult ground truth, how many of them a "
+             "detection matches at IoU 0.5 (COCO greedy matching, top 100 per image and class), and AP at "
+             "IoU 0.5 (null without ground truth); AP@[.5:.95] per range is coco.APs/APm/APl.",
     "at_confidence": "precision, recall, F1 of detections with score >= predict.confidence, VOC matching "
                      "at min_overlap, pooled over classes (summed TP, FP and objects).",
     "best_f1": "the same at the confidence maximising pooled F1.",
@@ -97,7 +102,7 @@ def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], m
         voc=VocStats(per_class={n: _num(a) for n, a in zip(class_names, voc.ap)}),
         coco=CocoStats(**{k: _num(v) for k, v in coco.as_dict().items()},
                        per_class={n: _num(a) for n, a in zip(class_names, coco.per_class_ap)}),
-        at_confidence=_prf(at_conf), best_f1=_prf(best))
+        sizes=size_stats(coco), at_confidence=_prf(at_conf), best_f1=_prf(best))
     metrics.write(out / "metrics.json")
 
     stems = _stems(class_names)
@@ -143,6 +148,14 @@ def write_reports(out_dir: str | Path, data: EvalData, class_names: list[str], m
     return metrics
 
 
+def size_stats(coco) -> dict[str, SizeStats]:
+    """MapMetrics.sizes from a CocoResult: small, medium and large."""
+    rows = coco.by_area(0.5)
+    return {name: SizeStats(area=[float(lo), float(hi)], ground_truth=rows[name][0], found50=rows[name][1],
+                            ap50=_num(rows[name][2]) if rows[name][0] else None)
+            for name, (lo, hi) in zip(AREA_NAMES, AREA_RNG) if name in SIZE_STATS}
+
+
 def write_plot_data(out: Path, voc, class_names: list[str], grid: np.ndarray) -> None:
     """The tables dvc.yaml's top-level plots draw: pr.csv (class, recall, precision: each class's
     interpolated PR curve on the recall grid, then "all classes", their mean) and prf_pooled.csv
@@ -183,6 +196,8 @@ def format_table(metrics: MapMetrics, class_names: list[str]) -> str:
     lines.append(f"{'mean':<20} {fmt(metrics.map50):>10} {fmt(metrics.map50_95):>12}")
     lines.append("")
     lines.append("COCO: " + "  ".join(f"{k}={fmt(getattr(metrics.coco, k))}" for k in COCO_STATS))
+    lines.append("by size (area on the original image): " + "  ".join(
+        f"{name} {s.ground_truth} objects, AP50 {fmt(s.ap50)}, found {s.found50}" for name, s in metrics.sizes.items()))
     for m, label in ((metrics.at_confidence, "at confidence"), (metrics.best_f1, "best F1")):
         lines.append(f"{label:<14} {m.confidence:.3f}: precision {fmt(m.precision)}  recall {fmt(m.recall)}  F1 {fmt(m.f1)}")
     return "\n".join(lines)

@@ -9,11 +9,11 @@ val" mistake shows up as a size-mix shift.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from detpipe.artifacts.split_report import SplitComparison, SplitStats
+from detpipe.artifacts.split_report import ObjectScale, SplitComparison, SplitStats
 from detpipe.colors import class_color_mpl
 from detpipe.data.annotations import Record
 
@@ -30,8 +30,22 @@ def size_bucket_counts(records: Sequence[Record]) -> list[int]:
             int((area >= LARGE_AREA).sum())]
 
 
-def split_stats(records: Sequence[Record], classes: Sequence[str]) -> SplitStats:
-    """Images, objects, per-class object and image counts, box sizes of one split."""
+def object_scale(records: Sequence[Record], longer: Mapping[str, int | None]) -> ObjectScale:
+    """Medians of √(w·h) / the image's longer side (`longer`: path -> pixels, None when unknown:
+    those images' objects are left out and not counted in `objects`)."""
+    rows = [(r.boxes, longer[r.path]) for r in records if len(r) and longer.get(r.path)]
+    boxes = np.concatenate([b for b, _ in rows]) if rows else np.zeros((0, 4))
+    side = np.concatenate([np.full(len(b), float(n)) for b, n in rows]) if rows else np.zeros(0)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    frac = np.sqrt(np.clip(area, 0, None)) / side
+    small = frac[area < SMALL_AREA]
+    median = lambda v: round(float(np.median(v)), 6) if len(v) else None  # noqa: E731
+    return ObjectScale(objects=len(frac), median=median(frac), small_objects=len(small), median_small=median(small))
+
+
+def split_stats(records: Sequence[Record], classes: Sequence[str], longer: Mapping[str, int | None]) -> SplitStats:
+    """Images, objects, per-class object and image counts, box sizes of one split (`longer`: each
+    image's longer side in pixels, see `object_scale`)."""
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=int)
     objects = np.bincount(labels, minlength=len(classes))
     images = np.zeros(len(classes), dtype=int)
@@ -45,6 +59,7 @@ def split_stats(records: Sequence[Record], classes: Sequence[str]) -> SplitStats
         class_objects={c: int(objects[i]) for i, c in enumerate(classes)},
         class_images={c: int(images[i]) for i, c in enumerate(classes)},
         box_sizes=dict(zip(SIZE_NAMES, size_bucket_counts(records))),
+        object_scale=object_scale(records, longer),
     )
 
 

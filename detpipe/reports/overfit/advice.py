@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import pandas as pd
 
 from detpipe.catalog import SCALES, pan_width
 from detpipe.params import OverfitParams, Params
+from detpipe.reports.overfit.levers import Lever, pretrained_hint
 
 
 def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | None,
-           best: int | None) -> list[str]:
-    """Concrete next steps for `verdict`, naming the params.yaml keys and values to try."""
+           best: int | None, levers: Sequence[Lever] = ()) -> list[str]:
+    """Concrete next steps: the levers the evidence points at first, then the steps for `verdict`
+    that change a key no lever already names (each names the params.yaml keys and values to try)."""
     steps = ADVICE[verdict](Context(params, n_train, best, frozen_epochs(history, params.train.freeze_epochs)))
-    return [a for a in steps if a]
+    named = [f"`{lv.key}" for lv in levers]
+    return [lv.advice for lv in levers] + [a for a in steps if a and not any(k in a for k in named)]
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def _overfitting(c: Context) -> list[str | None]:
         (f"Unfreeze later: keep the pretrained backbone frozen longer "
          f"(`train.freeze_epochs: {t.freeze_epochs + max(1, t.freeze_epochs)}`, now {t.freeze_epochs})."
          if m.pretrained != "none" else
-         f"Start from pretrained weights ({_pretrained_hint(m)}): a backbone trained from "
+         f"Start from pretrained weights ({pretrained_hint(m)}): a backbone trained from "
          "scratch on few images memorises them."),
     ]
 
@@ -91,7 +95,7 @@ def _underfitting(c: Context) -> list[str | None]:
         f"A bigger model: {_resize_model(m, smaller=False)}.",
         (f"Unfreeze earlier (`train.freeze_epochs: {max(0, t.freeze_epochs // 2)}`, now "
          f"{t.freeze_epochs}): a frozen backbone limits what the model can fit." if t.freeze_epochs > 0 else None),
-        (f"Start from pretrained weights ({_pretrained_hint(m)})." if m.pretrained == "none" else None),
+        (f"Start from pretrained weights ({pretrained_hint(m)})." if m.pretrained == "none" else None),
         f"Regularise less: lower `train.weight_decay` ({t.weight_decay:g} → {t.weight_decay / 2:g})"
         + (f" and mosaic (`train.mosaic: 0`, now {t.mosaic})." if t.mosaic > 0 else "."),
         f"Train longer or faster: more `train.unfreeze_epochs` (now {t.unfreeze_epochs}) or a higher `lr` (now {lr:g}).",
@@ -144,9 +148,3 @@ def _resize_model(m, smaller: bool) -> str:
     new = max(16, neck // 2) if smaller else neck * 2
     return f"`model.neck_channels: {new}` (now {neck}) or a {'smaller' if smaller else 'larger'} `model.backbone` (now {m.backbone})"
 
-
-def _pretrained_hint(m) -> str:
-    if m.backbone == "cspdarknet":  # torchvision has no ImageNet weights for it
-        return ("`model.pretrained: path/to/best.pt` of an earlier detpipe run, or a torchvision backbone "
-                "with ImageNet weights: `model.backbone: resnet18` and `model.pretrained: imagenet`")
-    return "`model.pretrained: imagenet`"

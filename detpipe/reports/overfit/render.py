@@ -33,11 +33,17 @@ def render_markdown(v: Verdict, history: pd.DataFrame, png_name: str | None, rec
         ("final gap val − train", _fmt(v.gap["final"])),
         ("final relative gap (val − train) / train", _fmt(v.gap["final_relative"])),
         (f"relative gap change over last {v.gap['last_k']} epochs", _fmt(v.gap["change_relative_last_k"])),
+        (f"median train object, √(w·h), letterboxed to imgsz {_fmt(v.input_scale.imgsz)} (small objects)",
+         f"{_fmt(v.input_scale.median_px)} px ({_fmt(v.input_scale.median_small_px)} px)"),
     ]
     lines += ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     if recipe:
         lines += ["## Recipe", ""] + [f"- {line}" for line in recipe] + [""]
     lines += ["## Advice", ""] + [f"- {a}" for a in v.advice] + [""]
+    if v.levers:
+        lines += ["## What limits the model", "", "| lever | evidence |", "|---|---|"]
+        lines += [f"| `{lv.key}` | {', '.join(f'{k} = {_fmt(x)}' for k, x in lv.evidence.items())} |" for lv in v.levers]
+        lines += [""]
     lines += ["## Checks", "", "| check | fired | why |", "|---|---|---|"]
     lines += [f"| {f.name} | {'yes' if f.fired else 'no'} | {f.reason} |" for f in v.findings]
     lines += ["", "## Evidence", ""]

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from detpipe import recipe
+from detpipe.artifacts.metrics import MapMetrics
 from detpipe.artifacts.overfit_verdict import OverfitVerdict
 from detpipe.artifacts.split_report import SplitReport
 from detpipe.params import Params
@@ -35,6 +36,7 @@ from detpipe.reports.overfit.advice import advise
 from detpipe.reports.overfit.checks import (Finding, check_mismatch, check_not_converged, check_overfitting,
                                             check_underfitting, split_shift)
 from detpipe.reports.overfit.history import best_epoch, final_figures, gap_figures, phase_boundary
+from detpipe.reports.overfit.levers import InputScale, Lever, find_levers, input_scale
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Verdict:
     epochs: int
     phase_boundary: float | None
     final: dict[str, Any] = field(default_factory=dict)
+    levers: list[Lever] = field(default_factory=list)
+    input_scale: InputScale = InputScale(imgsz=None, median_px=None, median_small_px=None)
 
     def to_json(self) -> dict[str, Any]:
         """The overfitting.json payload (without the stage's "seconds").
@@ -71,6 +75,8 @@ class Verdict:
             "checks": [{"check": f.name, "fired": f.fired, "reason": f.reason, "evidence": f.evidence}
                        for f in self.findings],
             "advice": self.advice,
+            "levers": [lv.model_dump() for lv in self.levers],
+            "input_scale": self.input_scale.model_dump(),
         })
 
     def artifact(self) -> OverfitVerdict:
@@ -95,8 +101,10 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def judge(history: pd.DataFrame, params: Params, split_report: SplitReport | None = None) -> Verdict:
-    """The verdict, its evidence and advice. Pure: no files read or written."""
+def judge(history: pd.DataFrame, params: Params, split_report: SplitReport | None = None,
+          metrics: MapMetrics | None = None) -> Verdict:
+    """The verdict, its evidence and advice, and the levers the evidence points at (with the map
+    stage's `metrics`, the small-object ones). Pure: no files read or written."""
     params = recipe.resolve(params, (recipe.freeze_epochs(params),))  # the advice names the epochs trained
     p = params.overfit
     shift = split_shift(split_report)
@@ -124,8 +132,10 @@ def judge(history: pd.DataFrame, params: Params, split_report: SplitReport | Non
             findings.append(Finding("good fit", True, reason, {"gap_relative": g, "best_val_map50": best_map}))
         first = findings[-1]
     n_train = split_report.splits["train"].images if split_report else None
+    levers = find_levers(history, params, split_report, metrics, overfitting=findings[0].fired)
     return Verdict(
         verdict=first.name, reason=first.reason, best_epoch=best, best_val_map50=best_map,
-        gap=gap, findings=findings, advice=advise(first.name, history, params, n_train, best),
+        gap=gap, findings=findings, advice=advise(first.name, history, params, n_train, best, levers),
         epochs=len(history), phase_boundary=phase_boundary(history), final=final_figures(history),
+        levers=levers, input_scale=input_scale(params, split_report),
     )
