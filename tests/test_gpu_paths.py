@@ -337,7 +337,7 @@ def test_settings_a_machine_cannot_run_and_diverged_losses_are_one_line_errors(t
                                       str(tmp_path / "f.pt"), "--metrics", str(tmp_path / "m.tsv")])
     for exc in (ParamsError("train.amp_dtype: bfloat16 needs a GPU with native bfloat16"),
                 FloatingPointError("frozen 1/3: the loss was not finite (nan or inf) in 4 of 4 steps")):
-        monkeypatch.setattr(stage, "train_phase", lambda *a, exc=exc: (_ for _ in ()).throw(exc))
+        monkeypatch.setattr(stage, "train_phase", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
         assert stage.main() == 1
         assert capsys.readouterr().err.strip() == f"error: {exc}"
 

@@ -83,9 +83,9 @@ def test_slurm_profile_dry_run_and_parallel_dag(tmp_path):
     train = [ln for ln in out.splitlines() if "resources:" in ln and "gpu=" in ln]
     assert len(train) == 2 and all("runtime=360" in ln and "slurm_partition=gpu" in ln for ln in train), out
     assert out.count("runtime=30") >= 5  # predict, map, overfit, report and `all` ask for little
-    # `snakemake --cores N` runs rules in parallel where the DAG allows: predict (-> map) and
-    # overfit both wait only for training, and neither feeds the other.
+    # The DAG as the stage table declares it: predict -> map -> overfit (the advice reads the
+    # map's AP by object size) -> report, all after training; nothing feeds back.
     edges = _dot_edges(run(["snakemake", "--rulegraph"], repo).stdout)
-    assert {"predict", "overfit"} <= _downstream(edges, "train_unfrozen")
-    assert "overfit" not in _downstream(edges, "predict") and "predict" not in _downstream(edges, "overfit")
+    assert {"predict", "map", "overfit"} <= _downstream(edges, "train_unfrozen")
+    assert {"map", "overfit"} <= _downstream(edges, "predict") and "predict" not in _downstream(edges, "overfit")
     assert BIN
