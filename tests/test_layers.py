@@ -16,7 +16,7 @@ from detpipe.pipeline.table import STAGES, stage
 from tests.conftest import REPO
 
 # The floor plan, bottom up: a module may import its own layer and the ones below. "" is the modules
-# directly in detpipe/ (params, catalog, boxes, atomic, colors, safe_names): every layer uses them.
+# directly in detpipe/ (params, catalog, boxes, sizes, atomic, colors, safe_names): every layer uses them.
 LAYERS = {
     "": 0, "artifacts": 0, "pipeline": 0,
     "data": 1,

@@ -133,6 +133,20 @@ def test_box_size_buckets():
     assert size_bucket_counts(records) == [1, 2, 1]
 
 
+def test_box_size_buckets_agree_with_pycocotools_area_ranges():
+    """The split report's small/medium/large are the mAP stage's: pycocotools' areaRng
+    [0, 32²], [32², 96²], [96², 1e10] (inclusive both ends). Off an end a box is in exactly one range
+    and the report's bucket must be it; on a shared end (32², 96²) it must be one of the two."""
+    rng = np.random.default_rng(0)
+    sides = np.concatenate([rng.uniform(1, 200, 300), [32.0, 96.0, np.nextafter(32.0, 0), np.nextafter(96.0, 200)]])
+    ranges = [(0.0, 32.0 ** 2), (32.0 ** 2, 96.0 ** 2), (96.0 ** 2, 1e10)]
+    for side in sides:
+        counts = size_bucket_counts([rec("a", [0], side=float(side))])
+        bucket = counts.index(1)
+        inside = [i for i, (lo, hi) in enumerate(ranges) if lo <= side * side <= hi]
+        assert bucket in inside, (side, bucket, inside)
+
+
 def test_easy_train_hard_val_is_flagged():
     train = [rec(f"t{i}", [i % 4], side=200) for i in range(100)]
     val = [rec(f"v{i}", [i % 4], side=10) for i in range(40)]

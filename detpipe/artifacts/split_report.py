@@ -11,7 +11,7 @@ from .base import Artifact, Part
 class ObjectScale(Part):
     """Median object size, √(w·h), as a fraction of its image's longer side: the letterbox scales
     that side to model.imgsz, so fraction × imgsz = the object's size in the pixels the model sees
-    (no augmentation zoom). Over all objects and over COCO-small ones (area < 32² on the original
+    (no augmentation zoom). Over all objects and over COCO-small ones (area ≤ 32² on the original
     image); None when there are none."""
 
     objects: int                 # measured (objects of images whose size could be read)

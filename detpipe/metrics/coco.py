@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..sizes import AREA_NAMES, AREA_RNG
 from ._pairs import group_pairs
 from ._sort import lexsort
 from .flat import EvalData, from_lists
@@ -26,8 +27,6 @@ from .flat import EvalData, from_lists
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETS = (1, 10, 100)
-AREA_RNG = ((0.0, 1e5 ** 2), (0.0, 32.0 ** 2), (32.0 ** 2, 96.0 ** 2), (96.0 ** 2, 1e5 ** 2))
-AREA_NAMES = ("all", "small", "medium", "large")  # pycocotools' areaRngLbl, in AREA_RNG's order
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 

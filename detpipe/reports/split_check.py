@@ -1,7 +1,9 @@
 """Split statistics, the "markedly different split" flag, and the comparison figure.
 
-Box sizes use the COCO area thresholds (small < 32², medium < 96², large otherwise) on the box
-area in original pixels. A split is flagged when its class mix or its box-size mix differs from
+Box sizes use the COCO area ranges of the mAP stage (detpipe.sizes.AREA_RNG) on the box area
+in original pixels. COCO's ranges share their ends (a box of area exactly 32² is both small and
+medium there); a histogram needs one bucket per box, so an area on an end goes to the lower one:
+small ≤ 32² < medium ≤ 96² < large. A split is flagged when its class mix or its box-size mix differs from
 train's by more than `split.max_shift` in total-variation distance (half the L1 distance between
 the two distributions: 0 = identical, 1 = disjoint) — the "easy images in train, hard ones in
 val" mistake shows up as a size-mix shift.
@@ -16,18 +18,19 @@ import numpy as np
 from detpipe.artifacts.split_report import ObjectScale, SplitComparison, SplitStats
 from detpipe.colors import class_color_mpl
 from detpipe.data.annotations import Record
+from detpipe.sizes import AREA_NAMES, AREA_RNG
 
-SIZE_NAMES = ("small", "medium", "large")
-SMALL_AREA, LARGE_AREA = 32.0 ** 2, 96.0 ** 2
+SIZE_NAMES = AREA_NAMES[1:]                         # ("small", "medium", "large"), without "all"
+SMALL_AREA, LARGE_AREA = AREA_RNG[1][1], AREA_RNG[2][1]
 MIN_OBJECTS_TO_COMPARE = 20
 
 
 def size_bucket_counts(records: Sequence[Record]) -> list[int]:
-    """Counts of small / medium / large boxes (COCO area thresholds)."""
+    """Counts of small / medium / large boxes (COCO area ranges, an area on a shared end in the lower)."""
     boxes = np.concatenate([r.boxes for r in records]) if records else np.zeros((0, 4))
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return [int((area < SMALL_AREA).sum()), int(((area >= SMALL_AREA) & (area < LARGE_AREA)).sum()),
-            int((area >= LARGE_AREA).sum())]
+    return [int((area <= SMALL_AREA).sum()), int(((area > SMALL_AREA) & (area <= LARGE_AREA)).sum()),
+            int((area > LARGE_AREA).sum())]
 
 
 def object_scale(records: Sequence[Record], longer: Mapping[str, int | None]) -> ObjectScale:
@@ -38,7 +41,7 @@ def object_scale(records: Sequence[Record], longer: Mapping[str, int | None]) ->
     side = np.concatenate([np.full(len(b), float(n)) for b, n in rows]) if rows else np.zeros(0)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     frac = np.sqrt(np.clip(area, 0, None)) / side
-    small = frac[area < SMALL_AREA]
+    small = frac[area <= SMALL_AREA]
     median = lambda v: round(float(np.median(v)), 6) if len(v) else None  # noqa: E731
     return ObjectScale(objects=len(frac), median=median(frac), small_objects=len(small), median_small=median(small))
 
