@@ -118,11 +118,11 @@ def own_jiffies(self_stat_text: str) -> int:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted from the state field
 
 
-def others_busy_cpus(window: float = BUSY_WINDOW, stat: Path = PROC_STAT, self_stat: Path = SELF_STAT) -> float | None:
-    """CPUs' worth of time other processes used on this process's CPUs during `window` seconds;
-    None where /proc is missing (macOS, Windows) or unreadable."""
+def others_busy_cpus(cpus: set[int], window: float = BUSY_WINDOW, stat: Path = PROC_STAT,
+                     self_stat: Path = SELF_STAT) -> float | None:
+    """CPUs' worth of time other processes used on `cpus` (this process's affinity mask) during
+    `window` seconds; None where /proc is missing (macOS, Windows) or unreadable."""
     try:
-        cpus = os.sched_getaffinity(0)
         before = busy_jiffies(stat.read_text(), cpus) - own_jiffies(self_stat.read_text())
         time.sleep(window)
         after = busy_jiffies(stat.read_text(), cpus) - own_jiffies(self_stat.read_text())
@@ -136,14 +136,14 @@ def training_threads(window: float = BUSY_WINDOW) -> tuple[int, str]:
     than usable_cpus(): one per usable CPU, minus the CPUs other processes keep busy right now."""
     usable = usable_cpus()
     try:
-        affinity = len(os.sched_getaffinity(0))
+        affinity = os.sched_getaffinity(0)
     except (AttributeError, OSError):
         return usable, ""
     # Under a cgroup quota the CPUs of /proc/stat are the host's, shared with other containers
     # whose load says nothing about this container's share: the quota already bounds the count.
-    if usable < 2 or usable < affinity:
+    if usable < 2 or usable < len(affinity):
         return usable, ""
-    busy = others_busy_cpus(window)
+    busy = others_busy_cpus(affinity, window)
     if busy is None:
         return usable, ""
     threads = max(1, usable - round(busy))

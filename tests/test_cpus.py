@@ -111,9 +111,8 @@ def test_others_busy_cpus_leaves_out_this_process(tmp_path, monkeypatch):
                         .replace("cpu1 150", f"cpu1 {150 + int(hz * seconds)}"))
         me.write_text(SELF.format(u=70 + int(hz * seconds), s=5))
     monkeypatch.setattr(cpus.time, "sleep", sleep)
-    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert cpus.others_busy_cpus(window=1.0, stat=stat, self_stat=me) == pytest.approx(1.0)
-    assert cpus.others_busy_cpus(window=1.0, stat=tmp_path / "missing", self_stat=me) is None
+    assert cpus.others_busy_cpus({0, 1}, window=1.0, stat=stat, self_stat=me) == pytest.approx(1.0)
+    assert cpus.others_busy_cpus({0, 1}, window=1.0, stat=tmp_path / "missing", self_stat=me) is None
 
 
 @pytest.mark.parametrize("affinity, usable, busy, want", [
@@ -123,8 +122,10 @@ def test_others_busy_cpus_leaves_out_this_process(tmp_path, monkeypatch):
 def test_training_threads_leave_out_cpus_other_processes_keep_busy(affinity, usable, busy, want, monkeypatch):
     monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(affinity)))
     monkeypatch.setattr(cpus, "usable_cpus", lambda: usable)
-    monkeypatch.setattr(cpus, "others_busy_cpus", lambda window=0: busy)
+    seen = []
+    monkeypatch.setattr(cpus, "others_busy_cpus", lambda mask, window=0: seen.append(mask) or busy)
     threads, why = cpus.training_threads()
+    assert all(mask == set(range(affinity)) for mask in seen)  # measured on the affinity mask it read
     assert threads == want
     assert (why != "") == (want < usable) and (not why or "train.threads" in why)
 
@@ -135,7 +136,7 @@ def test_a_real_busy_process_is_seen():
     import sys
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        assert cpus.others_busy_cpus(window=0.5) >= 0.6
+        assert cpus.others_busy_cpus(os.sched_getaffinity(0), window=0.5) >= 0.6
     finally:
         spinner.kill()
         spinner.wait()

@@ -412,7 +412,8 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         stopped = state["stopped_early"]
         best_states = {k: state[k] for k in ("best_model", "best_ema")}
         if _automatic_threads(t, info):  # the count this phase started with, so numerics stay bitwise
-            torch.set_num_threads(min(int(state["env"].get("threads", usable_cpus())), usable_cpus()))
+            usable = usable_cpus()
+            torch.set_num_threads(min(int(state["env"].get("threads", usable)), usable))
             env = resume.environment(device, amp_dtype)
         resume.warn_environment(state, env, name)
         _announce_resume(phase, path, done, stopped, best, t.patience)
