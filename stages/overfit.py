@@ -1,7 +1,8 @@
 """Stage overfit: is the model overfitting? Verdict, evidence and advice from the training history.
 
-Reads both phase TSVs, the split report and the test split's metrics (AP by object size, for
-the advice); writes the Markdown report, its figure and a JSON
+Reads both phase TSVs, the split report, the test split's metrics (AP by object size, for
+the advice) and the settings training resolved (reports/train/recipe.json: the input size and
+epoch counts the advice quotes are the ones the run used, not `auto`); writes the Markdown report, its figure and a JSON
 with the verdict, best epoch and gap figures.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.artifacts.metrics import MapMetrics  # noqa: E402
 from detpipe.artifacts.split_report import SplitReport  # noqa: E402
+from detpipe.artifacts.train_recipe import TrainRecipe  # noqa: E402
 from detpipe.reports.overfit.history import load_history  # noqa: E402
 from detpipe.reports.overfit.render import render_markdown  # noqa: E402
 from detpipe.reports.overfit.verdict import judge  # noqa: E402
@@ -36,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--split-report", required=True, help="split stage's JSON (distributions per split)")
     ap.add_argument("--map-metrics", required=True,
                     help="map stage's metrics.json (AP and misses by object size, for the advice)")
+    ap.add_argument("--recipe", required=True, help="train_unfrozen's JSON of the settings it resolved and why")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     ap.add_argument("--out-png", required=True)
@@ -60,18 +63,28 @@ def read_map_metrics(path: str) -> MapMetrics | None:
     return MapMetrics.read(path)
 
 
+def read_recipe(path: str, params) -> tuple[recipe.Choice, ...]:
+    """The choices training made; without the file (run outside the pipeline) the ones params.yaml
+    alone decides, and `auto` sizes stay unresolved (the advice then quotes no pixel sizes)."""
+    if not Path(path).is_file():
+        print(f"overfit: warning: no training recipe {path}; `auto` settings stay unresolved", file=sys.stderr)
+        return (recipe.freeze_epochs(params),)
+    return tuple(TrainRecipe.read(path).choices)
+
+
 def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = parse_args(argv)
     params = load_stage_params(args.params, PARAMS, "overfit")
-    choices = (recipe.freeze_epochs(params),)  # how many frozen epochs the run trained, and why
     history = load_history(args.frozen, args.unfrozen)
     try:
         split_report = read_split_report(args.split_report)
         metrics = read_map_metrics(args.map_metrics)
+        choices = read_recipe(args.recipe, params)
     except ArtifactError as exc:
         print(f"overfit: error: {exc}", file=sys.stderr)
         return 1
+    params = recipe.resolve(params, choices)  # what the run trained with, and why (printed in the report)
     verdict = judge(history, params, split_report, metrics)
 
     png = Path(args.out_png)

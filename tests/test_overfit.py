@@ -173,6 +173,14 @@ def test_not_converged_still_improving():
     assert any("train.unfreeze_epochs" in a for a in v.advice)
 
 
+def test_a_low_map_still_rising_is_not_called_stalled():
+    """mAP50 0.15 -> 0.23 at 0.004 an epoch (~2% relative) while the losses have flattened: still
+    learning, so "not converged" (train longer), not "underfitting" (a weaker model's verdict)."""
+    v = judge(history(CONVERGED, CONVERGED * 1.02, 0.15 + 0.004 * E), PARAMS)
+    assert v.verdict == "not converged", v.reason
+    assert "val mAP50 still rises" in v.reason
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 3])
 def test_not_converged_when_too_few_epochs(n):
     h = history(CONVERGED[:n], CONVERGED[:n], CONVERGED_MAP[:n], n_frozen=min(n, 1))
@@ -326,7 +334,7 @@ def test_stage_refuses_a_split_report_of_another_layout(tmp_path: Path, capsys):
     out = tmp_path / "reports"
     rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "f.tsv"),
                      "--unfrozen", str(tmp_path / "u.tsv"), "--split-report", str(tmp_path / "split.json"),
-                     "--map-metrics", str(tmp_path / "none.json"), "--out-md", str(out / "o.md"), "--out-json", str(out / "o.json"), "--out-png", str(out / "o.png")])
+                     "--map-metrics", str(tmp_path / "none.json"), "--recipe", str(tmp_path / "none.json"), "--out-md", str(out / "o.md"), "--out-json", str(out / "o.json"), "--out-png", str(out / "o.png")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "split.json" in err and "rerun the split stage" in err
     assert not (out / "o.json").exists()
@@ -352,7 +360,7 @@ def test_stage_writes_md_json_png(tmp_path: Path):
     out = tmp_path / "reports"
     rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--frozen", str(tmp_path / "frozen.tsv"),
                      "--unfrozen", str(tmp_path / "unfrozen.tsv"), "--split-report", str(tmp_path / "none.json"),
-                     "--map-metrics", str(tmp_path / "none.json"), "--out-md", str(out / "overfitting.md"), "--out-json", str(out / "overfitting.json"),
+                     "--map-metrics", str(tmp_path / "none.json"), "--recipe", str(tmp_path / "none.json"), "--out-md", str(out / "overfitting.md"), "--out-json", str(out / "overfitting.json"),
                      "--out-png", str(out / "overfitting.png")])
     assert rc == 0
     report = OverfitVerdict.read(out / "overfitting.json")

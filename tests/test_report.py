@@ -56,6 +56,17 @@ def _json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload), encoding="utf-8")
 
 
+def run_overfit_stage(root: Path) -> None:
+    """The overfit stage on the fabricated reports under `root`, as the stage table wires it."""
+    r = root / "reports"
+    assert overfit_stage.main([
+        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
+        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
+        "--map-metrics", str(r / "map/metrics.json"), "--recipe", str(r / "train/recipe.json"),
+        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
+        "--out-png", str(r / "overfitting.png")]) == 0
+
+
 def fabricate(root: Path) -> Path:
     """A reports/ tree shaped like the stages write it (annotate, split, train, overfit, map, predict)."""
     r = root / "reports"
@@ -104,12 +115,7 @@ def fabricate(root: Path) -> Path:
         "at_confidence": {"confidence": 0.5, "precision": 0.9, "recall": 0.7, "f1": 0.79},
         "best_f1": {"confidence": 0.31, "precision": 0.85, "recall": 0.8, "f1": 0.82}}).write(r / "map/metrics.json")
     (root / "params.yaml").write_text("data:\n  classes: [a]\n")
-    assert overfit_stage.main([
-        "--params", str(root / "params.yaml"), "--frozen", str(r / "train/frozen.tsv"),
-        "--unfrozen", str(r / "train/unfrozen.tsv"), "--split-report", str(r / "data/split.json"),
-        "--map-metrics", str(r / "map/metrics.json"),
-        "--out-md", str(r / "overfitting.md"), "--out-json", str(r / "overfitting.json"),
-        "--out-png", str(r / "overfitting.png")]) == 0
+    run_overfit_stage(root)
     MapInfo(conventions={}, counts=Counts(images=20, images_without_detections=0, ground_truth={c: 6 for c in CLASSES},
                                           difficult=0, detections={c: 9 for c in CLASSES}),
             per_class_ap50_coco={c: 0.8 for c in CLASSES}, at_confidence_per_class={}, warnings=[],
@@ -188,8 +194,10 @@ def test_first_page_has_ap_by_object_size_with_na(tmp_path: Path):
     assert ("| COCO AP@[.5:.95] by object size (test) | small n/a (0 objects) · medium 0.500 (14 objects) · "
             "large 0.500 (10 objects) |") in first
     assert "measured on the original image" in first
-    # fabricate's split: median train object 0.1 and small one 0.02 of the longer side, imgsz 320
-    assert "median train object, √(w·h), is 32.0 px and the median small one 6.4 px" in first
+    # fabricate's split: median train object 0.1 and small one 0.02 of the longer side; params.yaml says
+    # imgsz 320 but training resolved 448 (its recipe.json), and the sizes are at what the model saw
+    assert "`model.imgsz` 448 (what the model sees), the median train object, √(w·h), is 44.8 px" in first
+    assert "and the median small one 9.0 px" in first
     assert "| small | 0–1024 | 0 | n/a | n/a | n/a |" in md
     assert "| medium | 1024–9216 | 14 | 12 | 0.710 | 0.500 |" in md
     assert "-1" not in md.split("## mAP on the test split")[1].split("Per class")[0]
@@ -332,8 +340,9 @@ def test_a_frozen_phase_of_zero_epochs_is_a_row_and_the_recipe_says_why(tmp_path
     why = "model.pretrained is none, a frozen random backbone learns nothing; set train.freeze_epochs to force it"
     TrainRecipe(choices=[Choice(key="train.freeze_epochs", setting="auto", value=0, reason=why)]).write(
         r / "train/recipe.json")
+    run_overfit_stage(tmp_path)  # its inputs changed, so the pipeline reruns it
     md = build_index(inputs(r), r / "index.md")
     assert "| [frozen](train/frozen.tsv) | 0 | – |" in md and "_Missing" not in md
     assert f"- train.freeze_epochs: 0 (auto) — {why}" in md
-    # The overfit stage resolves it alike (params.yaml: pretrained none, freeze_epochs auto) and says so.
+    # The overfit stage lists the choices training made (its recipe.json), with their reasons.
     assert f"## Recipe\n\n- train.freeze_epochs: 0 (auto) — {why}" in (r / "overfitting.md").read_text(encoding="utf-8")
