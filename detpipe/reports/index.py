@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
+from . import counted
 from ..artifacts.history import read_history
 from ..artifacts.metrics import COCO_STATS, SIZE_STATS, Headline, MapInfo, MapMetrics, Prf
 from ..artifacts.annotate_report import AnnotateReport
@@ -414,7 +415,7 @@ def headline(inp: Inputs, out_dir: Path) -> list[str]:
     rows = [["VOC mAP@0.5 (test)", num(h.map50)],
             ["COCO mAP@[.5:.95] (test)", num(h.map50_95)]]
     if m is not None:
-        rows.append(["COCO AP@[.5:.95] by object size (test)", " · ".join(f"{n} {_size_ap(m, n)} ({m.sizes[n].ground_truth} objects)"
+        rows.append(["COCO AP@[.5:.95] by object size (test)", " · ".join(f"{n} {_size_ap(m, n)} ({counted(m.sizes[n].ground_truth, 'object')})"
                                                                    for n in SIZE_STATS)])
     rows += [["overfitting verdict", h.verdict],
              ["best epoch (val mAP50)", f"{num(v.best_epoch) if v else '–'} ({num(h.best_val_map50)})"],

@@ -17,6 +17,7 @@ from ..metrics.csvout import write_columns
 from ..metrics.curves import best_f1, pr_envelopes, prf_at, prf_curve
 from ..metrics.flat import EvalData, from_lists
 from ..metrics.voc import voc_map_flat
+from . import counted
 
 CONVENTIONS = {
     "map50": "PASCAL VOC all-point interpolated AP at min_overlap (key name kept as map50 whatever "
@@ -197,7 +198,7 @@ def format_table(metrics: MapMetrics, class_names: list[str]) -> str:
     lines.append("")
     lines.append("COCO: " + "  ".join(f"{k}={fmt(getattr(metrics.coco, k))}" for k in COCO_STATS))
     lines.append("by size (area on the original image): " + "  ".join(
-        f"{name} {s.ground_truth} objects, AP50 {fmt(s.ap50)}, found {s.found50}" for name, s in metrics.sizes.items()))
+        f"{name} {counted(s.ground_truth, 'object')}, AP50 {fmt(s.ap50)}, found {s.found50}" for name, s in metrics.sizes.items()))
     for m, label in ((metrics.at_confidence, "at confidence"), (metrics.best_f1, "best F1")):
         lines.append(f"{label:<14} {m.confidence:.3f}: precision {fmt(m.precision)}  recall {fmt(m.recall)}  F1 {fmt(m.f1)}")
     return "\n".join(lines)
