@@ -51,7 +51,7 @@ def detpipe_predictor(weights: str | None, params_path: Path, size: int, backend
     params = load_params(params_path)
     torch.manual_seed(0)
     model = build_model(model_config(params)).eval()
-    label = f"{describe(model.config, model_summary(model, params.model.imgsz))} (params.yaml, untrained weights)"
+    label = f"{describe(model.config, model_summary(model, size))} (params.yaml, untrained weights)"
     return Predictor.from_model(model, params.data.classes, size, torch.device("cpu"), 0.25, 0.45, 100,
                                 backend=backend), label
 

@@ -3,7 +3,10 @@
 Prints images/s of the loader alone (decode, letterbox, augmentation, mosaic; images cached as
 in training when train.cache_images) with 0 and 2 workers, of the frozen and unfrozen training
 step alone (on batches already in memory, with the autocast dtype and memory layout training
-uses on this device), and the ratios; plus parameters and GFLOPs of the model at the input size.
+uses on this device), and the ratios; plus parameters and GFLOPs of the model at the input size,
+and the unfrozen step's share of this CPU's matmul peak in the dtype it computes in (bfloat16 where
+the CPU has it), both measured here at the same thread count: a step's FLOPs are 3x the forward's
+(the backward costs about twice the forward), the peak is the rate of large square matmuls.
 With --profile, torch.profiler's top operators of the unfrozen step. Run from the repo root after
 `dvc repro` has written data/splits/train.txt:
 
@@ -66,6 +69,18 @@ def step_rate(model, batches: list, frozen: bool, train, lr: float) -> float:
     return n / (time.perf_counter() - start)
 
 
+def matmul_peak(dtype: torch.dtype, seconds: float = 2.0, n: int = 1024) -> float:
+    """FLOP/s of n x n matmuls in `dtype` at the current thread count: what this CPU's GEMM attains,
+    the ceiling a convolution network's training step is measured against."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm-up: oneDNN picks and caches its kernel
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+
+
 def profile_step(model, batches: list, train, lr: float, rows: int = 12) -> None:
     from torch.profiler import ProfilerActivity, profile
     model.backbone.freeze(False)
@@ -96,7 +111,8 @@ def main() -> None:
     dtype = accel.amp_dtype(params.train, torch.device("cpu"))
     print(f"CPU step: autocast {dtype or 'off (float32)'}, channels_last "
           f"{channels_last(torch.device('cpu'), model)}, {torch.get_num_threads()} threads")
-    print("model", describe(model.config, model_summary(model, size)))
+    summary = model_summary(model, size)
+    print("model", describe(model.config, summary))
     if ds.cache is not None:  # training decodes each image once, then reuses it: time the steady state
         for i in range(len(ds)):
             ds[i]
@@ -109,6 +125,14 @@ def main() -> None:
     print(f"loader (0 workers) / unfrozen step: {rates['loader, 0 workers'] / rates['train step, unfrozen']:.2f}x  "
           f"(> 1 means the loader keeps up even in the main process)")
     print(f"frozen / unfrozen step: {rates['train step, frozen backbone'] / rates['train step, unfrozen']:.2f}x")
+    step_flops = 3 * summary["gflops"] * 1e9 * rates["train step, unfrozen"]
+    peaks = {"float32": matmul_peak(torch.float32)}
+    if dtype is not None:
+        peaks[str(dtype).removeprefix("torch.")] = matmul_peak(dtype)
+    for name, peak in peaks.items():
+        print(f"matmul peak {name:9s} {peak / 1e9:7.1f} GFLOP/s")
+    name, peak = list(peaks.items())[-1]  # the dtype the step computes in
+    print(f"unfrozen step: {step_flops / 1e9:.1f} GFLOP/s = {step_flops / peak:.0%} of the {name} matmul peak")
     if args.profile:
         profile_step(model, batches, params.train, params.lr)
 

@@ -30,7 +30,7 @@ from detpipe.model.detector import build_model  # noqa: E402
 from detpipe.params import load_params  # noqa: E402
 from detpipe.data.annotations import ground_truths  # noqa: E402
 from detpipe.train.engine import eval_loader, evaluate_batches  # noqa: E402
-from detpipe.train.phase import model_config  # noqa: E402
+from detpipe.train.phase import model_config, resolve_recipe  # noqa: E402
 
 
 def median_time(fn, repeat: int) -> float:
@@ -51,6 +51,7 @@ def main() -> int:
     records = check_dataset(params.data, base=ROOT).records
     splits, _ = split_records(records, len(params.data.classes),
                               [params.split.train, params.split.val, params.split.test], params.seed, params.data.root)
+    params, _ = resolve_recipe(params, splits["train"])  # model.imgsz may be `auto`: the size training uses
     val = splits["val"]
     torch.manual_seed(params.seed)
     model = build_model(model_config(params), "none").eval()
