@@ -450,6 +450,16 @@ def test_small_objects_dominating_misses_name_the_lever():
     assert "model.p2" not in keys(judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.03), few))
 
 
+def test_only_small_objects_in_the_test_split_are_not_compared_to_larger_ones():
+    """Every test object small (tiny-object data), 40 of 60 missed: the lever fires without
+    quoting a miss rate of larger objects that do not exist."""
+    m = map_metrics({"small": (60, 20, 0.08), "medium": (0, 0, -1.0), "large": (0, 0, -1.0)})
+    v = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.011), m)
+    assert keys(v)[:2] == ["model.imgsz", "model.p2"]
+    assert "(67% of them missed; the test split has no larger objects)" in v.levers[0].advice
+    assert "larger ones" not in v.levers[0].advice
+
+
 def test_few_small_objects_are_no_evidence():
     m = map_metrics({"small": (10, 1, 0.01), "medium": (60, 57, 0.6), "large": (40, 37, 0.7)})
     v = judge(CONVERGED_H, PARAMS, with_scale(split_report(), 0.01), m)

@@ -92,8 +92,9 @@ def small_objects_limit(m: MapMetrics) -> tuple[bool, str, dict[str, Scalar]]:
     f.update(small_miss_rate=round(rate_s, 4), other_miss_rate=round(rate_rest, 4))
     if (missed and missed_s >= MISS_SHARE * missed and rate_s >= MISS_RATE_RATIO * rate_rest
             and rate_s >= MIN_SMALL_MISS_RATE):
-        reasons.append(f"{missed_s} of the {missed} test objects no detection finds at IoU 0.5 are small "
-                       f"({rate_s:.0%} of small objects missed vs {rate_rest:.0%} of larger ones)")
+        rates = (f"{rate_s:.0%} of small objects missed vs {rate_rest:.0%} of larger ones" if n_rest else
+                 f"{rate_s:.0%} of them missed; the test split has no larger objects")
+        reasons.append(f"{missed_s} of the {missed} test objects no detection finds at IoU 0.5 are small ({rates})")
     return bool(reasons), "; ".join(reasons), f
 
 
