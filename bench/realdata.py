@@ -4,6 +4,7 @@ mAP50, mAP50-95, AP by object size, epochs and wall time for each named configur
     python bench/realdata.py run aerial old --epochs 30   # one timed pipeline run (annotate ... report)
     python bench/realdata.py table                        # one table per dataset of every recorded run
     python bench/realdata.py list                         # datasets, configurations and their settings
+    python bench/realdata.py curve photo old pretrained   # val mAP50 per epoch of recorded runs, side by side
 
 Datasets come from scripts/make_realdata.py (generated into data_realdata/ when missing): `aerial`
 (many objects under 16 px), `photo` (photo-like pictures of shaded solids) and `solids` (the photo
@@ -12,6 +13,7 @@ world with other classes: the pretraining source). Configurations:
     old         the defaults before #19, pinned (320 px, 3 frozen + 80 unfrozen epochs, from scratch)
     imgsz-auto  old with model.imgsz: auto (input size from the train split's box sizes)
     p2          old with model.p2: true (a stride-4 detection level)
+    p2-auto     old with both: the stride-4 level and the input size it needs (auto targets 8 px with p2)
     pretrain    old, on solids: the run whose best.pt `pretrained` starts from
     pretrained  old with model.pretrained: the solids pretrain run's models/best.pt
 
@@ -63,6 +65,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "old": ("the defaults before #19 (320 px, 3 + 80 epochs, from scratch)", OLD),
     "imgsz-auto": ("old with the input size read from the train split's boxes", {**OLD, "model.imgsz": "auto"}),
     "p2": ("old with a stride-4 detection level", {**OLD, "model.p2": True}),
+    "p2-auto": ("old with a stride-4 level and the input size read from the train split's boxes",
+                {**OLD, "model.p2": True, "model.imgsz": "auto"}),
     "pretrain": ("old, on solids: the pretrained start of `pretrained`", OLD),
     "pretrained": ("old, starting from the solids pretrain run's best.pt", {**OLD, "model.pretrained": None}),
 }
@@ -245,6 +249,19 @@ def tables(results: dict) -> str:
     return "\n".join(out)
 
 
+def curves(results: dict, dataset: str, configs: list[str], every: int = 5) -> str:
+    """Val mAP50 by epoch of `dataset`'s recorded runs `configs`, one column each: epochs 1-5, then
+    every `every`-th, then the last of each run."""
+    runs = {c: {e["epoch"]: e["val_map50"] for e in results[f"{dataset}/{c}"]["epochs"]} for c in configs
+            if f"{dataset}/{c}" in results}
+    missing = [c for c in configs if c not in runs]
+    last = {max(r, default=0) for r in runs.values()}
+    epochs = sorted({e for r in runs.values() for e in r if e <= 5 or e % every == 0 or e in last})
+    out = [f"{dataset}: val mAP50 by epoch", "", "| epoch | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    out += [f"| {e} | " + " | ".join(f"{r[e]:.3f}" if e in r else "" for r in runs.values()) + " |" for e in epochs]
+    return "\n".join(out + ([f"(not recorded: {', '.join(missing)})"] if missing else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,11 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-record", action="store_true", help=f"do not add the result to {RESULTS.relative_to(ROOT)}")
     sub.add_parser("table", help=f"the tables of {RESULTS.relative_to(ROOT)}")
     sub.add_parser("list", help="datasets and configurations")
+    c = sub.add_parser("curve", help="val mAP50 per epoch of recorded runs, side by side")
+    c.add_argument("dataset", choices=list(DATASETS))
+    c.add_argument("configs", nargs="+", choices=list(CONFIGS))
+    c.add_argument("--every", type=int, default=5, help="after epoch 5, every N-th epoch (default 5)")
     args = p.parse_args(argv)
     if args.cmd == "run":
         if args.epochs is not None and args.epochs < 1:
             p.error(f"--epochs is {args.epochs}; give at least 1")
         run(args.dataset, args.config, args.epochs, args.work.resolve(), not args.no_record)
+    elif args.cmd == "curve":
+        print(curves(json.loads(RESULTS.read_text(encoding="utf-8")), args.dataset, args.configs, args.every))
     elif args.cmd == "table":
         print(tables(json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}))
     else:

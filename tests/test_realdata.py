@@ -146,7 +146,7 @@ def test_old_writes_a_params_file_detpipe_accepts(bench, tmp_path, monkeypatch):
     assert load_params("params.yaml").train.unfreeze_epochs == 7
 
 
-@pytest.mark.parametrize("config", ["imgsz-auto", "p2"])
+@pytest.mark.parametrize("config", ["imgsz-auto", "p2", "p2-auto"])
 def test_a_feature_detpipe_lacks_is_skipped_with_its_key(bench, tmp_path, config, capsys):
     """Before the feature lands: one line naming the key; after: a params file that has it."""
     changed = [k for k, v in bench.CONFIGS[config][1].items() if bench.OLD.get(k) != v]
@@ -230,3 +230,13 @@ def test_the_package_and_stages_never_import_the_generators():
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if re.match(r"\s*(from|import)\s+scripts\b", line)]
     assert not offenders
+
+
+def test_curve_puts_recorded_runs_side_by_side(bench):
+    run = lambda n, f: {"epochs": [{"epoch": e, "phase": "unfrozen", "val_map50": f(e)} for e in range(1, n + 1)]}  # noqa: E731
+    results = {"photo/old": run(12, lambda e: e / 100), "photo/pretrained": run(7, lambda e: 0.5 + e / 100)}
+    table = bench.curves(results, "photo", ["old", "pretrained", "p2"], every=5).splitlines()
+    rows = {int(line.split("|")[1]): [c.strip() for c in line.split("|")[2:-1]] for line in table if re.match(r"\| \d", line)}
+    assert sorted(rows) == [1, 2, 3, 4, 5, 7, 10, 12]      # 1-5, every 5th, and each run's last epoch
+    assert rows[3] == ["0.030", "0.530"] and rows[10] == ["0.100", ""] and rows[7] == ["0.070", "0.570"]
+    assert table[-1] == "(not recorded: p2)"
