@@ -133,7 +133,7 @@ def check_not_converged(history: pd.DataFrame, p: OverfitParams) -> Finding:
                 ([f"val mAP50 still rises {map_trend:.1%} per epoch"] if rising else [])
         return Finding("not converged", True, " and ".join(parts) + f" over the last {k} epochs", ev)
     return Finding("not converged", False, f"val loss and mAP50 changed less than "
-                   f"{p.min_improvement} per epoch over the last {k} epochs", ev)
+                   f"{p.min_improvement:.1%} of their level per epoch over the last {k} epochs", ev)
 
 
 def check_underfitting(history: pd.DataFrame, best_map: float | None, p: OverfitParams,

@@ -134,7 +134,8 @@ def small_object_levers(m: MapMetrics | None, params: Params, scale: InputScale)
 
 def more_epochs(history: pd.DataFrame, params: Params) -> Lever | None:
     """Val mAP50 still rising at the last epoch: the best epoch is among the last `patience` and
-    val mAP50 gained at least `min_improvement` over them."""
+    val mAP50 gained at least `min_improvement` of its level per epoch over them (relative, as the
+    "not converged" check measures it)."""
     maps = history.dropna(subset=["val_map50"])
     k, t = params.overfit.patience, params.train
     if len(maps) <= k:
@@ -142,7 +143,8 @@ def more_epochs(history: pd.DataFrame, params: Params) -> Lever | None:
     epochs, vals = maps["epoch"].astype(int).to_numpy(), maps["val_map50"].to_numpy()
     best = int(epochs[vals.argmax()])
     gain = float(vals[-1] - vals[-1 - k])
-    if best not in set(epochs[-k:]) or gain < params.overfit.min_improvement:
+    level = float(vals[-1 - k:].mean())
+    if best not in set(epochs[-k:]) or level <= 0 or gain / k / level < params.overfit.min_improvement:
         return None
     extra = max(k, t.unfreeze_epochs // 2)
     return Lever(key="train.unfreeze_epochs", advice=(
