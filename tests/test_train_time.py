@@ -234,3 +234,32 @@ def test_after_frozen_epochs_the_first_epoch_holds_the_lr_and_the_decay_fits_the
     assert [r["lr"] for r in state["history"]] == pytest.approx(expected, rel=1e-6)
     # mosaic_fraction 0.7 of 4 epochs: mosaic until global epoch 3 (epoch 2, the first unfrozen, always)
     assert [(r["epoch"], r["mosaic"]) for r in state["history"]] == [(2, True), (3, True), (4, False)]
+
+
+def test_a_changed_budget_continues_where_the_count_does_not_shape_the_epochs(tiny_records, tmp_path, monkeypatch,
+                                                                              capsys):
+    """As a changed epoch count: with a constant LR and mosaic over all epochs the new budget continues
+    the old run's checkpoint, its count fitted to the first epoch's time that checkpoint records (the
+    clock now would fit 55)."""
+    exact = dict(freeze_epochs=0, lr_schedule="constant", mosaic_fraction=1.0)
+    _run(_params(time=35 / 3600, **exact), tiny_records, tmp_path / "grow", monkeypatch, clock_step=10.0)
+    capsys.readouterr()
+    grown, trained = _run(_params(time=55 / 3600, **exact), tiny_records, tmp_path / "grow", monkeypatch,
+                          clock_step=1.0)
+    out = capsys.readouterr().out
+    assert "only the epoch count changed (3 -> 5, fitted to train.time 0.0152778 h" in out, out
+    assert trained == 2 and grown["recipe"][-1]["value"] == 5 and "first unfrozen epoch 10.0 s" in \
+        grown["recipe"][-1]["reason"]
+    fixed, _ = _run(_params(unfreeze_epochs=5, **exact), tiny_records, tmp_path / "fixed", monkeypatch,
+                    clock_step=10.0)
+    _same_weights(grown, fixed)
+
+
+def test_a_changed_budget_restarts_where_the_count_shapes_the_epochs(tiny_records, tmp_path, monkeypatch, capsys):
+    _run(_params(freeze_epochs=0, time=25 / 3600), tiny_records, tmp_path, monkeypatch, clock_step=10.0)
+    capsys.readouterr()
+    state, trained = _run(_params(freeze_epochs=0, time=35 / 3600), tiny_records, tmp_path, monkeypatch,
+                          clock_step=10.0)
+    out = capsys.readouterr().out
+    assert "not continuing the 2-epoch run of the same params" in out and "lr_schedule cosine depends" in out
+    assert trained == 3 and "starting fresh" in out

@@ -105,8 +105,8 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     name and content, inputs by content in their order, so a moved clone or a queued `dvc exp run`
     (in a temp copy) resumes its own checkpoint. with_epochs=False leaves out this phase's epoch
     count (and what derives from it): the run's lineage, shared by runs that differ only in how many
-    epochs they train. On a train.time budget (`on_budget`) the count is the run's to find, not an
-    input: train.time counts instead, train.unfreeze_epochs (ignored) does not.
+    epochs they train, or the budget they fit them to. On a train.time budget (`on_budget`) the count
+    is the run's to find, not an input: train.time counts instead, train.unfreeze_epochs (ignored) does not.
     """
     config = as_dict(_train_view(params))
     skip = set(_OTHER_PHASE[phase.name])
@@ -124,6 +124,8 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     if not with_epochs or on_budget(params, phase):
         skip.add(_EPOCHS[phase.name])
         augment.pop("mosaic_until", None)
+    if not with_epochs:
+        skip.add("time")
     config = _without_speed_settings(config)
     config["train"] = {k: v for k, v in config["train"].items() if k not in skip}
     pretrained = params.model.pretrained
@@ -195,8 +197,18 @@ def patience_exhausted(patience: int, epoch: int, best_epoch: int) -> bool:
     return patience > 0 and epoch - best_epoch >= patience
 
 
-def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
+def _write_run_info(run_dir: Path, lineage: str, epochs: int | None) -> None:
+    """epochs None: a budget run's count before it is fitted (no other run continues from it until then)."""
     atomic.write_text(run_dir / RUN_INFO, json.dumps({"lineage": lineage, "epochs": epochs}))
+
+
+def _record_fitted_epochs(run_dir: Path, epochs: int) -> None:
+    """A budget run's fitted count into its run.json, for the runs of its lineage that may continue it."""
+    try:
+        lineage = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))["lineage"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # no lineage to record it under: no other run continues this one
+    _write_run_info(run_dir, lineage, epochs)
 
 
 def _same_lineage(run_dir: Path, lineage: str) -> list[tuple[float, Path, int]]:
@@ -223,8 +235,17 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
     name, others = f"train_{phase.name}", _same_lineage(run_dir, lineage)
     if not others:
         return
+    budget = on_budget(params, phase)
+
+    def planned(state: dict) -> int:
+        """The epochs this run trains from `state`: on a budget, fitted to the first epoch's time it records."""
+        if not budget:
+            return phase.epochs
+        rows = state.get("history") or []
+        return recipes.fit_to_budget(params, float(rows[0]["seconds"]))[0].value if rows else -1
+
     _, newest, n = max(others)
-    reasons = epoch_count_dependence(params, this_phase=n != phase.epochs)
+    reasons = epoch_count_dependence(params, this_phase=budget or n != phase.epochs)
     if reasons:
         print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): {'; '.join(reasons)}. "
               "A changed epoch count continues only with lr_schedule constant and mosaic off or over all epochs",
@@ -237,15 +258,19 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
         except ckpt.CheckpointError as exc:
             print(f"{name}: not continuing from {other / resume.LAST}: {exc.reason}", flush=True)
     done = {o: s.get("epoch") for o, s in states.items() if isinstance(s, dict) and isinstance(s.get("epoch"), int)}
-    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= phase.epochs]
+    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= planned(states[o])]
     if not usable:
         if done:
+            past = (f"the count train.time {params.train.time:g} h fits from its first epoch's time" if budget
+                    else f"epoch {phase.first_epoch + phase.epochs - 1}")
             print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
-                  f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
+                  f"is already past {past}", flush=True)
         return
     _, source, n = max(usable)
     ckpt.save_atomic({**states[source], "fingerprint": fp}, run_dir / resume.LAST)
-    print(f"{name}: only the epoch count changed ({n} -> {phase.epochs}) and the LR schedule and "
+    now = (f"{planned(states[source])}, fitted to train.time {params.train.time:g} h from its first epoch's time"
+           if budget else phase.epochs)
+    print(f"{name}: only the epoch count changed ({n} -> {now}) and the LR schedule and "
           f"augmentation do not depend on it: continuing the {n}-epoch run ({source})", flush=True)
 
 
@@ -301,7 +326,7 @@ def _hold_run_dir(params: Params, phase: Phase, inputs: list[str | Path], run_di
         atomic.clean_temp_files(run_dir)
         if not any((run_dir / f).exists() for f in (resume.LAST, resume.PREV)):
             lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
-            _write_run_info(run_dir, lineage, phase.epochs)
+            _write_run_info(run_dir, lineage, None if on_budget(params, phase) else phase.epochs)
             _continue_other_epoch_count(params, phase, run_dir, lineage, fp)
         for removed in runlock.prune(run_dir.parent, params.train.keep_checkpoints, fp):
             print(f"pruned old checkpoint folder {removed}")
@@ -430,7 +455,8 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         stopped = state["stopped_early"]
         best_states = {k: state[k] for k in ("best_model", "best_ema")}
         if budget:  # before the loader's workers start, so they copy the fitted augmentation
-            params, phase, recipe = _fit_epochs(params, phase, recipe, history, name, scheduler, schedule, train_set)
+            params, phase, recipe = _fit_epochs(params, phase, recipe, history, name, scheduler, schedule, train_set,
+                                                 run_dir if info.main else None)
             fitted = True
         if _automatic_threads(t, info):  # the count this phase started with, so numerics stay bitwise
             usable = usable_cpus()
@@ -480,7 +506,8 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
               f"R {val['val_recall']:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
         if budget and not fitted:  # this epoch's wall time (its history row) fits the count, once
             history[-1]["seconds"] = ddp.broadcast(history[-1]["seconds"], info)  # DDP: rank 0's, on every rank
-            params, phase, recipe = _fit_epochs(params, phase, recipe, history, name, scheduler, schedule, train_set)
+            params, phase, recipe = _fit_epochs(params, phase, recipe, history, name, scheduler, schedule, train_set,
+                                                 run_dir if info.main else None)
             if t.num_workers:  # persistent workers hold a copy of the dataset and its augmentation
                 loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
             fitted = True
@@ -524,11 +551,13 @@ def _now() -> float:
 
 
 def _fit_epochs(params: Params, phase: Phase, recipe: tuple[recipes.Choice, ...], history: list[dict], name: str,
-                scheduler, schedule, train_set: DetectionDataset) -> tuple[Params, Phase, tuple[recipes.Choice, ...]]:
+                scheduler, schedule, train_set: DetectionDataset,
+                run_dir: Path | None) -> tuple[Params, Phase, tuple[recipes.Choice, ...]]:
     """A budget phase's epoch count from its first epoch's wall time as its history records it: measured
     once, when that epoch trained, and read back on every resume, so a resumed run never re-measures.
     The LR schedule (`schedule(epochs)`, a lambda for `scheduler`) and the mosaic window follow the
-    count; the steps trained before, and the next one, have the same LR under any count (hold_steps)."""
+    count; the steps trained before, and the next one, have the same LR under any count (hold_steps).
+    `run_dir` (rank 0's) records the count in run.json for the runs of its lineage."""
     choice, warning = recipes.fit_to_budget(params, float(history[0]["seconds"]))
     print(f"recipe: {choice.line()}", flush=True)
     if warning:
@@ -536,6 +565,8 @@ def _fit_epochs(params: Params, phase: Phase, recipe: tuple[recipes.Choice, ...]
     params = recipes.resolve(params, (choice,))
     scheduler.lr_lambdas = [schedule(choice.value)] * len(scheduler.lr_lambdas)
     train_set.augment = Augment.from_train_params(params.train)
+    if run_dir is not None:
+        _record_fitted_epochs(run_dir, choice.value)
     return params, replace(phase, epochs=choice.value), tuple(c for c in recipe if c.key != choice.key) + (choice,)
 
 
