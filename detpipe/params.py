@@ -161,6 +161,9 @@ class TrainParams(Section):
                                  description="auto, cpu, cuda or cuda:<index>")] = "auto"
     freeze_epochs: Count | Auto = "auto"  # auto: 3 from pretrained weights, 0 from scratch (detpipe.recipe)
     unfreeze_epochs: Count = 80
+    # hours for both phases; > 0: the unfrozen epoch count is fitted to it after the first unfrozen
+    # epoch (detpipe.recipe.fit_to_budget) and unfreeze_epochs is ignored; 0 = off
+    time: Annotated[float, Field(ge=0, le=10000)] = 0.0
     freeze_batch_size: AtLeastOne = 16
     unfreeze_batch_size: AtLeastOne = 8
     nominal_batch_size: AtLeastOne = 16  # lr is given for this batch; the LR in use scales linearly

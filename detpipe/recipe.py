@@ -96,3 +96,28 @@ def imgsz(params, short_sides: np.ndarray | None, smallest_stride: int) -> Choic
         reason = (f"{at}; reaching {goal} would take {need}, above the compute cap {IMGSZ_CAP} (it gets "
                   f"{median * size:.1f} px): objects this small need a finer head level or image tiles")
     return _choice("model.imgsz", AUTO, size, reason)
+
+
+def fit_to_budget(params, first_epoch_s: float) -> tuple[Choice, str | None]:
+    """train.unfreeze_epochs fitted to the wall-clock budget train.time (hours, both phases), as
+    Ultralytics' `time=`: from `first_epoch_s`, the measured wall time of the unfrozen phase's first
+    epoch (training and validation). `params` has its freeze_epochs resolved. The frozen epochs are
+    counted at that time too, an upper bound (they compute no backbone gradients), so the frozen
+    weights hold no wall time. Returns the choice and a warning when the budget is shorter than one
+    epoch (the phase then trains one epoch, over the budget)."""
+    t = params.train
+    budget, epoch_s = t.time * 3600, max(first_epoch_s, 1e-6)
+    frozen_s = t.freeze_epochs * epoch_s
+    fits = math.floor((budget - frozen_s) / epoch_s + 1e-9)  # 40 s of 10 s epochs is 4, whatever the rounding
+    value = max(1, fits)
+    counted = (f"; {t.freeze_epochs} frozen epoch{'s' * (t.freeze_epochs != 1)} counted at that time, an upper "
+               f"bound ({frozen_s:.1f} s)" if t.freeze_epochs else "")
+    reason = (f"fitted to the budget train.time {t.time:g} h ({budget:.0f} s): first unfrozen epoch {first_epoch_s:.1f} s "
+              f"incl. validation{counted}; params.yaml's train.unfreeze_epochs {t.unfreeze_epochs} is ignored")
+    warning = None
+    if fits < 1:
+        warning = (f"train.time {t.time:g} h ({budget:.0f} s) is shorter than one unfrozen epoch "
+                   f"({first_epoch_s:.1f} s){' plus the frozen ones' if t.freeze_epochs else ''}: training 1 epoch, "
+                   "over the budget; raise train.time")
+        reason += "; the budget is shorter than one epoch: 1 epoch, over the budget"
+    return _choice("train.unfreeze_epochs", t.unfreeze_epochs, value, reason), warning

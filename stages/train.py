@@ -28,7 +28,7 @@ from detpipe.data.images import ImageCheckError  # noqa: E402
 from detpipe.artifacts.error import ArtifactError  # noqa: E402
 from detpipe.artifacts.pretrained_record import PretrainedRecord  # noqa: E402
 from detpipe.artifacts.train_recipe import TrainRecipe  # noqa: E402
-from detpipe.recipe import Choice  # noqa: E402
+from detpipe.recipe import Choice, resolve  # noqa: E402
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.params import ParamsError, print_error  # noqa: E402
 from detpipe.data.splits import empty_split_problem  # noqa: E402
@@ -138,7 +138,8 @@ def main() -> int:
         return print_error(f"{exc}; kept: every trained epoch in {args.ckpt_dir}/ (rerun the same command after "
                            "freeing space: it trains nothing and writes the outputs again)")
     best, stop = state["best"], state.get("stopped_early")
-    phase = phase_of(params, args.phase)
+    # The choices made while training too (a train.time budget fits the unfrozen epoch count).
+    phase = phase_of(resolve(params, tuple(Choice(**c) for c in state["recipe"])), args.phase)
     early = stop is not None and stop < phase.first_epoch + phase.epochs - 1
     print(f"== train_{args.phase} done in {time.time() - start:.0f} s: best val mAP50 {best['val_map50']:.3f} "
           f"at epoch {best['epoch']}" + (f" (stopped early after epoch {stop}, train.patience "

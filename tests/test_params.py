@@ -56,6 +56,8 @@ BAD = [
     ("train.device", "gpu", "train.device is 'gpu'; allowed: auto, cpu, cuda or cuda:<index>"),
     ("train.amp", "maybe", "train.amp is 'maybe'; allowed: true or false"),
     ("train.patience", True, "train.patience is true; allowed: a whole number >= 0"),
+    ("train.time", -1, "train.time is -1; allowed: a number from 0 to 10000"),
+    ("train.time", "1h", "train.time is '1h'; allowed: a number from 0 to 10000"),
     ("train.nproc", 3, "train.freeze_batch_size is 16; allowed: a multiple of train.nproc (3)"),
     ("data.source", "yolov5", "data.source is 'yolov5'; allowed: one of voc, coco"),
     ("data.classes", ["cat", "cat"], "data.classes is ['cat', 'cat']; allowed: a list of distinct, non-empty"),

@@ -70,6 +70,10 @@ class Augment:
     def from_train_params(cls, p) -> "Augment":
         """The strengths of params.yaml's train section, each by its name."""
         until = int(round((p.freeze_epochs + p.unfreeze_epochs) * p.mosaic_fraction))
+        if getattr(p, "time", 0) > 0 and p.mosaic_fraction > 0:
+            # On a train.time budget the first unfrozen epoch trains before the count is known: it
+            # (and so every frozen epoch) is in mosaic's window whatever the count turns out to be.
+            until = max(until, p.freeze_epochs + 1)
         return cls(**{f.name: getattr(p, f.name) for f in fields(cls) if f.name != "mosaic_until"}, mosaic_until=until)
 
 

@@ -91,16 +91,22 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str, min_ratio: float,
-              milestones: tuple[float, ...] = (0.7, 0.9), gamma: float = 0.1) -> Callable[[int], float]:
+              milestones: tuple[float, ...] = (0.7, 0.9), gamma: float = 0.1,
+              hold_steps: int = 0) -> Callable[[int], float]:
     """Linear warm-up, then a decay of the base LR (per step) to `min_ratio`: cosine, linear, or
-    step (x `gamma` at each milestone, a fraction of the steps after warm-up); or constant."""
+    step (x `gamma` at each milestone, a fraction of the steps after warm-up); or constant.
+
+    hold_steps: the decay starts no earlier than this step (the base LR until then), so the factors
+    of the steps before max(warmup_steps, hold_steps) + 1 do not depend on total_steps (a
+    train.time budget fits the total after the first epoch)."""
     if schedule not in ("cosine", "linear", "step", "constant"):
         raise ValueError(f"train.lr_schedule: {schedule!r} is not one of cosine, linear, step, constant")
+    start = max(warmup_steps, hold_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        t = min(1.0, (step - start) / max(1, total_steps - start)) if step >= start else 0.0
         if schedule == "cosine":
             return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
         if schedule == "linear":

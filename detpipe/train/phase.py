@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,8 +44,9 @@ from ..pipeline.view import ParamsView, as_dict
 _NOT_IN_FINGERPRINT = ("train.device", "train.deterministic", "train.num_workers", "train.threads",
                        "train.keep_checkpoints", "train.cache_images", "data.max_image_pixels")
 # The other phase's settings do not change this phase's weights (epoch counts reach the
-# augmentation only through mosaic_until, which the fingerprint holds as derived).
-_OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size"),
+# augmentation only through mosaic_until, which the fingerprint holds as derived; a train.time
+# budget reaches the frozen phase only there too).
+_OTHER_PHASE = {"frozen": ("unfreeze_epochs", "unfreeze_batch_size", "time"),
                 "unfrozen": ("freeze_batch_size", "freeze_lr_scale")}
 _EPOCHS = {"frozen": "freeze_epochs", "unfrozen": "unfreeze_epochs"}
 _ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,8 @@ _ROOT = Path(__file__).resolve().parents[2]
 # (the same list dvc.yaml's train deps are generated from), hashed by repo-relative name and content.
 _SCRIPT = "stages/train.py" if (_ROOT / "stages/train.py").is_file() else "detpipe/train/phase.py"
 RUN_INFO = "run.json"  # beside last.pt: the run's lineage and epoch count
+# The epoch bound a budget phase resumes under before its checkpoint says how many it fitted.
+_ANY_EPOCHS = 10**12
 
 
 @dataclass
@@ -102,7 +105,8 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     name and content, inputs by content in their order, so a moved clone or a queued `dvc exp run`
     (in a temp copy) resumes its own checkpoint. with_epochs=False leaves out this phase's epoch
     count (and what derives from it): the run's lineage, shared by runs that differ only in how many
-    epochs they train.
+    epochs they train, or the budget they fit them to. On a train.time budget (`on_budget`) the count
+    is the run's to find, not an input: train.time counts instead, train.unfreeze_epochs (ignored) does not.
     """
     config = as_dict(_train_view(params))
     skip = set(_OTHER_PHASE[phase.name])
@@ -117,9 +121,11 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     augment["mosaic_until"] = min(max(augment["mosaic_until"], phase.first_epoch - 1), last)
     if augment["mosaic"] == 0 and augment["mixup"] == 0:
         augment.pop("mosaic_until")
-    if not with_epochs:
+    if not with_epochs or on_budget(params, phase):
         skip.add(_EPOCHS[phase.name])
         augment.pop("mosaic_until", None)
+    if not with_epochs:
+        skip.add("time")
     config = _without_speed_settings(config)
     config["train"] = {k: v for k, v in config["train"].items() if k not in skip}
     pretrained = params.model.pretrained
@@ -134,6 +140,11 @@ def run_fingerprint(params: Params, phase: Phase, inputs: list[str | Path], with
     for name in code_closure(_SCRIPT, _ROOT):
         h.update(f"{name}:{file_sha256(_ROOT / name)}".encode())
     return h.hexdigest()[:16]
+
+
+def on_budget(params, phase: Phase) -> bool:
+    """Whether `phase` fits its epoch count to train.time (the unfrozen phase, train.time > 0)."""
+    return phase.name == "unfrozen" and params.train.time > 0
 
 
 def _train_view(params):
@@ -186,8 +197,18 @@ def patience_exhausted(patience: int, epoch: int, best_epoch: int) -> bool:
     return patience > 0 and epoch - best_epoch >= patience
 
 
-def _write_run_info(run_dir: Path, lineage: str, epochs: int) -> None:
+def _write_run_info(run_dir: Path, lineage: str, epochs: int | None) -> None:
+    """epochs None: a budget run's count before it is fitted (no other run continues from it until then)."""
     atomic.write_text(run_dir / RUN_INFO, json.dumps({"lineage": lineage, "epochs": epochs}))
+
+
+def _record_fitted_epochs(run_dir: Path, epochs: int) -> None:
+    """A budget run's fitted count into its run.json, for the runs of its lineage that may continue it."""
+    try:
+        lineage = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))["lineage"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # no lineage to record it under: no other run continues this one
+    _write_run_info(run_dir, lineage, epochs)
 
 
 def _same_lineage(run_dir: Path, lineage: str) -> list[tuple[float, Path, int]]:
@@ -214,8 +235,17 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
     name, others = f"train_{phase.name}", _same_lineage(run_dir, lineage)
     if not others:
         return
+    budget = on_budget(params, phase)
+
+    def planned(state: dict) -> int:
+        """The epochs this run trains from `state`: on a budget, fitted to the first epoch's time it records."""
+        if not budget:
+            return phase.epochs
+        rows = state.get("history") or []
+        return recipes.fit_to_budget(params, float(rows[0]["seconds"]))[0].value if rows else -1
+
     _, newest, n = max(others)
-    reasons = epoch_count_dependence(params, this_phase=n != phase.epochs)
+    reasons = epoch_count_dependence(params, this_phase=budget or n != phase.epochs)
     if reasons:
         print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): {'; '.join(reasons)}. "
               "A changed epoch count continues only with lr_schedule constant and mosaic off or over all epochs",
@@ -228,15 +258,19 @@ def _continue_other_epoch_count(params: Params, phase: Phase, run_dir: Path, lin
         except ckpt.CheckpointError as exc:
             print(f"{name}: not continuing from {other / resume.LAST}: {exc.reason}", flush=True)
     done = {o: s.get("epoch") for o, s in states.items() if isinstance(s, dict) and isinstance(s.get("epoch"), int)}
-    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= phase.epochs]
+    usable = [(done[o], o, n) for _, o, n in others if o in done and done[o] <= planned(states[o])]
     if not usable:
         if done:
+            past = (f"the count train.time {params.train.time:g} h fits from its first epoch's time" if budget
+                    else f"epoch {phase.first_epoch + phase.epochs - 1}")
             print(f"{name}: not continuing the {n}-epoch run of the same params ({newest}): its checkpoint "
-                  f"is already past epoch {phase.first_epoch + phase.epochs - 1}", flush=True)
+                  f"is already past {past}", flush=True)
         return
     _, source, n = max(usable)
     ckpt.save_atomic({**states[source], "fingerprint": fp}, run_dir / resume.LAST)
-    print(f"{name}: only the epoch count changed ({n} -> {phase.epochs}) and the LR schedule and "
+    now = (f"{planned(states[source])}, fitted to train.time {params.train.time:g} h from its first epoch's time"
+           if budget else phase.epochs)
+    print(f"{name}: only the epoch count changed ({n} -> {now}) and the LR schedule and "
           f"augmentation do not depend on it: continuing the {n}-epoch run ({source})", flush=True)
 
 
@@ -292,7 +326,7 @@ def _hold_run_dir(params: Params, phase: Phase, inputs: list[str | Path], run_di
         atomic.clean_temp_files(run_dir)
         if not any((run_dir / f).exists() for f in (resume.LAST, resume.PREV)):
             lineage = run_fingerprint(params, phase, inputs, with_epochs=False)
-            _write_run_info(run_dir, lineage, phase.epochs)
+            _write_run_info(run_dir, lineage, None if on_budget(params, phase) else phase.epochs)
             _continue_other_epoch_count(params, phase, run_dir, lineage, fp)
         for removed in runlock.prune(run_dir.parent, params.train.keep_checkpoints, fp):
             print(f"pruned old checkpoint folder {removed}")
@@ -384,9 +418,16 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     drop_last = len(train_set) > phase.batch_size
     optimizer = build_optimizer(model, t.optimizer, phase.lr, t.momentum, t.weight_decay, fused=device.type == "cuda")
     warmup = round(t.warmup_epochs * steps_per_epoch) if phase.name == "frozen" or t.freeze_epochs == 0 else 0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(phase.epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio,
-                             t.lr_milestones, t.lr_gamma))
+    budget = on_budget(params, phase)
+    if budget:  # one epoch trains before the count is fitted: its LR must not depend on the count
+        phase = replace(phase, epochs=1)
+        print(f"{name}: train.time {t.time:g} h: the epoch count is fitted to the budget after the first epoch "
+              f"(train.unfreeze_epochs {t.unfreeze_epochs} is ignored)", flush=True)
+
+    def schedule(epochs: int):
+        return lr_lambda(epochs * steps_per_epoch, warmup, t.lr_schedule, t.min_lr_ratio, t.lr_milestones,
+                         t.lr_gamma, hold_steps=steps_per_epoch if budget else 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(phase.epochs))
     scaler = accel.grad_scaler(t, device)  # float16 autocast on CUDA only
     # Built once per phase: loader workers (and their image caches) live across epochs.
     loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
@@ -405,12 +446,18 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     history, best, done, stopped = [], {"epoch": 0, "val_map50": -1.0}, 0, None
     best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
     fresh = {**_state(parts, 0, [], dict(best), params, fp, phase, env, recipe), **best_states}
-    found = resume.latest(run_dir, fresh, parts, phase.epochs, name, info.main, lambda obj: ddp.broadcast(obj, info))
+    found = resume.latest(run_dir, fresh, parts, _ANY_EPOCHS if budget else phase.epochs, name, info.main,
+                          lambda obj: ddp.broadcast(obj, info))
+    fitted = False  # a budget phase's count: fitted from its first epoch, once (on resume, from its record)
     if found is not None:
         state, path = found
         history, best, done = state["history"], state["best"], state["epoch"]
         stopped = state["stopped_early"]
         best_states = {k: state[k] for k in ("best_model", "best_ema")}
+        if budget:  # before the loader's workers start, so they copy the fitted augmentation
+            params, phase, recipe = _fit_epochs(params, phase, recipe, history, name, scheduler, schedule, train_set,
+                                                 run_dir if info.main else None)
+            fitted = True
         if _automatic_threads(t, info):  # the count this phase started with, so numerics stay bitwise
             usable = usable_cpus()
             torch.set_num_threads(min(int(state["env"].get("threads", usable)), usable))
@@ -431,15 +478,16 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     # What trains: DDP (+ compile) around `model`; EMA, evaluation and checkpoints use `model` itself.
     net = accel.maybe_compile(ddp.wrap_model(model, device, info, t.sync_bn), t.compile)
 
-    end = phase.epochs if stopped is None else done  # a phase stopped by patience trains no further
-    for epoch in range(done, end):
+    epoch = done
+    # A phase stopped by patience trains no further; a budget phase's count is known after its first epoch.
+    while epoch < (phase.epochs if stopped is None else done):
         global_epoch = phase.first_epoch + epoch
         # Model-side randomness is seeded per epoch, so a resumed epoch draws what the original would.
         torch.manual_seed(params.seed * 100_003 + global_epoch)
-        epoch_start = time.time()
+        epoch_start = _now()
         # This rank's slice of each global batch (the whole batch when world is 1).
         ddp.set_epoch(loader, global_epoch)
-        desc = f"{phase.name} {global_epoch}/{phase.first_epoch + phase.epochs - 1}"
+        desc = f"{phase.name} {global_epoch}/{'?' if budget and not fitted else phase.first_epoch + phase.epochs - 1}"
         sums, n_img, seconds = train_one_epoch(net, loader, optimizer, scheduler, ema, device, scaler, t.grad_clip,
                                                desc, weights, amp_dtype=amp_dtype, channels_last=nhwc,
                                                ema_source=model)
@@ -450,12 +498,19 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
         # Rows are kept as plain dicts: the checkpoint holds them (weights_only=True loads no classes).
         history.append(asdict(EpochRow(
             epoch=global_epoch, phase=phase.name, train_loss=tr["loss"], lr=optimizer.param_groups[0]["lr"],
-            seconds=time.time() - epoch_start, images_per_s=tr["images"] / max(tr["seconds"], 1e-9),
+            seconds=_now() - epoch_start, images_per_s=tr["images"] / max(tr["seconds"], 1e-9),
             mosaic=train_set.augment.mosaic_on(global_epoch), train_box_loss=tr["box"],
             train_cls_loss=tr["cls"], **val)))
         print(f"  epoch {global_epoch}: train loss {tr['loss']:.3f}  val loss {val['val_loss']:.3f}  "
               f"val mAP50 {val_map:.3f}  mAP50-95 {val['val_map50_95']:.3f}  P {val['val_precision']:.3f}  "
               f"R {val['val_recall']:.3f}  ({tr['images'] / max(tr['seconds'], 1e-9):.1f} img/s)", flush=True)
+        if budget and not fitted:  # this epoch's wall time (its history row) fits the count, once
+            history[-1]["seconds"] = ddp.broadcast(history[-1]["seconds"], info)  # DDP: rank 0's, on every rank
+            params, phase, recipe = _fit_epochs(params, phase, recipe, history, name, scheduler, schedule, train_set,
+                                                 run_dir if info.main else None)
+            if t.num_workers:  # persistent workers hold a copy of the dataset and its augmentation
+                loader = ddp.train_loader(train_set, phase.batch_size, t.num_workers, drop_last, info, device)
+            fitted = True
         if val_map > best["val_map50"]:
             best = {"epoch": global_epoch, "val_map50": val_map}
             best_states = {"best_model": _snapshot(model), "best_ema": _snapshot(ema.module)}
@@ -473,6 +528,7 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
                       f"(val mAP50 {best['val_map50']:.3f}); {name} ends after epoch {global_epoch} "
                       f"of {phase.first_epoch + phase.epochs - 1}", flush=True)
             break
+        epoch = done
 
     if info.main:
         write_history(tsv_path, history)
@@ -487,6 +543,31 @@ def _train(params: Params, phase: Phase, device: torch.device, amp_dtype, info, 
     if info.main:
         os.utime(run_dir)  # mark as recently used for pruning
     return final
+
+
+def _now() -> float:
+    """Wall-clock seconds (tests replace it to make epochs last as long as they need)."""
+    return time.time()
+
+
+def _fit_epochs(params: Params, phase: Phase, recipe: tuple[recipes.Choice, ...], history: list[dict], name: str,
+                scheduler, schedule, train_set: DetectionDataset,
+                run_dir: Path | None) -> tuple[Params, Phase, tuple[recipes.Choice, ...]]:
+    """A budget phase's epoch count from its first epoch's wall time as its history records it: measured
+    once, when that epoch trained, and read back on every resume, so a resumed run never re-measures.
+    The LR schedule (`schedule(epochs)`, a lambda for `scheduler`) and the mosaic window follow the
+    count; the steps trained before, and the next one, have the same LR under any count (hold_steps).
+    `run_dir` (rank 0's) records the count in run.json for the runs of its lineage."""
+    choice, warning = recipes.fit_to_budget(params, float(history[0]["seconds"]))
+    print(f"recipe: {choice.line()}", flush=True)
+    if warning:
+        print(f"{name}: warning: {warning}", flush=True)
+    params = recipes.resolve(params, (choice,))
+    scheduler.lr_lambdas = [schedule(choice.value)] * len(scheduler.lr_lambdas)
+    train_set.augment = Augment.from_train_params(params.train)
+    if run_dir is not None:
+        _record_fitted_epochs(run_dir, choice.value)
+    return params, replace(phase, epochs=choice.value), tuple(c for c in recipe if c.key != choice.key) + (choice,)
 
 
 def _announce_resume(phase: Phase, path: Path, done: int, stopped: int | None, best: dict, patience: int) -> None:

@@ -8,26 +8,30 @@ import pandas as pd
 
 from detpipe.catalog import SCALES, pan_width
 from detpipe.params import OverfitParams, Params
-from detpipe.reports.overfit.levers import Lever, pretrained_hint
+from detpipe.reports.overfit.levers import Lever, pretrained_hint, train_longer, unfrozen_epochs
 
 
 def advise(verdict: str, history: pd.DataFrame, params: Params, n_train: int | None,
            best: int | None, levers: Sequence[Lever] = ()) -> list[str]:
     """Concrete next steps: the levers the evidence points at first, then the steps for `verdict`
     that change a key no lever already names (each names the params.yaml keys and values to try)."""
-    steps = ADVICE[verdict](Context(params, n_train, best, frozen_epochs(history, params.train.freeze_epochs)))
+    steps = ADVICE[verdict](Context(params, n_train, best, frozen_epochs(history, params.train.freeze_epochs),
+                                    unfrozen_epochs(history, params), history))
     named = [f"`{lv.key}" for lv in levers]
     return [lv.advice for lv in levers] + [a for a in steps if a and not any(k in a for k in named)]
 
 
 @dataclass(frozen=True)
 class Context:
-    """What the advice names: the recipe, the training images, the best epoch, the frozen epochs."""
+    """What the advice names: the recipe, the training images, the best epoch, the frozen epochs, the
+    unfrozen epoch count (on a train.time budget, the epochs it trained) and the history."""
 
     params: Params
     n_train: int | None
     best: int | None
     n_frozen: int
+    n_unfrozen: int
+    history: pd.DataFrame
 
 
 def frozen_epochs(history: pd.DataFrame, planned: int) -> int:
@@ -42,8 +46,8 @@ def frozen_epochs(history: pd.DataFrame, planned: int) -> int:
 def _overfitting(c: Context) -> list[str | None]:
     t, m, p = c.params.train, c.params.model, c.params.overfit
     return [
-        _stop_at_best(c.best, c.n_frozen, c.params),
-        (f"Let training stop itself: `train.patience: {max(5, t.unfreeze_epochs // 5)}` ends a phase after "
+        _stop_at_best(c),
+        (f"Let training stop itself: `train.patience: {max(5, c.n_unfrozen // 5)}` ends a phase after "
          "that many epochs without a val mAP50 gain (models/best.pt keeps the best epoch either way)."
          if t.patience == 0 else None),
         _more_data(c.n_train, p, strong=True),
@@ -77,9 +81,8 @@ def _data_mismatch(c: Context) -> list[str | None]:
 
 def _not_converged(c: Context) -> list[str | None]:
     t, p, lr = c.params.train, c.params.overfit, c.params.lr
-    extra = max(p.patience, t.unfreeze_epochs // 2)
     return [
-        f"Train longer: `train.unfreeze_epochs: {t.unfreeze_epochs + extra}` (now {t.unfreeze_epochs}); "
+        f"Train longer: {train_longer(c.params, c.history, max(p.patience, c.n_unfrozen // 2))[1]}; "
         "val is still improving at the last epoch.",
         (f"Mosaic ({t.mosaic}) makes training images harder and slows convergence; lower it "
          "or switch it off for a final run." if t.mosaic > 0 else None),
@@ -98,7 +101,9 @@ def _underfitting(c: Context) -> list[str | None]:
         (f"Start from pretrained weights ({pretrained_hint(m)})." if m.pretrained == "none" else None),
         f"Regularise less: lower `train.weight_decay` ({t.weight_decay:g} → {t.weight_decay / 2:g})"
         + (f" and mosaic (`train.mosaic: 0`, now {t.mosaic})." if t.mosaic > 0 else "."),
-        f"Train longer or faster: more `train.unfreeze_epochs` (now {t.unfreeze_epochs}) or a higher `lr` (now {lr:g}).",
+        (f"Train longer or faster: a larger `train.time` (now {t.time:g} h, {c.n_unfrozen} unfrozen epochs)"
+         if t.time > 0 else f"Train longer or faster: more `train.unfreeze_epochs` (now {t.unfreeze_epochs})")
+        + f" or a higher `lr` (now {lr:g}).",
         "Check the labels: wrong or missing boxes cap what any model can learn "
         "(reports/data/annotate.json lists warnings).",
     ]
@@ -116,15 +121,18 @@ ADVICE = {"overfitting": _overfitting, "data mismatch": _data_mismatch, "not con
           "underfitting": _underfitting, "still improving": _not_converged, "good fit": _good_fit}
 
 
-def _stop_at_best(best: int | None, n_frozen: int, params: Params) -> str | None:
+def _stop_at_best(c: Context) -> str | None:
+    best, n_frozen, t = c.best, c.n_frozen, c.params.train
     if best is None:
         return None
+    # On a budget the count is fitted, not set: stopping at an epoch means setting it instead.
+    now = (f"now fitted to `train.time` {t.time:g} h: {c.n_unfrozen}; set `train.time: 0` with it" if t.time > 0
+           else f"now {c.n_unfrozen}")
     if best > n_frozen:
         return (f"Stop at the best epoch: models/best.pt already keeps epoch {best}; to stop "
-                f"training there, set `train.unfreeze_epochs: {best - n_frozen}` "
-                f"(now {params.train.unfreeze_epochs}).")
+                f"training there, set `train.unfreeze_epochs: {best - n_frozen}` ({now}).")
     return (f"The best epoch ({best}) came before unfreezing: unfreeze later or not at all "
-            f"(`train.unfreeze_epochs` lower than {params.train.unfreeze_epochs}), "
+            f"(`train.unfreeze_epochs` lower than {c.n_unfrozen}{f'; {now}' if t.time > 0 else ''}), "
             f"and keep the frozen model.")
 
 

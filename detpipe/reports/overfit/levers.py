@@ -5,7 +5,7 @@ try and the figures behind it.
   the larger sizes' or they make up most of the misses while being missed more often; imgsz
   when the median small training object is under TARGET_SMALL_PX after letterboxing, the
   stride-4 level when under P2_BELOW_PX (larger objects are not short of resolution);
-- more epochs (train.unfreeze_epochs): val mAP50 still rising at the last epoch;
+- more epochs (train.unfreeze_epochs, or train.time on a budget): val mAP50 still rising at the last epoch;
 - more data / augmentation (train.mosaic): overfitting on few training images;
 - a pretrained start (model.pretrained): none, on few training images.
 
@@ -146,11 +146,32 @@ def more_epochs(history: pd.DataFrame, params: Params) -> Lever | None:
     level = float(vals[-1 - k:].mean())
     if best not in set(epochs[-k:]) or level <= 0 or gain / k / level < params.overfit.min_improvement:
         return None
-    extra = max(k, t.unfreeze_epochs // 2)
-    return Lever(key="train.unfreeze_epochs", advice=(
+    key, setting = train_longer(params, history, max(k, unfrozen_epochs(history, params) // 2))
+    return Lever(key=key, advice=(
         f"More epochs: val mAP50 is still rising (+{gain:.3f} over the last {k} epochs, best at epoch {best} "
-        f"of {int(epochs[-1])}); `train.unfreeze_epochs: {t.unfreeze_epochs + extra}` (now {t.unfreeze_epochs})."),
+        f"of {int(epochs[-1])}); {setting}."),
         evidence={"best_epoch": best, "last_epoch": int(epochs[-1]), "val_map50_gain_last_k": round(gain, 6), "last_k": k})
+
+
+def unfrozen_epochs(history: pd.DataFrame, params: Params) -> int:
+    """The unfrozen epoch count the advice starts from: train.unfreeze_epochs, or on a train.time budget
+    (which ignores it) the unfrozen epochs the history holds."""
+    if params.train.time <= 0:
+        return params.train.unfreeze_epochs
+    return int((history["phase"] == "unfrozen").sum()) if len(history) else 0
+
+
+def train_longer(params: Params, history: pd.DataFrame, extra: int) -> tuple[str, str]:
+    """(key, "`key: value` (now ...)") that trains `extra` more unfrozen epochs: train.unfreeze_epochs,
+    or on a budget a train.time that many epochs longer, at the epoch time the budget was fitted with
+    (the frozen epochs count at that time too, as the fitting counts them)."""
+    t = params.train
+    if t.time <= 0:
+        return "train.unfreeze_epochs", f"`train.unfreeze_epochs: {t.unfreeze_epochs + extra}` (now {t.unfreeze_epochs})"
+    n = max(1, unfrozen_epochs(history, params))
+    frozen = t.freeze_epochs if isinstance(t.freeze_epochs, int) else 0
+    hours = math.ceil(t.time * (frozen + n + extra) / (frozen + n) * 1000) / 1000
+    return "train.time", f"`train.time: {hours:g}` (now {t.time:g} h, which trained {n} unfrozen epochs)"
 
 
 def _gap(history: pd.DataFrame) -> float | None:
