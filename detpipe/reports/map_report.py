@@ -11,12 +11,13 @@ import numpy as np
 
 from ..artifacts.metrics import (COCO_STATS, SIZE_STATS, CocoStats, Counts, MapInfo, MapMetrics, Prf, PrfScores,
                                  SizeStats, VocStats)
-from ..metrics.coco import AREA_NAMES, AREA_RNG, coco_eval_arrays, coco_eval_flat
+from ..metrics.coco import coco_eval_arrays, coco_eval_flat
 from ..metrics.confusion import confusion_matrix_flat
 from ..metrics.csvout import write_columns
 from ..metrics.curves import best_f1, pr_envelopes, prf_at, prf_curve
 from ..metrics.flat import EvalData, from_lists
 from ..metrics.voc import voc_map_flat
+from ..sizes import AREA_NAMES, AREA_RNG
 from . import counted
 
 CONVENTIONS = {
