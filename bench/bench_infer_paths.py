@@ -12,22 +12,29 @@ Variants (untrained params.yaml model, the same 8 synthetic photos as bench/benc
   bf16          torch-lb with bfloat16 autocast (this CPU has AVX512-BF16; changes the boxes)
   jit-freeze    torch-lb, torch.jit.trace + torch.jit.freeze
   jit-ofi       torch-lb, torch.jit.trace + torch.jit.optimize_for_inference
-  ort-basic     torch-lb, onnxruntime with basic graph optimisations only
-  ort           torch-lb, onnxruntime, all graph optimisations (detpipe's default CPU path)
-  ort-spin      `ort` with its threads spinning between operators within a run (2+ threads)
+  ort-basic     torch-lb, onnxruntime with basic graph optimisations only (no spinning)
+  ort           torch-lb, onnxruntime, all graph optimisations (detpipe's default CPU path: C2f's split
+                conv exported as two convs, threads spinning between operators within a run at 2+)
+  ort-chunk     `ort` with the split conv's output sliced in the graph (the export before this row)
+  ort-nospin    `ort` with no spinning (the default before this row)
+  ort-torch2    `ort` with letterbox and NMS on all of torch's threads (before this row: torch's
+                OpenMP workers spin for milliseconds after each op, against onnxruntime's threads)
   compile       torch-lb, torch.compile (with --compile only: tens of seconds per shape; compile
                 time printed)
 Each row: median ms per image of preprocess, forward and decode + NMS, the latency (their sum per
-batch, median) and its ratio to `before` and to YOLOv8n's. Run it alone (`/work/bin/quiet`).
+batch, median) and its ratio to `before` and to YOLOv8n's; steps run 20 ms apart, as in
+bench/bench_predict.py. Run it alone (`/work/bin/quiet`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -40,6 +47,7 @@ from bench.bench_predict import alternate, detpipe_batch, yolo_batch  # noqa: E4
 from detpipe.boxes import letterbox_params  # noqa: E402
 from detpipe.data.dataset import PAD_VALUE  # noqa: E402
 from detpipe.infer.backends import OnnxBackend, TorchBackend  # noqa: E402
+from detpipe.infer import onnx_graph  # noqa: E402
 from detpipe.infer.onnx_graph import RawOutputs, export_model  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images  # noqa: E402
 from detpipe.model.detector import build_model, fuse_conv_bn  # noqa: E402
@@ -99,9 +107,12 @@ def traced(optimize: bool):
     return make
 
 
-def ort_backend(model, names, imgsz: int, level: str, folder: Path, spin: bool = False) -> OnnxBackend:
+def ort_backend(model, names, imgsz: int, level: str, folder: Path, spin: bool | None = None,
+                halves: bool = True) -> OnnxBackend:
     import onnxruntime as ort
-    path = export_model(model, names, imgsz, folder / "model.onnx", dynamic="batch")
+    path = folder / f"model-{level}-{spin}-{halves}.onnx"
+    with mock.patch.object(onnx_graph, "separate_halves", onnx_graph.separate_halves if halves else lambda m: m):
+        export_model(model, names, imgsz, path, dynamic="batch")
     backend = OnnxBackend(path, torch.device("cpu"), spin)
     if level == "basic":
         options = ort.SessionOptions()
@@ -132,7 +143,10 @@ def variants(model, names, imgsz: int, folder: Path, compile_too: bool) -> dict[
            "jit-ofi": predictor(ScriptedBackend(model, traced(True), "jit optimize_for_inference")),
            "ort-basic": predictor(ort_backend(model, names, imgsz, "basic", folder)),
            "ort": predictor(ort_backend(model, names, imgsz, "all", folder)),
-           "ort-spin": predictor(ort_backend(model, names, imgsz, "all", folder, spin=True))}
+           "ort-chunk": predictor(ort_backend(model, names, imgsz, "all", folder, halves=False)),
+           "ort-nospin": predictor(ort_backend(model, names, imgsz, "all", folder, spin=False)),
+           "ort-torch2": predictor(ort_backend(model, names, imgsz, "all", folder))}
+    out["ort-torch2"].backend.torch_side = contextlib.nullcontext
     if compile_too:
         out["compile"] = predictor(ScriptedBackend(model, lambda raw, x: torch.compile(raw, dynamic=False), "compile"))
     return out

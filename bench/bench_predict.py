@@ -1,13 +1,14 @@
 """Inference speed per part on the CPU: detpipe's detector vs Ultralytics YOLOv8n, same images, same run.
 
     python bench/bench_predict.py [--threads 1] [--images 32] [--sizes 320,640] [--backend auto]
-        [--weights models/best.pt]
+        [--weights models/best.pt] [--gap 0.02]
 
 For each imgsz and batch 1 and 8, prints ms per image for preprocessing (letterbox, stack),
 model forward, decoding + NMS, and drawing, plus images/s, and the ratio of detpipe's latency
 (preprocess + forward + NMS, what Ultralytics' `Results.speed` counts; drawing apart) to
-YOLOv8n's. The two tools alternate batch by batch, so a neighbour's load slows both alike; each
-part's figure is its median over the timed batches. The images are 8 synthetic 640x480 /
+YOLOv8n's. The two tools alternate batch by batch (20 ms apart, so neither's idle threads still
+spin in the other's batch), so a neighbour's load slows both alike; each part's figure is its
+median over the timed batches. The images are 8 synthetic 640x480 /
 480x640 pictures. detpipe's model is the params.yaml architecture with untrained weights unless
 --weights is given (the cost of a forward pass does not depend on the weight values; NMS and
 drawing cost a little more with a trained model's boxes). YOLOv8n is built from its yaml, so no
@@ -43,6 +44,10 @@ separate venv, e.g.:
 
 
 PARTS = ("preprocess", "forward", "nms", "draw")
+# Seconds between two steps. torch's OpenMP workers spin for a few milliseconds after a parallel op
+# (libgomp's default spin count) before they sleep; without a pause, one tool's spinning threads run
+# into the next step's timed batch, which never happens when a user runs one of them.
+GAP = 0.02
 
 
 def detpipe_predictor(weights: str | None, params_path: Path, size: int, backend: str) -> tuple[Predictor, str]:
@@ -76,14 +81,16 @@ def yolo_batch(model, chosen_bgr: list[np.ndarray], size: int) -> dict[str, floa
             "nms": float(np.mean([r.speed["postprocess"] for r in results])), "draw": draw}
 
 
-def alternate(steps: dict, n_images: int, batch: int, runs: int, warmup: int = 2) -> dict[str, dict]:
-    """Each step(indices of the batch's images) in turn on the same batch, `runs` timed rounds after `warmup`:
+def alternate(steps: dict, n_images: int, batch: int, runs: int, warmup: int = 2, gap: float = GAP) -> dict[str, dict]:
+    """Each step(indices of the batch's images) in turn on the same batch, `gap` seconds apart, `runs`
+    timed rounds after `warmup`:
     per step the median ms per image of each part, "latency" (the median of each batch's
     preprocess + forward + NMS), "total" (with drawing) and images/s."""
     parts = {name: [] for name in steps}
     for it in range(warmup + runs):
         chosen = [(it * batch + k) % n_images for k in range(batch)]
         for name, step in steps.items():
+            time.sleep(gap)
             r = step(chosen)
             if it >= warmup:
                 parts[name].append(r)
@@ -111,6 +118,7 @@ def main() -> int:
     p.add_argument("--backend", default="auto", choices=get_args(InferBackend),
                    help="detpipe's inference backend (predict.backend; default auto)")
     p.add_argument("--weights", help="a detpipe checkpoint or .onnx instead of the untrained params.yaml model")
+    p.add_argument("--gap", type=float, default=GAP, help=f"seconds between two timed batches (default {GAP})")
     p.add_argument("--params", default=str(Path(__file__).resolve().parents[1] / "params.yaml"))
     args = p.parse_args()
     if args.threads:
@@ -143,7 +151,7 @@ def main() -> int:
             steps = {"detpipe": lambda idx: detpipe_batch(predictor, [images[i] for i in idx])}
             if yolo is not None:
                 steps["yolov8n"] = lambda idx: yolo_batch(yolo, [bgr[i] for i in idx], size)
-            r = alternate(steps, len(images), batch, runs=max(3, args.images // batch))
+            r = alternate(steps, len(images), batch, runs=max(3, args.images // batch), gap=args.gap)
             print(row("detpipe", size, batch, r["detpipe"], r.get("yolov8n")), flush=True)
             if yolo is not None:
                 print(row("yolov8n", size, batch, r["yolov8n"], None), flush=True)

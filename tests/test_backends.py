@@ -13,7 +13,8 @@ import torch
 from detpipe.infer import onnx_cache
 from detpipe.infer.backends import OnnxBackend, TorchBackend
 from detpipe.infer.predictor import Predictor, compare, sample_images
-from detpipe.model.detector import Detector, ModelConfig
+from detpipe.model.detector import Detector, ModelConfig, fuse_conv_bn
+from detpipe.model.layers import C2f, C2PSA, HalfConvs, separate_halves
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -21,11 +22,11 @@ NAMES = ["circle", "square", "triangle", "star"]
 IMGSZ = 128
 
 
-def detector(seed: int = 0, backbone: str = "cspdarknet") -> Detector:
+def detector(seed: int = 0, backbone: str = "cspdarknet", neck: str = "pan") -> Detector:
     """The params.yaml architecture with random weights whose class logits sit near 0, so random
     features give boxes on both sides of every threshold (as a barely trained model would)."""
     torch.manual_seed(seed)
-    model = Detector(ModelConfig(len(NAMES), backbone)).eval()
+    model = Detector(ModelConfig(len(NAMES), backbone, neck=neck)).eval()
     for branch in model.head.cls:
         torch.nn.init.normal_(branch[-1].weight, std=0.05)
         torch.nn.init.zeros_(branch[-1].bias)
@@ -38,15 +39,71 @@ def predictors(model: Detector, conf: float = 0.3) -> tuple[Predictor, Predictor
     return ref, default
 
 
-@pytest.mark.parametrize("backbone", ["cspdarknet", "shufflenet_v2_x0_5"])
-def test_default_cpu_path_gives_the_pytorch_float32_boxes(backbone):
-    ref, default = predictors(detector(backbone=backbone))
+@pytest.mark.parametrize("backbone, neck", [("cspdarknet", "pan"), ("yolo11", "yolo11"), ("shufflenet_v2_x0_5", "pan")])
+def test_default_cpu_path_gives_the_pytorch_float32_boxes(backbone, neck):
+    ref, default = predictors(detector(backbone=backbone, neck=neck))
     assert isinstance(default.backend, OnnxBackend) and isinstance(ref.backend, TorchBackend)
     images = sample_images(5) + [np.full((20, 70, 3), 30, np.uint8)]
     for batch in (1, 4):
         r = compare(ref, default, images, batch=batch)
         assert r["ref_detections"] == r["other_detections"] > 20 and r["label_mismatches"] == 0, r
         assert r["final_boxes"] < 1e-3 and r["boxes"] < 1e-3 and r["final_scores"] < 1e-5, r
+
+
+@pytest.mark.parametrize("backbone, neck", [("cspdarknet", "pan"), ("yolo11", "yolo11")])
+def test_exported_graph_slices_no_channels(backbone, neck, tmp_path):
+    """C2f / C2PSA split convs leave the export as two half convs, computing the same numbers, so no
+    Split/Slice cuts a conv's channels and onnxruntime's optimised graph converts few tensors into
+    its blocked layout (the default model: 2, 20 with the slices; yolo11: 4, 23)."""
+    import onnx
+    import onnxruntime as ort
+    model = fuse_conv_bn(detector(backbone=backbone, neck=neck))
+    halved = separate_halves(fuse_conv_bn(model))
+    assert sum(isinstance(m, HalfConvs) for m in halved.modules()) == sum(
+        isinstance(m, (C2f, C2PSA)) for m in model.modules()) > 0
+    x = torch.rand(2, 3, IMGSZ, IMGSZ) * 255
+    with torch.no_grad():
+        a, b = model(x), halved(x)
+    assert torch.allclose(a["boxes"], b["boxes"], atol=1e-4) and torch.allclose(a["cls"], b["cls"], atol=1e-5)
+    path = onnx_cache.export_graph(model, NAMES, IMGSZ, tmp_path / "m.onnx")
+    graph = onnx.load(str(path)).graph
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                   for n in graph.node if n.op_type == "Constant" and n.attribute[0].type == onnx.AttributeProto.TENSOR})
+    assert not [n.name for n in graph.node if n.op_type == "Split"
+                and next((a.i for a in n.attribute if a.name == "axis"), 0) == 1]
+    channel_slices = [n.name for n in graph.node if n.op_type == "Slice"
+                      and len(n.input) > 3 and 1 in np.atleast_1d(consts.get(n.input[3], [])).tolist()]
+    assert not channel_slices
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    if "ReorderInput" in ops or "ReorderOutput" in ops:  # the blocked layout (an x86 CPU with AVX2+)
+        assert ops.count("ReorderInput") <= 4, ops
+
+
+def test_threads_spin_within_a_run_only_with_two_or_more(tmp_path):
+    """At batch 1 a second thread gains nothing unless it spins between operators; spinning stops
+    when a run returns. One thread never spins; boxes are the same either way."""
+    model = detector()
+    path = onnx_cache.export_graph(model, NAMES, IMGSZ, tmp_path / "m.onnx")
+    before = torch.get_num_threads()
+    try:
+        backends = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            backends[threads] = OnnxBackend(path, CPU)
+    finally:
+        torch.set_num_threads(before)
+    for threads, spins in ((1, "0"), (2, "1")):
+        options = backends[threads].session.get_session_options()
+        assert options.intra_op_num_threads == threads
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spins
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    x = torch.rand(1, 3, IMGSZ, IMGSZ) * 255
+    one, two = backends[1](x), backends[2](x)
+    assert torch.allclose(one["boxes"], two["boxes"], atol=1e-3) and torch.allclose(one["cls"], two["cls"], atol=1e-4)
 
 
 def test_auto_falls_back_to_pytorch_with_one_line_when_onnxruntime_is_missing(monkeypatch, capsys):
@@ -124,3 +181,23 @@ def test_predict_command_writes_the_same_boxes_with_either_backend(tmp_path):
         assert [r[0] for r in got] == [r[0] for r in ref]
         np.testing.assert_allclose([r[2:] for r in got], [r[2:] for r in ref], atol=0.0101)
         np.testing.assert_allclose([r[1] for r in got], [r[1] for r in ref], atol=2e-6)
+
+
+def test_torch_work_around_onnxruntime_runs_on_one_thread(monkeypatch):
+    """Letterbox and NMS run on one torch thread beside onnxruntime (torch's OpenMP workers would
+    spin on the cores onnxruntime's threads need), on all of them beside PyTorch; restored after."""
+    from detpipe.infer import predictor as predictor_module
+    seen = []
+    letterbox = predictor_module.letterbox_tensor
+    monkeypatch.setattr(predictor_module, "letterbox_tensor",
+                        lambda *a: (seen.append(torch.get_num_threads()), letterbox(*a))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ref, default = predictors(detector())
+        images = sample_images(2)
+        r = compare(ref, default, images, batch=2)
+        assert r["final_boxes"] < 1e-3 and r["ref_detections"] == r["other_detections"], r
+        assert seen == [2, 2, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -5,6 +5,7 @@ import contextlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,6 +62,10 @@ class TorchBackend:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def torch_side(self) -> contextlib.AbstractContextManager:
+        """Where the caller's own torch work runs: as configured (the network shares torch's threads)."""
+        return contextlib.nullcontext()
+
 
 class OnnxBackend:
     """An exported model run by onnxruntime; outputs are raw (NMS runs in Python, as for PyTorch).
@@ -69,7 +74,7 @@ class OnnxBackend:
     inputs go, is always the CPU, and a batch handed over from another device is copied back.
     """
 
-    def __init__(self, path: str | Path, device: torch.device, spin: bool = False) -> None:
+    def __init__(self, path: str | Path, device: torch.device, spin: bool | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -78,13 +83,16 @@ class OnnxBackend:
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
-        # No spinning: idle onnxruntime threads would otherwise spin for a while after each run,
-        # starving PyTorch or the image decoding that runs next in the same process, and a
-        # neighbour's busy process takes the cores they spin on. `spin` lets them spin within a
-        # run only (bench/bench_infer_paths.py's ort-spin).
+        options.intra_op_num_threads = threads = torch.get_num_threads()
+        # With 2+ threads the helper threads spin between operators within a run: a graph of ~200
+        # small operators otherwise pays a thread wake-up on each, and at batch 1 a second thread
+        # gained nothing (bench/bench_infer_paths.py's ort-nospin row). They stop spinning when the
+        # run returns (force_spinning_stop), so they never starve the PyTorch or image decoding that
+        # runs next in this process. Within a run they take the cores asked for, as any 2-thread run
+        # does: on a machine shared with busy processes, ask for fewer (OMP_NUM_THREADS, `fps --threads`).
+        spin = threads > 1 if spin is None else spin
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        options.intra_op_num_threads = torch.get_num_threads()
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = torch.device("cpu")
         self.where = f"onnxruntime {self.session.get_providers()[0]}"
@@ -102,11 +110,32 @@ class OnnxBackend:
         self.fixed_size = shape[2] if isinstance(shape[2], int) else None
 
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
-        host = batch.detach().cpu().float().numpy()
+        host = batch.detach().cpu().numpy().astype(np.float32)  # numpy's copy wakes no torch thread
         cls, boxes = self.session.run(["cls", "boxes"], {self.input_name: host})
         return {"cls": torch.from_numpy(cls), "boxes": torch.from_numpy(boxes)}
 
     def sync(self) -> None:
         pass  # onnxruntime's run() returns when the outputs are ready
+
+    def torch_side(self) -> contextlib.AbstractContextManager:
+        """Where the caller's own torch work (letterbox, decoding, NMS) runs: on one thread.
+        onnxruntime has its own threads; torch's OpenMP workers spin for milliseconds after each
+        parallel op, on the cores those threads need, and made a 2-thread forward at batch 1 ~1.6x
+        slower (bench/bench_infer_paths.py's ort-torch2 row)."""
+        return torch_threads(1)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to at most `n` within the block (restored after; ~3 µs)."""
+    before = torch.get_num_threads()
+    if before <= n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model.detector import fuse_conv_bn
+from ..model.layers import separate_halves
 
 OPSET = 17
 ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
@@ -62,9 +63,9 @@ def export_model(model: nn.Module, class_names: Sequence[str], size: int, out: s
         # The TorchScript-based exporter is deprecated in favour of torch.export, which needs
         # onnxscript as well; it is kept because it handles this model in one second with no extra package.
         warnings.simplefilter("ignore")
-        torch.onnx.export(RawOutputs(fuse_conv_bn(model.cpu().eval())), (example,), str(out), dynamo=False,
-                          opset_version=opset, input_names=["images"], output_names=["cls", "boxes"],
-                          dynamic_axes=axes, do_constant_folding=True)
+        network = RawOutputs(separate_halves(fuse_conv_bn(model.cpu().eval())))
+        torch.onnx.export(network, (example,), str(out), dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=["cls", "boxes"], dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load(str(out))
     meta = {"class_names": json.dumps(list(class_names)), "imgsz": str(size),
             "strides": json.dumps(list(model.strides)),

@@ -44,7 +44,7 @@ class C2f(nn.Module):
         self.merge = conv_bn((2 + n) * self.half, c_out, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        ys = list(self.split(x).chunk(2, 1))
+        ys = list(halves(self.split, x))
         for block in self.blocks:
             ys.append(block(ys[-1]))
         return self.merge(torch.cat(ys, 1))
@@ -132,8 +132,53 @@ class C2PSA(nn.Module):
         self.blocks = nn.Sequential(*(PSABlock(self.half) for _ in range(n)))
 
     def forward(self, x: Tensor) -> Tensor:
-        a, b = self.split(x).split((self.half, self.half), 1)
+        a, b = halves(self.split, x)
         return self.merge(torch.cat([a, self.blocks(b)], 1))
+
+
+def halves(split: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The two channel halves of `split(x)` (a conv_bn, or the HalfConvs it becomes for export)."""
+    y = split(x)
+    return y if isinstance(y, tuple) else y.chunk(2, 1)
+
+
+class HalfConvs(nn.Module):
+    """A folded 1x1 conv(-SiLU) as two convs of half its outputs each, returning the two halves: the
+    same numbers as slicing the whole output, but an exported graph without channel slices.
+    onnxruntime's fast CPU layout (channels in blocks of 16) cannot slice channels, so every slice made
+    it convert the tensor out of that layout and its consumers back in (the default model's optimised
+    graph had 51 conversions, 15 without the slices; bench/bench_infer_paths.py's ort-chunk row)."""
+
+    def __init__(self, split: nn.Sequential) -> None:
+        super().__init__()
+        conv = split[0]
+        folded = not any(isinstance(m, nn.BatchNorm2d) for m in split)
+        if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.bias is not None and folded):
+            raise ValueError("HalfConvs takes a conv_bn whose BatchNorm is folded (fuse_conv_bn)")
+        half = conv.out_channels // 2
+        self.a, self.b = (nn.Sequential(_conv_rows(conv, rows), *split[1:])
+                          for rows in (slice(0, half), slice(half, None)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.a(x), self.b(x)
+
+
+def _conv_rows(conv: nn.Conv2d, rows: slice) -> nn.Conv2d:
+    """A copy of `conv` (with a bias) computing only the output channels `rows`."""
+    weight, bias = conv.weight.detach()[rows], conv.bias.detach()[rows]
+    out = nn.Conv2d(conv.in_channels, weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, bias=True)
+    out.weight.data.copy_(weight)
+    out.bias.data.copy_(bias)
+    return out
+
+
+def separate_halves(model: nn.Module) -> nn.Module:
+    """`model` (BatchNorm folded, changed in place) with every C2f / C2PSA split conv as HalfConvs."""
+    for m in list(model.modules()):
+        if isinstance(m, (C2f, C2PSA)) and not isinstance(m.split, HalfConvs):
+            m.split = HalfConvs(m.split)
+    return model
 
 
 def scaled_channels(width: float, max_channels: int = 1024) -> list[int]:
