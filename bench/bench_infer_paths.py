@@ -17,18 +17,18 @@ Variants (untrained params.yaml model, the same 8 synthetic photos as bench/benc
                 conv exported as two convs, threads spinning between operators within a run at 2+)
   ort-chunk     `ort` with the split conv's output sliced in the graph (the export before this row)
   ort-nospin    `ort` with no spinning (the default before this row)
-  ort-torch2    `ort` with letterbox and NMS on all of torch's threads (before this row: torch's
-                OpenMP workers spin for milliseconds after each op, against onnxruntime's threads)
   compile       torch-lb, torch.compile (with --compile only: tens of seconds per shape; compile
                 time printed)
 Each row: median ms per image of preprocess, forward and decode + NMS, the latency (their sum per
-batch, median) and its ratio to `before` and to YOLOv8n's; steps run 20 ms apart, as in
-bench/bench_predict.py. Run it alone (`/work/bin/quiet`).
+batch, median) and its ratio to `before` and to YOLOv8n's; steps run 20 ms apart. All variants share
+one process, so the onnxruntime rows run beside torch's --threads, whose idle workers spin against
+onnxruntime's, and each row's figure depends a little on the row before it (a spinning one leaves
+the cores awake): compare the paths here, and the tools with bench/bench_predict.py, which runs each
+tool in its own process as its commands do. Run it alone (`/work/bin/quiet`).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -144,9 +144,7 @@ def variants(model, names, imgsz: int, folder: Path, compile_too: bool) -> dict[
            "ort-basic": predictor(ort_backend(model, names, imgsz, "basic", folder)),
            "ort": predictor(ort_backend(model, names, imgsz, "all", folder)),
            "ort-chunk": predictor(ort_backend(model, names, imgsz, "all", folder, halves=False)),
-           "ort-nospin": predictor(ort_backend(model, names, imgsz, "all", folder, spin=False)),
-           "ort-torch2": predictor(ort_backend(model, names, imgsz, "all", folder))}
-    out["ort-torch2"].backend.torch_side = contextlib.nullcontext
+           "ort-nospin": predictor(ort_backend(model, names, imgsz, "all", folder, spin=False))}
     if compile_too:
         out["compile"] = predictor(ScriptedBackend(model, lambda raw, x: torch.compile(raw, dynamic=False), "compile"))
     return out

@@ -6,9 +6,10 @@
 For each imgsz and batch 1 and 8, prints ms per image for preprocessing (letterbox, stack),
 model forward, decoding + NMS, and drawing, plus images/s, and the ratio of detpipe's latency
 (preprocess + forward + NMS, what Ultralytics' `Results.speed` counts; drawing apart) to
-YOLOv8n's. The two tools alternate batch by batch (20 ms apart, so neither's idle threads still
-spin in the other's batch), so a neighbour's load slows both alike; each part's figure is its
-median over the timed batches. The images are 8 synthetic 640x480 /
+YOLOv8n's. Each tool runs in a process of its own, set up as its commands set it up (detpipe
+leaves the cores to onnxruntime: torch at one thread, as `detpipe predict` does); the two alternate
+batch by batch, 20 ms apart (so neither's idle threads still spin in the other's batch), so a
+neighbour's load slows both alike; each part's figure is its median over the timed batches. The images are 8 synthetic 640x480 /
 480x640 pictures. detpipe's model is the params.yaml architecture with untrained weights unless
 --weights is given (the cost of a forward pass does not depend on the weight values; NMS and
 drawing cost a little more with a trained model's boxes). YOLOv8n is built from its yaml, so no
@@ -19,6 +20,8 @@ this prints how to install it in a separate venv.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import multiprocessing
 import os
 import sys
 import time
@@ -31,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detpipe.cpus import usable_cpus  # noqa: E402
+from detpipe.infer.backends import leave_cpu_to  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images, time_parts  # noqa: E402
 from detpipe.model.detector import build_model, describe, model_summary  # noqa: E402
 from detpipe.params import InferBackend, load_params  # noqa: E402
@@ -109,6 +113,63 @@ def row(name: str, size: int, batch: int, r: dict, ref: dict | None) -> str:
             f"{r['latency']:>8.2f} {ratio} {r['draw']:>8.2f} {r['images_per_s']:>9.1f}")
 
 
+def serve(conn, tool: str, options: dict) -> None:
+    """One tool in a process of its own, set up as its users run it: build it, send a line saying
+    what runs, then time each (imgsz, image indices) batch asked for until None comes."""
+    try:
+        if options["threads"]:
+            torch.set_num_threads(options["threads"])
+        images = sample_images(8)
+        if tool == "detpipe":
+            predictors = {size: detpipe_predictor(options["weights"], Path(options["params"]), size, options["backend"])
+                          for size in options["sizes"]}
+            predictor, label = predictors[options["sizes"][0]]
+            leave_cpu_to(predictor.backend)  # what `detpipe predict` and `fps` do once the backend is built
+            conn.send(f"{label}, on {predictor.backend.where} (--backend {options['backend']}), "
+                      f"torch at {torch.get_num_threads()} thread(s)")
+
+            def step(size: int, idx: list[int]) -> dict[str, float]:
+                return detpipe_batch(predictors[size][0], [images[i] for i in idx])
+        else:
+            os.environ.setdefault("YOLO_OFFLINE", "1")
+            import ultralytics
+            from ultralytics import YOLO
+            from ultralytics.utils import torch_utils
+            torch_utils.NUM_THREADS = torch.get_num_threads()  # its select_device() would reset the threads
+            yolo = YOLO("yolov8n.yaml")  # architecture only: nothing downloaded
+            bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
+            conn.send(f"Ultralytics {ultralytics.__version__} YOLOv8n (from yolov8n.yaml, untrained), "
+                      f"torch at {torch.get_num_threads()} thread(s)")
+
+            def step(size: int, idx: list[int]) -> dict[str, float]:
+                return yolo_batch(yolo, [bgr[i] for i in idx], size)
+        while (request := conn.recv()) is not None:
+            conn.send(step(*request))
+    except Exception as exc:  # the parent prints it; a bench has no other caller
+        conn.send(f"error: {tool}: {type(exc).__name__}: {exc}")
+
+
+class Worker:
+    """A tool's process (spawned: nothing inherited from this one) and the pipe to it."""
+
+    def __init__(self, tool: str, options: dict) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=serve, args=(child, tool, options), daemon=True)
+        self.process.start()
+        self.label = self.conn.recv()
+        if self.label.startswith("error: "):
+            raise SystemExit(self.label)
+
+    def __call__(self, size: int, idx: list[int]) -> dict[str, float]:
+        self.conn.send((size, idx))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.process.join(timeout=30)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1,
@@ -121,41 +182,30 @@ def main() -> int:
     p.add_argument("--gap", type=float, default=GAP, help=f"seconds between two timed batches (default {GAP})")
     p.add_argument("--params", default=str(Path(__file__).resolve().parents[1] / "params.yaml"))
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    images = sample_images(8)
-    bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
-    try:
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        import ultralytics
-        from ultralytics import YOLO
-        from ultralytics.utils import torch_utils
-        torch_utils.NUM_THREADS = torch.get_num_threads()  # its select_device() would reset the threads
-        yolo = YOLO("yolov8n.yaml")  # architecture only: nothing downloaded
-        yolo_note = f"Ultralytics {ultralytics.__version__} YOLOv8n (from yolov8n.yaml, untrained)"
-    except ImportError:
-        yolo, yolo_note = None, None
     sizes = [int(s) for s in args.sizes.split(",")]
-    predictors = {size: detpipe_predictor(args.weights, Path(args.params), size, args.backend) for size in sizes}
-    label, where = predictors[sizes[0]][1], predictors[sizes[0]][0].backend.where
-    print(f"CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {usable_cpus()} usable CPUs; "
+    options = {"threads": args.threads, "weights": args.weights, "params": args.params, "backend": args.backend,
+               "sizes": sizes}
+    workers = {"detpipe": Worker("detpipe", options)}
+    if importlib.util.find_spec("ultralytics") is not None:
+        workers["yolov8n"] = Worker("yolov8n", options)
+    threads = args.threads or torch.get_num_threads()
+    print(f"CPU, torch {torch.__version__}, {threads} thread(s) each, {usable_cpus()} usable CPUs; "
           f"8 synthetic 640x480/480x640 images, conf 0.25, IoU 0.45, {args.images} images per row")
-    print(f"detpipe: {label}, on {where} (--backend {args.backend})")
-    print(f"yolov8n: {yolo_note or 'not installed (see below)'}")
+    print(f"detpipe: {workers['detpipe'].label}")
+    print(f"yolov8n: {workers['yolov8n'].label if 'yolov8n' in workers else 'not installed (see below)'}")
     print(f"\n{'model':<9} {'imgsz':>5} {'batch':>5} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} "
           f"{'latency':>8} {'/yolov8n':>8} {'drawing':>8} {'images/s':>9}\n{'':<21}(ms per image; latency = "
           "preprocess + forward + NMS; images/s from the latency; the tools alternate batch by batch)")
     for size in sizes:
-        predictor = predictors[size][0]
         for batch in BATCHES:
-            steps = {"detpipe": lambda idx: detpipe_batch(predictor, [images[i] for i in idx])}
-            if yolo is not None:
-                steps["yolov8n"] = lambda idx: yolo_batch(yolo, [bgr[i] for i in idx], size)
-            r = alternate(steps, len(images), batch, runs=max(3, args.images // batch), gap=args.gap)
+            steps = {name: (lambda idx, w=w: w(size, idx)) for name, w in workers.items()}
+            r = alternate(steps, 8, batch, runs=max(3, args.images // batch), gap=args.gap)
             print(row("detpipe", size, batch, r["detpipe"], r.get("yolov8n")), flush=True)
-            if yolo is not None:
+            if "yolov8n" in r:
                 print(row("yolov8n", size, batch, r["yolov8n"], None), flush=True)
-    if yolo is None:
+    for w in workers.values():
+        w.close()
+    if "yolov8n" not in workers:
         print("\n" + INSTALL)
     return 0
 

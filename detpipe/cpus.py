@@ -8,10 +8,12 @@ than 1 next to one busy process on 2 cores).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
@@ -28,6 +30,46 @@ def usable_cpus(root: Path | None = None, self_cgroup: Path | None = None) -> in
     if quota is not None:
         cpus = min(cpus, math.floor(quota))
     return max(1, cpus)
+
+
+def thread_placement(threads: int, cpus: set[int] | None = None) -> tuple[set[int], str] | None:
+    """Where onnxruntime's `threads` intra-op threads run: the CPUs for the calling thread (the first
+    of them) during a run, and `session.intra_op_thread_affinities` pinning each of the threads - 1
+    workers to one of the last CPUs this process may run on (onnxruntime counts CPUs from 1). None
+    with one thread, fewer CPUs than threads or no affinity call (macOS, Windows).
+
+    Why: a worker sleeps between runs, and Linux wakes a sleeper next to its waker, so the worker
+    spun on the core the calling thread computed on. A 2-thread forward pass at batch 1, 20 ms after
+    the last one, took 12.8-13.1 ms instead of 6.2-6.6 with the workers pinned
+    (bench/bench_ort_affinity.py); the calling thread must be kept off their CPUs too, as a pipe or
+    a lock can wake it onto a worker's CPU (bench/bench_predict.py, the tools in two processes).
+    """
+    if cpus is None:
+        try:
+            cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            return None
+    ordered = sorted(cpus)
+    if threads < 2 or len(ordered) < threads:
+        return None
+    split = len(ordered) - threads + 1
+    return set(ordered[:split]), ";".join(str(cpu + 1) for cpu in ordered[split:])
+
+
+@contextlib.contextmanager
+def calling_thread_on(cpus: set[int] | None) -> Iterator[None]:
+    """The calling thread runs on `cpus` (those of them it may use) within the block, on its own set
+    again after: threads and processes it starts later inherit its affinity and must keep all of it.
+    None: unchanged."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus & before or cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def threads_per_rank(local_world: int) -> int:

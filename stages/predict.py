@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detpipe.data.annotations import read_lines  # noqa: E402
 from detpipe.model.device import select_device  # noqa: E402
 from detpipe.data.images import ImageCheckError, PixelLimit, check_headers, load_rgb  # noqa: E402
+from detpipe.infer.backends import leave_cpu_to  # noqa: E402
 from detpipe.infer.predictor import Predictor  # noqa: E402
 from detpipe.artifacts.predict_summary import PredictSummary  # noqa: E402
 from detpipe.artifacts.image_manifest import ManifestError, check_images, read_manifest  # noqa: E402
@@ -68,6 +69,7 @@ def main() -> int:
     # The same batched, letterboxed inference as `python -m detpipe predict`, so both give the same boxes.
     predictor = Predictor.from_model(model, names, state["imgsz"], device, params.map.confidence, p.nms_iou,
                                      p.max_det, backend=p.backend)
+    leave_cpu_to(predictor.backend)
     infer_start = time.time()
     dets = predictor.predict_files([r.path for r in records], p.batch_size, params.train.num_workers,
                                    progress=lambda it: tqdm(it, desc="predict", leave=False, dynamic_ncols=True),

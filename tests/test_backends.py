@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from detpipe.cpus import thread_placement
 from detpipe.infer import onnx_cache
-from detpipe.infer.backends import OnnxBackend, TorchBackend
+from detpipe.infer import backends
+from detpipe.infer.backends import OnnxBackend, TorchBackend, leave_cpu_to
 from detpipe.infer.predictor import Predictor, compare, sample_images
 from detpipe.model.detector import Detector, ModelConfig, fuse_conv_bn
 from detpipe.model.layers import C2f, C2PSA, HalfConvs, separate_halves
@@ -84,8 +86,9 @@ def test_exported_graph_slices_no_channels(backbone, neck, tmp_path):
 
 
 def test_threads_spin_within_a_run_only_with_two_or_more(tmp_path):
-    """At batch 1 a second thread gains nothing unless it spins between operators; spinning stops
-    when a run returns. One thread never spins; boxes are the same either way."""
+    """At batch 1 a second thread gains little unless it spins between operators and stays on its
+    own CPU; spinning stops when a run returns. One thread neither spins nor is pinned; boxes are
+    the same either way."""
     model = detector()
     path = onnx_cache.export_graph(model, NAMES, IMGSZ, tmp_path / "m.onnx")
     before = torch.get_num_threads()
@@ -101,8 +104,17 @@ def test_threads_spin_within_a_run_only_with_two_or_more(tmp_path):
         assert options.intra_op_num_threads == threads
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == spins
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+        try:
+            pinned = options.get_session_config_entry("session.intra_op_thread_affinities")
+        except RuntimeError:  # not set
+            pinned = None
+        placement = thread_placement(threads)
+        assert pinned == (placement[1] if placement else None), (threads, pinned)
+        assert backends[threads].caller_cpus == (placement[0] if placement else None)
     x = torch.rand(1, 3, IMGSZ, IMGSZ) * 255
+    mine = os.sched_getaffinity(0)
     one, two = backends[1](x), backends[2](x)
+    assert os.sched_getaffinity(0) == mine  # the caller's CPUs are its own again after a run
     assert torch.allclose(one["boxes"], two["boxes"], atol=1e-3) and torch.allclose(one["cls"], two["cls"], atol=1e-4)
 
 
@@ -183,21 +195,31 @@ def test_predict_command_writes_the_same_boxes_with_either_backend(tmp_path):
         np.testing.assert_allclose([r[1] for r in got], [r[1] for r in ref], atol=2e-6)
 
 
-def test_torch_work_around_onnxruntime_runs_on_one_thread(monkeypatch):
-    """Letterbox and NMS run on one torch thread beside onnxruntime (torch's OpenMP workers would
-    spin on the cores onnxruntime's threads need), on all of them beside PyTorch; restored after."""
-    from detpipe.infer import predictor as predictor_module
-    seen = []
-    letterbox = predictor_module.letterbox_tensor
-    monkeypatch.setattr(predictor_module, "letterbox_tensor",
-                        lambda *a: (seen.append(torch.get_num_threads()), letterbox(*a))[1])
+def test_commands_leave_the_cores_to_onnxruntime(tmp_path):
+    """Once the network runs in onnxruntime, torch drops to one thread (its idle OpenMP workers spin
+    against onnxruntime's), after onnxruntime took its count from torch; beside PyTorch nothing changes."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
+        torch.set_num_threads(2)
         ref, default = predictors(detector())
-        images = sample_images(2)
-        r = compare(ref, default, images, batch=2)
+        leave_cpu_to(ref.backend)
+        assert torch.get_num_threads() == 2
+        leave_cpu_to(default.backend)
+        assert torch.get_num_threads() == 1
+        assert default.backend.session.get_session_options().intra_op_num_threads == 2
+        r = compare(ref, default, sample_images(2), batch=2)
         assert r["final_boxes"] < 1e-3 and r["ref_detections"] == r["other_detections"], r
-        assert seen == [2, 2, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_predict_command_leaves_the_cores_to_onnxruntime(tmp_path, monkeypatch):
+    """`detpipe predict` calls it once the predictor is built (the fps command and the predict stage
+    too: tests/test_onnx.py and tests/test_pipeline.py run them)."""
+    from tests.test_predict_cli import make_weights, run_cli, write_images
+    calls = []
+    monkeypatch.setattr(backends, "leave_cpu_to", lambda backend: calls.append(type(backend).__name__))
+    weights = make_weights(tmp_path / "w.pt")
+    write_images(tmp_path / "in")
+    assert run_cli(tmp_path / "in", "--weights", weights, "--out", tmp_path / "out") == 0
+    assert calls == ["OnnxBackend"]

@@ -140,3 +140,17 @@ def test_a_real_busy_process_is_seen():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_onnxruntime_workers_are_pinned_one_per_cpu_on_the_last_cpus():
+    """onnxruntime's workers (threads - 1; the caller is the first thread) each get one CPU of the
+    process's set, the last ones, numbered from 1 as onnxruntime counts; the caller gets the rest;
+    no pinning where it cannot work."""
+    assert cpus.thread_placement(2, {0, 1}) == ({0}, "2")
+    assert cpus.thread_placement(4, set(range(8))) == ({0, 1, 2, 3, 4}, "6;7;8")
+    assert cpus.thread_placement(3, {8, 3, 5}) == ({3}, "6;9")  # taskset -c 3,5,8: the set's own CPUs
+    assert cpus.thread_placement(1, {0, 1}) is None
+    assert cpus.thread_placement(4, {0, 1}) is None  # more threads than CPUs: nothing to give each its own
+    mine = sorted(os.sched_getaffinity(0))
+    expected = None if len(mine) < 2 else (set(mine[:-1]), str(mine[-1] + 1))
+    assert cpus.thread_placement(2) == expected

@@ -53,6 +53,7 @@ HEADER = (f"{'batch':<10} {'preprocess':>10} {'forward':>9} {'decode+NMS':>11} {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..infer.backends import leave_cpu_to
     from ..infer.predictor import Predictor, sample_images, time_parts
     torch.set_num_threads(args.threads or usable_cpus())
     try:
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(b) for b in args.batch.split(",") if b.strip()]
         predictor = Predictor(args.weights, args.device, args.conf, args.iou, imgsz=args.imgsz, dtype=args.dtype,
                               backend=args.backend)
+        threads = torch.get_num_threads()  # the network's; torch's own may drop to one beside onnxruntime
+        leave_cpu_to(predictor.backend)
         images = ([f.rgb for f in open_source(args.source, pixel_limit=DEFAULT_LIMIT)][:64] if args.source
                   else sample_images(8))
     except (CliError, ValueError, SourceError, FileNotFoundError, RuntimeError) as exc:
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kind = "onnxruntime" if args.weights.lower().endswith(".onnx") else "PyTorch weights"
     print(f"{args.weights} ({kind}) on {predictor.backend.where}, imgsz {predictor.imgsz}, "
-          f"{torch.get_num_threads()} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
+          f"{threads} CPU threads, {len(images)} {'real' if args.source else 'synthetic'} "
           f"images of {images[0].shape[1]}x{images[0].shape[0]}, conf {args.conf}, {args.warmup} warm-up batches")
     print(HEADER)
     for b in sizes:

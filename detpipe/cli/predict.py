@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from ..infer.backends import leave_cpu_to
     from ..infer.predictor import Predictor, format_counts
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     # One inference serves both thresholds: boxes >= --conf are a subset of those >= --txt-conf.
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = Predictor(weights, args.device, nms_conf, args.iou, args.max_det, classes, args.imgsz,
                               backend=args.backend)
+        leave_cpu_to(predictor.backend)
         check_truth(source, predictor.class_names)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..cpus import calling_thread_on, thread_placement
 from ..model.detector import fuse_conv_bn
 from ..model.device import channels_last
 from .onnx_graph import ONNX_HINT
@@ -62,10 +63,6 @@ class TorchBackend:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def torch_side(self) -> contextlib.AbstractContextManager:
-        """Where the caller's own torch work runs: as configured (the network shares torch's threads)."""
-        return contextlib.nullcontext()
-
 
 class OnnxBackend:
     """An exported model run by onnxruntime; outputs are raw (NMS runs in Python, as for PyTorch).
@@ -74,7 +71,7 @@ class OnnxBackend:
     inputs go, is always the CPU, and a batch handed over from another device is copied back.
     """
 
-    def __init__(self, path: str | Path, device: torch.device, spin: bool | None = None) -> None:
+    def __init__(self, path: str | Path, device: torch.device, spin: bool | None = None, pin: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -84,17 +81,22 @@ class OnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads = torch.get_num_threads()
-        # With 2+ threads the helper threads spin between operators within a run: a graph of ~200
-        # small operators otherwise pays a thread wake-up on each, and at batch 1 a second thread
-        # gained nothing (bench/bench_infer_paths.py's ort-nospin row). They stop spinning when the
-        # run returns (force_spinning_stop), so they never starve the PyTorch or image decoding that
-        # runs next in this process. Within a run they take the cores asked for, as any 2-thread run
-        # does: on a machine shared with busy processes, ask for fewer (OMP_NUM_THREADS, `fps --threads`).
+        # With 2+ threads the worker threads spin between operators within a run, as a graph of ~200
+        # small operators otherwise pays a thread wake-up on each (batch 1, runs 20 ms apart: 6.2-6.6
+        # ms spinning, 7.9-8.2 not; bench/bench_ort_affinity.py), and sit pinned one per CPU (see
+        # thread_placement). They stop spinning when the run returns (force_spinning_stop), so they
+        # never starve the PyTorch or image decoding that runs next in this process. Within a run they
+        # take the cores asked for, as any 2-thread run does: on a machine shared with busy processes,
+        # ask for fewer (OMP_NUM_THREADS, `fps --threads`).
         spin = threads > 1 if spin is None else spin
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        placement = thread_placement(threads) if pin else None
+        if placement:
+            options.add_session_config_entry("session.intra_op_thread_affinities", placement[1])
+        self.caller_cpus = placement[0] if placement else None
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.device = torch.device("cpu")
+        self.path, self.device = Path(path), torch.device("cpu")
         self.where = f"onnxruntime {self.session.get_providers()[0]}"
         meta = self.session.get_modelmeta().custom_metadata_map
         if "class_names" not in meta:
@@ -111,31 +113,22 @@ class OnnxBackend:
 
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
         host = batch.detach().cpu().numpy().astype(np.float32)  # numpy's copy wakes no torch thread
-        cls, boxes = self.session.run(["cls", "boxes"], {self.input_name: host})
+        with calling_thread_on(self.caller_cpus):  # off the pinned workers' CPUs (thread_placement)
+            cls, boxes = self.session.run(["cls", "boxes"], {self.input_name: host})
         return {"cls": torch.from_numpy(cls), "boxes": torch.from_numpy(boxes)}
 
     def sync(self) -> None:
         pass  # onnxruntime's run() returns when the outputs are ready
 
-    def torch_side(self) -> contextlib.AbstractContextManager:
-        """Where the caller's own torch work (letterbox, decoding, NMS) runs: on one thread.
-        onnxruntime has its own threads; torch's OpenMP workers spin for milliseconds after each
-        parallel op, on the cores those threads need, and made a 2-thread forward at batch 1 ~1.6x
-        slower (bench/bench_infer_paths.py's ort-torch2 row)."""
-        return torch_threads(1)
 
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's intra-op threads set to at most `n` within the block (restored after; ~3 µs)."""
-    before = torch.get_num_threads()
-    if before <= n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def leave_cpu_to(backend: TorchBackend | OnnxBackend) -> None:
+    """When onnxruntime runs the network: torch down to one thread, for what it still does in this
+    process (letterbox, decoding, NMS: small). torch's idle OpenMP workers spin for milliseconds
+    after each parallel op, on the cores onnxruntime's threads need: a 2-thread forward at batch 1
+    took ~1.6x as long beside them. Setting torch's threads per batch and back is no cure (each change
+    starts a new pool of torch threads, which spin too), so the commands that predict call this once,
+    after the backend took its thread count from torch; a library caller decides for its own process."""
+    if isinstance(backend, OnnxBackend) and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
 
 

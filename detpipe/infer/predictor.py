@@ -106,9 +106,8 @@ class Predictor:
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Tensor, list[Letterbox]]:
         """Letterbox and stack: uint8 Tensor[B, 3, S, S] (padded to a fixed-batch ONNX model's size)."""
-        with self.backend.torch_side():
-            pairs = [self.letterbox(im) for im in images]
-            return pad_batch(torch.stack([p[0] for p in pairs]), self.batch_limit), [p[1] for p in pairs]
+        pairs = [self.letterbox(im) for im in images]
+        return pad_batch(torch.stack([p[0] for p in pairs]), self.batch_limit), [p[1] for p in pairs]
 
     def forward(self, batch: Tensor) -> dict[str, Tensor]:
         return self.backend(batch)
@@ -116,11 +115,10 @@ class Predictor:
     def postprocess(self, out: dict[str, Tensor], lbs: Sequence[Letterbox]) -> list[dict[str, np.ndarray]]:
         """Per-class NMS, then boxes back to each image's own pixels (clipped to the image)."""
         out = {k: v[: len(lbs)] for k, v in out.items()}
-        with self.backend.torch_side():
-            if self.keep is not None:
-                # Other classes get a logit no threshold admits, so max_det counts only wanted classes.
-                out["cls"] = out["cls"].masked_fill(~self.keep.to(out["cls"].device), -torch.inf)
-            return detections_per_image(out, list(lbs), self.conf, self.iou, self.max_det)
+        if self.keep is not None:
+            # Other classes get a logit no threshold admits, so max_det counts only wanted classes.
+            out["cls"] = out["cls"].masked_fill(~self.keep.to(out["cls"].device), -torch.inf)
+        return detections_per_image(out, list(lbs), self.conf, self.iou, self.max_det)
 
     def chunks(self, n: int, batch_size: int) -> Iterable[slice]:
         size = self.batch_limit or max(1, batch_size)
@@ -144,9 +142,8 @@ class Predictor:
                               BatchSampler(SequentialSampler(paths), size, False), workers, self.backend.device,
                               collate_fn=_collate)
         dets: list[dict[str, np.ndarray]] = []
-        with self.backend.torch_side():  # the letterboxing that workers=0 does in this process
-            for batch, lbs in progress(loader):
-                dets.extend(self.postprocess(self.forward(pad_batch(batch, self.batch_limit)), lbs))
+        for batch, lbs in progress(loader):
+            dets.extend(self.postprocess(self.forward(pad_batch(batch, self.batch_limit)), lbs))
         return dets
 
 
