@@ -40,9 +40,10 @@ def thread_placement(threads: int, cpus: set[int] | None = None) -> tuple[set[in
 
     Why: a worker sleeps between runs, and Linux wakes a sleeper next to its waker, so the worker
     spun on the core the calling thread computed on. A 2-thread forward pass at batch 1, 20 ms after
-    the last one, took 12.8-13.1 ms instead of 6.2-6.6 with the workers pinned
-    (bench/bench_ort_affinity.py); the calling thread must be kept off their CPUs too, as a pipe or
-    a lock can wake it onto a worker's CPU (bench/bench_predict.py, the tools in two processes).
+    the last one, took 12.5-13.5 ms instead of 7.0-8.0 with the workers pinned
+    (bench/results/bench_ort_affinity.txt); the calling thread is kept off their CPUs during a run,
+    as a pipe or a lock can wake it onto a worker's CPU (bench/bench_predict.py's detpipe process is
+    woken by a pipe: with the workers pinned and the caller free, its batch-1 forward went up, not down).
     """
     if cpus is None:
         try:

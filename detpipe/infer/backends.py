@@ -69,6 +69,8 @@ class OnnxBackend:
 
     onnxruntime takes host (numpy) arrays whatever its execution provider, so `device`, where
     inputs go, is always the CPU, and a batch handed over from another device is copied back.
+    It runs on torch's thread count at construction; `spin` (default: with 2+ threads) and `pin`
+    place those threads (below; bench/bench_ort_affinity.py compares the four settings).
     """
 
     def __init__(self, path: str | Path, device: torch.device, spin: bool | None = None, pin: bool = True) -> None:
@@ -82,9 +84,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads = torch.get_num_threads()
         # With 2+ threads the worker threads spin between operators within a run, as a graph of ~200
-        # small operators otherwise pays a thread wake-up on each (batch 1, runs 20 ms apart: 6.2-6.6
-        # ms spinning, 7.9-8.2 not; bench/bench_ort_affinity.py), and sit pinned one per CPU (see
-        # thread_placement). They stop spinning when the run returns (force_spinning_stop), so they
+        # small operators otherwise pays a thread wake-up on each (batch 1, median of three: 6.6 vs
+        # 7.6 ms back to back, 7.4 vs 9.2 with runs 20 ms apart; bench/results/bench_ort_affinity.txt),
+        # and sit pinned one per CPU (see thread_placement). They stop spinning when the run returns (force_spinning_stop), so they
         # never starve the PyTorch or image decoding that runs next in this process. Within a run they
         # take the cores asked for, as any 2-thread run does: on a machine shared with busy processes,
         # ask for fewer (OMP_NUM_THREADS, `fps --threads`).
@@ -124,11 +126,10 @@ class OnnxBackend:
 def leave_cpu_to(backend: TorchBackend | OnnxBackend) -> None:
     """When onnxruntime runs the network: torch down to one thread, for what it still does in this
     process (letterbox, decoding, NMS: small). torch's idle OpenMP workers spin for milliseconds
-    after each parallel op, on the cores onnxruntime's threads need: a 2-thread forward at batch 1
-    took ~1.6x as long beside them. Setting torch's threads per batch and back is no cure (each change
+    after each parallel op, on the cores onnxruntime's threads need: on the code before this (a57244e),
+    `detpipe fps --threads 2` ran the forward pass at batch 1 in 7.7-8.8 ms, in 6.3-8.0 with
+    GOMP_SPINCOUNT=0 (their spinning off; three runs each). Setting torch's threads per batch and back is no cure (each change
     starts a new pool of torch threads, which spin too), so the commands that predict call this once,
     after the backend took its thread count from torch; a library caller decides for its own process."""
     if isinstance(backend, OnnxBackend) and torch.get_num_threads() > 1:
         torch.set_num_threads(1)
-
-
