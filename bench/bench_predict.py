@@ -9,10 +9,10 @@ model forward, decoding + NMS, and drawing, plus images/s, and the ratio of detp
 YOLOv8n's. Each tool runs in a process of its own, set up as its commands set it up (detpipe
 leaves the cores to onnxruntime: torch at one thread, as `detpipe predict` does); the two alternate
 batch by batch, 20 ms apart (so neither's idle threads still spin in the other's batch), so a
-neighbour's load slows both alike; each part's figure is its median over the timed batches. The images are 8 synthetic 640x480 /
-480x640 pictures. detpipe's model is the params.yaml architecture with untrained weights unless
---weights is given (the cost of a forward pass does not depend on the weight values; NMS and
-drawing cost a little more with a trained model's boxes). YOLOv8n is built from its yaml, so no
+neighbour's load slows both alike; each part's figure is its median over the timed batches. The
+images are 8 synthetic 640x480 / 480x640 pictures. detpipe's model is the params.yaml architecture
+with untrained weights unless --weights is given (the cost of a forward pass does not depend on the
+weight values; NMS and drawing cost a little more with a trained model's boxes). YOLOv8n is built from its yaml, so no
 weights are downloaded, and timed through its own predict pipeline (`Results.speed`) plus
 `Results.plot()` for drawing. Ultralytics is not a detpipe dependency: if it cannot be imported
 this prints how to install it in a separate venv.
