@@ -93,14 +93,14 @@ def test_threads_spin_within_a_run_only_with_two_or_more(tmp_path):
     path = onnx_cache.export_graph(model, NAMES, IMGSZ, tmp_path / "m.onnx")
     before = torch.get_num_threads()
     try:
-        backends = {}
+        by_threads = {}
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            backends[threads] = OnnxBackend(path, CPU)
+            by_threads[threads] = OnnxBackend(path, CPU)
     finally:
         torch.set_num_threads(before)
     for threads, spins in ((1, "0"), (2, "1")):
-        options = backends[threads].session.get_session_options()
+        options = by_threads[threads].session.get_session_options()
         assert options.intra_op_num_threads == threads
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == spins
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
@@ -110,10 +110,10 @@ def test_threads_spin_within_a_run_only_with_two_or_more(tmp_path):
             pinned = None
         placement = thread_placement(threads)
         assert pinned == (placement[1] if placement else None), (threads, pinned)
-        assert backends[threads].caller_cpus == (placement[0] if placement else None)
+        assert by_threads[threads].caller_cpus == (placement[0] if placement else None)
     x = torch.rand(1, 3, IMGSZ, IMGSZ) * 255
     mine = os.sched_getaffinity(0)
-    one, two = backends[1](x), backends[2](x)
+    one, two = by_threads[1](x), by_threads[2](x)
     assert os.sched_getaffinity(0) == mine  # the caller's CPUs are its own again after a run
     assert torch.allclose(one["boxes"], two["boxes"], atol=1e-3) and torch.allclose(one["cls"], two["cls"], atol=1e-4)
 
@@ -213,13 +213,15 @@ def test_commands_leave_the_cores_to_onnxruntime(tmp_path):
         torch.set_num_threads(before)
 
 
-def test_predict_command_leaves_the_cores_to_onnxruntime(tmp_path, monkeypatch):
-    """`detpipe predict` calls it once the predictor is built (the fps command and the predict stage
-    too: tests/test_onnx.py and tests/test_pipeline.py run them)."""
+def test_predict_and_fps_commands_leave_the_cores_to_onnxruntime(tmp_path, monkeypatch):
+    """`detpipe predict` and `detpipe fps` call it once the predictor is built (the predict stage's
+    call is in stages/predict.py, run end to end by tests/test_pipeline.py)."""
+    from detpipe.cli import fps as fps_cli
     from tests.test_predict_cli import make_weights, run_cli, write_images
     calls = []
     monkeypatch.setattr(backends, "leave_cpu_to", lambda backend: calls.append(type(backend).__name__))
     weights = make_weights(tmp_path / "w.pt")
     write_images(tmp_path / "in")
     assert run_cli(tmp_path / "in", "--weights", weights, "--out", tmp_path / "out") == 0
-    assert calls == ["OnnxBackend"]
+    assert fps_cli.main(["--weights", str(weights), "--batch", "1", "--images", "2", "--threads", "1"]) == 0
+    assert calls == ["OnnxBackend", "OnnxBackend"]
