@@ -25,6 +25,16 @@ def private_onnx_cache(tmp_path_factory):
     os.environ["DETPIPE_CACHE"] = str(tmp_path_factory.mktemp("detpipe-cache"))
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Each test ends with torch's thread count as it began: the commands run in-process here set it
+    (`fps --threads`; predict, fps and the predict stage leave onnxruntime the cores), and a later
+    test's float tolerances may depend on it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for the module's tests (tiny models run faster and steadier on a shared CPU)."""

@@ -119,6 +119,7 @@ def test_every_coco_entry_matches_the_torchvision_detector(weights_name, monkeyp
 def test_coco_weights_give_the_torchvision_detectors_backbone_maps(torch_home, monkeypatch, capsys):
     """mobilenet_v3_large from fasterrcnn_mobilenet_v3_large_fpn: frozen BatchNorm (eps 1e-5) folded
     into detpipe's BatchNorm (eps 1e-3); the stage outputs equal torchvision's body's."""
+    torch.manual_seed(0)  # the detector's initial weights and the input: one case, every run
     det = _torchvision_detector(COCO_DETECTORS["mobilenet_v3_large"][0], monkeypatch)
     state = _randomize({k: v for k, v in det.state_dict().items() if k.startswith("backbone.body.")})
     path = _plant(state, "mobilenet_v3_large", "coco")
@@ -133,8 +134,10 @@ def test_coco_weights_give_the_torchvision_detectors_backbone_maps(torch_home, m
     cuts = [len(b.stem) + len(b.c3), len(b.stem) + len(b.c3) + len(b.c4), len(body)]
     with torch.no_grad():
         ours, theirs = b(x), _stage_outputs(body, x, cuts)
-    for o, t in zip(ours, theirs):  # frozen BatchNorm computes x * scale + shift: equal up to rounding
-        assert o.shape == t.shape and float((o - t).abs().max()) <= 1e-5 * float(t.abs().max())
+    # frozen BatchNorm computes x * scale + shift: equal up to float32 rounding, which over 15 layers
+    # reached 1.6e-5 of the largest value (CI, one random input); a wrong eps is off by ~5%
+    for o, t in zip(ours, theirs):
+        assert o.shape == t.shape and float((o - t).abs().max()) <= 1e-4 * float(t.abs().max())
 
 
 def test_imagenet_weights_give_the_classifiers_stage_maps(torch_home, monkeypatch, capsys):
