@@ -195,6 +195,23 @@ def test_predict_command_writes_the_same_boxes_with_either_backend(tmp_path):
         np.testing.assert_allclose([r[1] for r in got], [r[1] for r in ref], atol=2e-6)
 
 
+def test_threads_never_exceed_the_cpus_this_process_may_use(tmp_path, monkeypatch):
+    """torch's default thread count ignores a container's CPU quota; onnxruntime's spinning threads
+    beyond it would only wait, so the backend takes at most usable_cpus()."""
+    from detpipe.infer import backends as backends_module
+    path = onnx_cache.export_graph(detector(), NAMES, IMGSZ, tmp_path / "m.onnx")
+    monkeypatch.setattr(backends_module, "usable_cpus", lambda: 1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        backend = OnnxBackend(path, CPU)
+    finally:
+        torch.set_num_threads(before)
+    options = backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1 and backend.caller_cpus is None
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_commands_leave_the_cores_to_onnxruntime(tmp_path):
     """Once the network runs in onnxruntime, torch drops to one thread (its idle OpenMP workers spin
     against onnxruntime's), after onnxruntime took its count from torch; beside PyTorch nothing changes."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..cpus import calling_thread_on, thread_placement
+from ..cpus import calling_thread_on, thread_placement, usable_cpus
 from ..model.detector import fuse_conv_bn
 from ..model.device import channels_last
 from .onnx_graph import ONNX_HINT
@@ -69,8 +69,9 @@ class OnnxBackend:
 
     onnxruntime takes host (numpy) arrays whatever its execution provider, so `device`, where
     inputs go, is always the CPU, and a batch handed over from another device is copied back.
-    It runs on torch's thread count at construction; `spin` (default: with 2+ threads) and `pin`
-    place those threads (below; bench/bench_ort_affinity.py compares the four settings).
+    It runs on torch's thread count at construction (capped at detpipe.cpus.usable_cpus); `spin`
+    (default: with 2+ threads) and `pin` place those threads (below; bench/bench_ort_affinity.py
+    compares the four settings).
     """
 
     def __init__(self, path: str | Path, device: torch.device, spin: bool | None = None, pin: bool = True) -> None:
@@ -82,7 +83,9 @@ class OnnxBackend:
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads = torch.get_num_threads()
+        # torch's count, but no more than the CPUs this process may use: torch's default counts the
+        # affinity mask, not a container's CPU quota, and spinning threads beyond the quota only wait.
+        options.intra_op_num_threads = threads = min(torch.get_num_threads(), usable_cpus())
         # With 2+ threads the worker threads spin between operators within a run, as a graph of ~200
         # small operators otherwise pays a thread wake-up on each (batch 1, median of three: 6.6 vs
         # 7.6 ms back to back, 7.4 vs 9.2 with runs 20 ms apart; bench/results/bench_ort_affinity.txt),
