@@ -43,16 +43,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_predict import alternate, detpipe_batch, yolo_batch  # noqa: E402
+from bench.bench_predict import alternate, detpipe_batch, untrained_model, yolo_batch  # noqa: E402
 from detpipe.boxes import letterbox_params  # noqa: E402
 from detpipe.data.dataset import PAD_VALUE  # noqa: E402
 from detpipe.infer.backends import OnnxBackend, TorchBackend  # noqa: E402
 from detpipe.infer import onnx_graph  # noqa: E402
 from detpipe.infer.onnx_graph import RawOutputs, export_model  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images  # noqa: E402
-from detpipe.model.detector import build_model, fuse_conv_bn  # noqa: E402
-from detpipe.model.load import model_config  # noqa: E402
-from detpipe.params import load_params  # noqa: E402
+from detpipe.model.detector import fuse_conv_bn  # noqa: E402
 
 BATCHES = (1, 8)
 
@@ -160,9 +158,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    params = load_params(Path(args.params))
-    torch.manual_seed(0)
-    model = fuse_conv_bn(build_model(model_config(params)).eval())
+    model, params = untrained_model(Path(args.params))
+    model = fuse_conv_bn(model)
     names = list(params.data.classes)
     images = sample_images(8)
     bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]

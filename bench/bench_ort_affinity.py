@@ -26,11 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_predict import untrained_model  # noqa: E402
 from detpipe.infer.backends import OnnxBackend  # noqa: E402
 from detpipe.infer.onnx_cache import export_graph  # noqa: E402
-from detpipe.model.detector import build_model  # noqa: E402
-from detpipe.model.load import model_config  # noqa: E402
-from detpipe.params import load_params  # noqa: E402
 
 SETTINGS = {"pinned": (True, True), "floating": (True, False), "pinned-nospin": (False, True),
             "floating-nospin": (False, False)}
@@ -59,9 +57,7 @@ def main() -> int:
     p.add_argument("--params", default=str(Path(__file__).resolve().parents[1] / "params.yaml"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    params = load_params(Path(args.params))
-    torch.manual_seed(0)
-    model = build_model(model_config(params)).eval()
+    model, params = untrained_model(Path(args.params))
     print(f"onnxruntime, {args.threads} threads, imgsz {args.imgsz}, params.yaml model; median forward ms per image")
     print(f"{'repeat':>6} {'gap':>5} {'batch':>5} " + " ".join(f"{name:>15}" for name in SETTINGS))
     with tempfile.TemporaryDirectory() as tmp:

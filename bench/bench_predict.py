@@ -54,12 +54,18 @@ PARTS = ("preprocess", "forward", "nms", "draw")
 GAP = 0.02
 
 
+def untrained_model(params_path: Path):
+    """(the params.yaml architecture with seed-0 initial weights, in eval mode; the params): the
+    model every inference bench times (a forward pass costs the same whatever the weights)."""
+    params = load_params(params_path)
+    torch.manual_seed(0)
+    return build_model(model_config(params)).eval(), params
+
+
 def detpipe_predictor(weights: str | None, params_path: Path, size: int, backend: str) -> tuple[Predictor, str]:
     if weights:
         return Predictor(weights, "cpu", conf=0.25, iou=0.45, imgsz=size, backend=backend), weights
-    params = load_params(params_path)
-    torch.manual_seed(0)
-    model = build_model(model_config(params)).eval()
+    model, params = untrained_model(params_path)
     label = f"{describe(model.config, model_summary(model, size))} (params.yaml, untrained weights)"
     return Predictor.from_model(model, params.data.classes, size, torch.device("cpu"), 0.25, 0.45, 100,
                                 backend=backend), label

@@ -205,9 +205,8 @@ def test_predict_command_writes_the_same_boxes_with_either_backend(tmp_path):
 def test_threads_never_exceed_the_cpus_this_process_may_use(tmp_path, monkeypatch):
     """torch's default thread count ignores a container's CPU quota; onnxruntime's spinning threads
     beyond it would only wait, so the backend takes at most usable_cpus()."""
-    from detpipe.infer import backends as backends_module
     path = onnx_cache.export_graph(detector(), NAMES, IMGSZ, tmp_path / "m.onnx")
-    monkeypatch.setattr(backends_module, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(backends, "usable_cpus", lambda: 1)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

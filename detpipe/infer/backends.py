@@ -101,7 +101,7 @@ class OnnxBackend:
             options.add_session_config_entry("session.intra_op_thread_affinities", placement[1])
         self.caller_cpus = placement[0] if placement else None
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.path, self.device = Path(path), torch.device("cpu")
+        self.device = torch.device("cpu")
         self.where = f"onnxruntime {self.session.get_providers()[0]}"
         meta = self.session.get_modelmeta().custom_metadata_map
         if "class_names" not in meta:
