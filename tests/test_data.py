@@ -273,3 +273,19 @@ def test_letterbox_is_pillows_bilinear_to_two_grey_levels(hw):
     view.flags.writeable = False
     lb = letterbox_params(view.shape[1], view.shape[0], 96)
     assert np.array_equal(letterbox_image(view, lb), letterbox_image(view.copy(), lb))
+
+
+def test_inference_batches_hold_the_training_letterbox_planar():
+    """Inference letterboxes each image straight into its planar slot of the batch: the pixels must be
+    training's letterbox (the [S, S, 3] canvas), whatever the image's shape and memory layout."""
+    from detpipe.infer.predictor import letterbox_batch, letterbox_tensor
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in ((480, 640), (640, 480), (320, 320), (7, 900))]
+    images.append(images[0][::-1, ::3])  # a strided view
+    batch, lbs = letterbox_batch(images, 320, min_batch=8)
+    assert batch.shape == (8, 3, 320, 320) and batch.dtype == torch.uint8 and batch.is_contiguous()
+    for rgb, lb, planar in zip(images, lbs, batch):
+        assert lb == letterbox_params(rgb.shape[1], rgb.shape[0], 320)
+        assert np.array_equal(planar.numpy(), letterbox_image(rgb, lb).transpose(2, 0, 1))
+        assert torch.equal(letterbox_tensor(rgb, 320)[0], planar)
+    assert (batch[len(images):] == PAD_VALUE).all()  # a fixed-batch model's filler slots are grey

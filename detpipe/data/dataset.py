@@ -88,24 +88,32 @@ def letterbox_image(rgb: np.ndarray, lb: Letterbox) -> np.ndarray:
 
 
 def letterbox_hwc(rgb: np.ndarray, lb: Letterbox) -> Tensor:
-    """`letterbox_image` as a uint8 Tensor[S, S, 3]; `.permute(2, 0, 1)` is the network's [3, S, S].
-
-    The resize is Pillow's BILINEAR (antialiased when shrinking), computed by torch's uint8
-    kernel: 5x faster than Pillow here, equal to it at some scales and elsewhere within two grey
-    levels, a mean difference below 0.1 (its weights are rounded to fewer bits;
-    tests/test_data.py). Pixels outside the square (a zoomed-in training sample, negative pad)
-    are cut off.
-    """
-    image = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"]))
-    if (lb.new_width, lb.new_height) != (lb.width, lb.height):
-        nchw = image.permute(2, 0, 1)[None]  # a channels-last view: torch's fast uint8 kernel
-        image = F.interpolate(nchw, size=(lb.new_height, lb.new_width), mode="bilinear", antialias=True,
-                              align_corners=False)[0].permute(1, 2, 0)
+    """`letterbox_image` as a uint8 Tensor[S, S, 3]; `.permute(2, 0, 1)` is the network's [3, S, S]."""
     canvas = torch.full((lb.size, lb.size, 3), PAD_VALUE, dtype=torch.uint8)
+    letterbox_into(canvas.permute(2, 0, 1), rgb, lb)
+    return canvas
+
+
+def letterbox_into(canvas: Tensor, rgb: np.ndarray, lb: Letterbox) -> Tensor:
+    """Resize uint8 [H, W, 3] to lb.new_* and paste it at lb.pad_* into `canvas`, a uint8
+    Tensor[3, S, S] already grey (any strides: a permuted [S, S, 3] canvas works); returns canvas.
+
+    Inference writes each image straight into its slot of the batch, planar: no [S, S, 3] canvas
+    and no stacking copy (the preprocess column of bench/results/bench_predict.txt). The resize is Pillow's BILINEAR
+    (antialiased when shrinking), computed by torch's uint8 kernel: 5x faster than Pillow here,
+    equal to it at some scales and elsewhere within two grey levels, a mean difference below 0.1
+    (its weights are rounded to fewer bits; tests/test_data.py). Pixels outside the square (a
+    zoomed-in training sample, negative pad) are cut off.
+    """
+    image = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"])).permute(2, 0, 1)
+    if (lb.new_width, lb.new_height) != (lb.width, lb.height):
+        # [3, H, W] over [H, W, 3] memory is channels-last: torch's fast uint8 kernel
+        image = F.interpolate(image[None], size=(lb.new_height, lb.new_width), mode="bilinear", antialias=True,
+                              align_corners=False)[0]
     x0, y0 = max(lb.pad_x, 0), max(lb.pad_y, 0)
     x1, y1 = min(lb.pad_x + lb.new_width, lb.size), min(lb.pad_y + lb.new_height, lb.size)
     if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = image[y0 - lb.pad_y:y1 - lb.pad_y, x0 - lb.pad_x:x1 - lb.pad_x]
+        canvas[:, y0:y1, x0:x1] = image[:, y0 - lb.pad_y:y1 - lb.pad_y, x0 - lb.pad_x:x1 - lb.pad_x]
     return canvas
 
 

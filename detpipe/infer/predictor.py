@@ -19,7 +19,7 @@ from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 from torchvision.ops import box_iou
 
 from ..boxes import Letterbox, letterbox_params
-from ..data.dataset import PAD_VALUE, batch_loader, letterbox_hwc
+from ..data.dataset import PAD_VALUE, batch_loader, letterbox_into
 from .backends import CANDIDATE_SCORE, LOW_PRECISION_TOLERANCE, OnnxBackend, TorchBackend  # noqa: F401 (re-exported)
 from .decode import detections_per_image
 from .onnx_cache import onnxruntime_backend, resolve_backend
@@ -100,14 +100,9 @@ class Predictor:
     def batch_limit(self) -> int | None:
         return self.backend.fixed_batch
 
-    def letterbox(self, rgb: np.ndarray) -> tuple[Tensor, Letterbox]:
-        """One image as uint8 Tensor[3, S, S] and how it was placed."""
-        return letterbox_tensor(rgb, self.imgsz)
-
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Tensor, list[Letterbox]]:
-        """Letterbox and stack: uint8 Tensor[B, 3, S, S] (padded to a fixed-batch ONNX model's size)."""
-        pairs = [self.letterbox(im) for im in images]
-        return pad_batch(torch.stack([p[0] for p in pairs]), self.batch_limit), [p[1] for p in pairs]
+        """`letterbox_batch`, filled up to a fixed-batch ONNX model's size."""
+        return letterbox_batch(images, self.imgsz, self.batch_limit or 0)
 
     def forward(self, batch: Tensor) -> dict[str, Tensor]:
         return self.backend(batch)
@@ -160,9 +155,19 @@ class _Letterboxed(Dataset):
 
 def letterbox_tensor(rgb: np.ndarray, imgsz: int) -> tuple[Tensor, Letterbox]:
     """uint8 [H, W, 3] -> uint8 Tensor[3, S, S] letterboxed as in training, and how it was placed."""
-    h, w = rgb.shape[:2]
-    lb = letterbox_params(w, h, imgsz)
-    return letterbox_hwc(rgb, lb).permute(2, 0, 1), lb
+    lb = letterbox_params(rgb.shape[1], rgb.shape[0], imgsz)
+    return letterbox_into(torch.full((3, imgsz, imgsz), PAD_VALUE, dtype=torch.uint8), rgb, lb), lb
+
+
+def letterbox_batch(images: Sequence[np.ndarray], imgsz: int, min_batch: int = 0) -> tuple[Tensor, list[Letterbox]]:
+    """uint8 [H, W, 3] images letterboxed as in training, each straight into its slot of one uint8
+    Tensor[B, 3, S, S] (B = max(len(images), min_batch); the extra slots are grey), and how each
+    was placed."""
+    batch = torch.full((max(len(images), min_batch), 3, imgsz, imgsz), PAD_VALUE, dtype=torch.uint8)
+    lbs = [letterbox_params(rgb.shape[1], rgb.shape[0], imgsz) for rgb in images]
+    for slot, rgb, lb in zip(batch, images, lbs):
+        letterbox_into(slot, rgb, lb)
+    return batch, lbs
 
 
 def pad_batch(batch: Tensor, size: int | None) -> Tensor:
