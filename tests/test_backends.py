@@ -57,7 +57,8 @@ def test_default_cpu_path_gives_the_pytorch_float32_boxes(backbone, neck):
 def test_exported_graph_slices_no_channels(backbone, neck, tmp_path):
     """C2f / C2PSA split convs leave the export as two half convs, computing the same numbers, so no
     Split/Slice cuts a conv's channels and onnxruntime's optimised graph converts few tensors into
-    its blocked layout (the default model: 2, 20 with the slices; yolo11: 4, 23)."""
+    its blocked layout (the default model: 0, 18 with the slices; yolo11: 2, 21; before #18's fixed-size
+    upsampling each had 2 more)."""
     import onnx
     import onnxruntime as ort
     model = fuse_conv_bn(detector(backbone=backbone, neck=neck))
