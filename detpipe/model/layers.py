@@ -147,7 +147,7 @@ class HalfConvs(nn.Module):
     same numbers as slicing the whole output, but an exported graph without channel slices.
     onnxruntime's fast CPU layout (channels in blocks of 16) cannot slice channels, so every slice made
     it convert the tensor out of that layout and its consumers back in (conversions into it in the
-    default architecture's optimised graph: 20 with the slices, 2 without, tests/test_backends.py;
+    default architecture's optimised graph: 18 with the slices, 0 without, tests/test_backends.py;
     the cost: bench/bench_infer_paths.py's ort-chunk row)."""
 
     def __init__(self, split: nn.Sequential) -> None:
