@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -101,6 +102,8 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=0, help="input size (default: model.imgsz)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the unfrozen step")
     args = p.parse_args()
+    if not Path(args.train).is_file():
+        raise SystemExit(f"error: {args.train} not found: run `dvc repro split` first (or pass --train)")
     records = read_lines(args.train)
     params, _ = resolve_recipe(load_params(args.params), records)  # `auto` settings as training resolves them
     torch.set_num_threads(params.train.threads or usable_cpus())
