@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_infer_paths import RawOutputs  # noqa: E402
 from bench.bench_predict import untrained_model  # noqa: E402
 from detpipe.infer import onnx_graph  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
     names = list(params.data.classes)
     with tempfile.TemporaryDirectory(prefix="bench-graph-ops-") as tmp:
         paths = {"before": Path(tmp) / "before.onnx", "after": Path(tmp) / "after.onnx"}
-        with mock.patch.object(onnx_graph, "ExportNetwork", lambda m, size, fixed_size: onnx_graph.RawOutputs(m)):
+        with mock.patch.object(onnx_graph, "ExportNetwork", lambda m, size, fixed_size: RawOutputs(m)):
             onnx_graph.export_model(model, names, args.imgsz, paths["before"], dynamic="batch")
         onnx_graph.export_model(model, names, args.imgsz, paths["after"], dynamic="batch")
         profiled = {k: session(path, str(Path(tmp) / k)) for k, path in paths.items()}

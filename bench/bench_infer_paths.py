@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,7 +49,7 @@ from detpipe.boxes import letterbox_params  # noqa: E402
 from detpipe.data.dataset import PAD_VALUE  # noqa: E402
 from detpipe.infer.backends import OnnxBackend, TorchBackend  # noqa: E402
 from detpipe.infer import onnx_graph  # noqa: E402
-from detpipe.infer.onnx_graph import RawOutputs, export_model  # noqa: E402
+from detpipe.infer.onnx_graph import export_model  # noqa: E402
 from detpipe.infer.predictor import Predictor, sample_images  # noqa: E402
 from detpipe.model.detector import fuse_conv_bn  # noqa: E402
 
@@ -73,6 +74,19 @@ def opencv_letterbox(rgb: np.ndarray, imgsz: int):
     out = cv2.copyMakeBorder(small, lb.pad_y, imgsz - lb.new_height - lb.pad_y, lb.pad_x,
                              imgsz - lb.new_width - lb.pad_x, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
     return torch.from_numpy(out).permute(2, 0, 1), lb
+
+
+class RawOutputs(nn.Module):
+    """`Detector.forward` with the two outputs a runtime needs (anchor points are baked into boxes), as
+    traced here and by the export before #18 (its input normalisation and shape computations included)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(images)
+        return out["cls"], out["boxes"]
 
 
 class ScriptedBackend(TorchBackend):

@@ -28,19 +28,6 @@ ONNX_HINT = ("ONNX support needs the optional packages onnx and onnxruntime: "
              "pip install onnx onnxruntime (CUDA: onnxruntime-gpu)")
 
 
-class RawOutputs(nn.Module):
-    """`Detector.forward` with the two outputs a runtime needs (anchor points are baked into boxes): what the
-    export traced before #18 (its input normalisation and shape computations included); benches trace it."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.model(images)
-        return out["cls"], out["boxes"]
-
-
 class ExportNetwork(nn.Module):
     """What the exported graph computes: `Detector.forward`'s "cls" Tensor[B, A, C] and "boxes" Tensor[B, A, 4]
     from images Tensor[B, 3, S, S] (float32, 0-255) up to float rounding, without the per-run work that is

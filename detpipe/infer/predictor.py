@@ -155,8 +155,8 @@ class _Letterboxed(Dataset):
 
 def letterbox_tensor(rgb: np.ndarray, imgsz: int) -> tuple[Tensor, Letterbox]:
     """uint8 [H, W, 3] -> uint8 Tensor[3, S, S] letterboxed as in training, and how it was placed."""
-    lb = letterbox_params(rgb.shape[1], rgb.shape[0], imgsz)
-    return letterbox_into(torch.full((3, imgsz, imgsz), PAD_VALUE, dtype=torch.uint8), rgb, lb), lb
+    batch, lbs = letterbox_batch([rgb], imgsz)
+    return batch[0], lbs[0]
 
 
 def letterbox_batch(images: Sequence[np.ndarray], imgsz: int, min_batch: int = 0) -> tuple[Tensor, list[Letterbox]]:
